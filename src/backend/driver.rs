@@ -1,0 +1,267 @@
+//! The pipelined driver of one node connection.
+//!
+//! One task owns the socket. Whatever the sessions queued since its last
+//! write goes out in one write; the reader scans complete replies (frame
+//! boundaries only) and hands each to the oldest pending request, in FIFO
+//! order. A reply whose session has gone away is read and dropped, so the
+//! FIFO stays aligned. When the connection breaks, requests that were written
+//! get an error marked [`Retry::NotSafe`] (they may have run) and those never
+//! written get [`Retry::Safe`]; nothing is ever sent twice from here.
+//!
+//! Connections are opened on demand: the task waits for a first request,
+//! connects (and says `HELLO 3` for a RESP3 connection), and reconnects with
+//! backoff after a failure, failing requests at once while the node is down.
+//!
+//! # Cancel safety
+//! The `select!` arms use `read_buf`, `write_buf` and `recv_many`, each of
+//! which either completes or leaves no effect when another arm wins.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::{BackendSettings, NodeError, Outbound, Reply, ReplyTo, Retry};
+use crate::cluster::NodeAddr;
+use crate::resp::{Protocol, ReplyScanner, Request};
+
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// Read in chunks of this size, reserving again when less than `MIN_READ` is free.
+const READ_CHUNK: usize = 64 * 1024;
+const MIN_READ: usize = 8 * 1024;
+/// Stop taking requests while this much is waiting to be written.
+const MAX_UNWRITTEN: usize = 4 * 1024 * 1024;
+/// Requests taken from the queue per wake-up.
+const BATCH: usize = 512;
+
+/// Starts the driver task of one connection and returns its queue.
+pub(super) fn spawn(
+    addr: NodeAddr,
+    protocol: Protocol,
+    settings: Arc<BackendSettings>,
+) -> mpsc::UnboundedSender<Outbound> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(addr, protocol, rx, settings));
+    tx
+}
+
+async fn run(
+    addr: NodeAddr,
+    protocol: Protocol,
+    mut queue: mpsc::UnboundedReceiver<Outbound>,
+    settings: Arc<BackendSettings>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        // Connect on demand: wait for work first.
+        let Some(first) = queue.recv().await else { return };
+        let stream = match connect(&addr, protocol, settings.connect_timeout).await {
+            Ok(stream) => stream,
+            Err(cause) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures % 100 == 0 {
+                    tracing::warn!(node = %addr, %cause, attempts = failures, "cannot connect to node");
+                }
+                let cause: Arc<str> = cause.into();
+                fail(first.reply_to, &addr, &cause, Retry::Safe);
+                if !fail_while_backing_off(&mut queue, &addr, &cause, backoff(failures)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::info!(node = %addr, "connected to node again");
+        }
+        failures = 0;
+        let mut conn = Connection::new(stream);
+        conn.queue(first);
+        let result = conn.serve(&mut queue).await;
+        let cause: Arc<str> = match &result {
+            Ok(()) => "slotgate is closing the connection".into(),
+            Err(cause) => {
+                tracing::warn!(node = %addr, %cause, "node connection lost");
+                cause.as_str().into()
+            }
+        };
+        conn.fail_in_flight(&addr, &cause);
+        if result.is_ok() {
+            return;
+        }
+    }
+}
+
+/// Fails every request that arrives before `gap` has passed; false when the
+/// queue has closed.
+async fn fail_while_backing_off(
+    queue: &mut mpsc::UnboundedReceiver<Outbound>,
+    addr: &NodeAddr,
+    cause: &Arc<str>,
+    gap: Duration,
+) -> bool {
+    let until = Instant::now() + gap;
+    loop {
+        tokio::select! {
+            () = sleep_until(until) => return true,
+            out = queue.recv() => match out {
+                Some(out) => fail(out.reply_to, addr, cause, Retry::Safe),
+                None => return false,
+            },
+        }
+    }
+}
+
+/// 100 ms after the first failure, doubling up to 1 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100).saturating_mul(1 << failures.clamp(1, 5).saturating_sub(1)).min(Duration::from_secs(1))
+}
+
+fn fail(reply_to: ReplyTo, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
+    reply_to.send(Reply::Failed(NodeError { addr: addr.clone(), cause: cause.clone(), retry }));
+}
+
+async fn connect(addr: &NodeAddr, protocol: Protocol, limit: Duration) -> Result<TcpStream, String> {
+    let mut stream = timeout(limit, TcpStream::connect(addr.as_str()))
+        .await
+        .map_err(|_| format!("connect timed out after {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    if protocol == Protocol::Resp3 {
+        timeout(limit, hello3(&mut stream)).await.map_err(|_| "HELLO 3 timed out".to_string())??;
+    }
+    Ok(stream)
+}
+
+/// Switches a fresh connection to RESP3 and consumes the HELLO reply.
+async fn hello3(stream: &mut TcpStream) -> Result<(), String> {
+    stream.write_all(Request::from_args(&["HELLO", "3"]).frame()).await.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut scanner = ReplyScanner::default();
+    loop {
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed during HELLO 3".into());
+        }
+        if let Some(frame) = scanner.scan(&buf).map_err(|e| e.to_string())? {
+            if buf.first() == Some(&b'-') {
+                return Err(format!("HELLO 3 refused: {}", String::from_utf8_lossy(&buf[1..frame.len - 2])));
+            }
+            return Ok(());
+        }
+        if buf.len() > 1024 * 1024 {
+            return Err("HELLO 3 reply too large".into());
+        }
+    }
+}
+
+/// A request written (or about to be) and not yet answered.
+struct InFlight {
+    /// `None` for an ASKING sent ahead of a request: its `+OK` is dropped.
+    reply_to: Option<ReplyTo>,
+    /// Offset in the connection's output stream just past this request.
+    end: u64,
+}
+
+struct Connection {
+    stream: TcpStream,
+    read: BytesMut,
+    unwritten: BytesMut,
+    scanner: ReplyScanner,
+    in_flight: VecDeque<InFlight>,
+    /// Bytes queued for writing, and bytes the kernel accepted, since connect.
+    queued: u64,
+    written: u64,
+    batch: Vec<Outbound>,
+}
+
+impl Connection {
+    fn new(stream: TcpStream) -> Connection {
+        Connection {
+            stream,
+            read: BytesMut::with_capacity(READ_CHUNK),
+            unwritten: BytesMut::with_capacity(READ_CHUNK),
+            scanner: ReplyScanner::default(),
+            in_flight: VecDeque::with_capacity(BATCH),
+            queued: 0,
+            written: 0,
+            batch: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn queue(&mut self, out: Outbound) {
+        if out.asking {
+            self.append(ASKING, None);
+        }
+        self.append(&out.frame, Some(out.reply_to));
+    }
+
+    fn append(&mut self, frame: &[u8], reply_to: Option<ReplyTo>) {
+        self.unwritten.extend_from_slice(frame);
+        self.queued += frame.len() as u64;
+        self.in_flight.push_back(InFlight { reply_to, end: self.queued });
+    }
+
+    /// Runs until the queue closes (`Ok`) or the connection fails (`Err`).
+    async fn serve(&mut self, queue: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
+        loop {
+            if self.read.capacity() - self.read.len() < MIN_READ {
+                self.read.reserve(READ_CHUNK);
+            }
+            let (mut reader, mut writer) = self.stream.split();
+            tokio::select! {
+                biased;
+                read = reader.read_buf(&mut self.read) => match read {
+                    Ok(0) => return Err("connection closed by the node".into()),
+                    Ok(_) => self.complete_replies()?,
+                    Err(e) => return Err(e.to_string()),
+                },
+                wrote = writer.write_buf(&mut self.unwritten), if !self.unwritten.is_empty() => match wrote {
+                    Ok(0) => return Err("connection closed while writing".into()),
+                    Ok(n) => self.written += n as u64,
+                    Err(e) => return Err(e.to_string()),
+                },
+                n = queue.recv_many(&mut self.batch, BATCH), if self.unwritten.len() < MAX_UNWRITTEN => {
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let mut batch = std::mem::take(&mut self.batch);
+                    for out in batch.drain(..) {
+                        self.queue(out);
+                    }
+                    self.batch = batch;
+                }
+            }
+        }
+    }
+
+    /// Hands every complete reply in the read buffer to its request.
+    fn complete_replies(&mut self) -> Result<(), String> {
+        while let Some(frame) = self.scanner.scan(&self.read).map_err(|e| format!("unreadable reply: {e}"))? {
+            let reply = self.read.split_to(frame.len).freeze();
+            if frame.push {
+                continue;
+            }
+            let Some(entry) = self.in_flight.pop_front() else {
+                return Err("reply without a request".into());
+            };
+            if let Some(reply_to) = entry.reply_to {
+                reply_to.send(Reply::Frame(reply));
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors for everything still pending: written requests may have run.
+    fn fail_in_flight(&mut self, addr: &NodeAddr, cause: &Arc<str>) {
+        for entry in self.in_flight.drain(..) {
+            let retry = if entry.end <= self.written { Retry::NotSafe } else { Retry::Safe };
+            if let Some(reply_to) = entry.reply_to {
+                fail(reply_to, addr, cause, retry);
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Connections to cluster nodes: the pipelined driver (many clients' requests
+//! batched into one write, replies matched in FIFO order) and the per-worker
+//! pool of those connections. It reports what happened to each request,
+//! including whether a retry is safe, and decides nothing about routing.
+
+mod driver;
+mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::cluster::NodeAddr;
+
+pub use pool::{Node, Pool, Routes};
+
+/// How node connections behave.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// Connections per node per worker (and per protocol); a client always
+    /// uses the same one, so its requests to a node stay in order.
+    pub connections_per_node: usize,
+    pub connect_timeout: Duration,
+}
+
+/// One request on its way to a node.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The request exactly as the client sent it.
+    pub frame: Bytes,
+    /// Send `ASKING` first, on the same connection (after an `-ASK`).
+    pub asking: bool,
+    pub reply_to: ReplyTo,
+}
+
+/// Where the reply to one request goes: the client's session, and the
+/// request's sequence number there.
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    pub session: mpsc::UnboundedSender<Completion>,
+    pub seq: u64,
+}
+
+impl ReplyTo {
+    /// Hands over the reply. A session that has gone away no longer wants it:
+    /// the reply is dropped, which keeps the connection's FIFO intact.
+    pub fn send(self, reply: Reply) {
+        let _ = self.session.send(Completion { seq: self.seq, reply });
+    }
+}
+
+/// A finished request, as the session receives it.
+#[derive(Debug)]
+pub struct Completion {
+    pub seq: u64,
+    pub reply: Reply,
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    /// The node's reply, byte for byte.
+    Frame(Bytes),
+    /// The node did not answer.
+    Failed(NodeError),
+}
+
+/// A request that got no reply, with whether it is safe to send again.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("node {addr}: {cause}")]
+pub struct NodeError {
+    pub addr: NodeAddr,
+    pub cause: Arc<str>,
+    pub retry: Retry,
+}
+
+/// Whether a failed request may be sent again without risking running twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// It never left slotgate (not written, or the connection never opened).
+    Safe,
+    /// It was written: the node may have run it.
+    NotSafe,
+}

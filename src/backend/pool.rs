@@ -1,0 +1,118 @@
+//! One worker's connections to the nodes, and the routes built from them.
+//!
+//! Each worker thread has its own pool, so a request and its reply stay on
+//! one thread. A node gets a small fixed number of pipelined connections per
+//! protocol; a client always uses the same one (chosen by its id), which keeps
+//! its requests to one node in order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::mpsc;
+
+use super::{BackendSettings, Outbound, driver};
+use crate::cluster::{NodeAddr, Slot, SlotMap, Topology};
+use crate::resp::Protocol;
+
+/// The connections of one worker to one node.
+#[derive(Debug)]
+pub struct Node {
+    addr: NodeAddr,
+    resp2: Vec<mpsc::UnboundedSender<Outbound>>,
+    resp3: Vec<mpsc::UnboundedSender<Outbound>>,
+}
+
+impl Node {
+    fn new(addr: NodeAddr, settings: &Arc<BackendSettings>) -> Node {
+        let connections = |protocol| {
+            (0..settings.connections_per_node.max(1))
+                .map(|_| driver::spawn(addr.clone(), protocol, settings.clone()))
+                .collect()
+        };
+        Node { resp2: connections(Protocol::Resp2), resp3: connections(Protocol::Resp3), addr }
+    }
+
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
+    /// Queues a request on the connection of `client_id` for `protocol`.
+    /// Gives the request back if that connection's task is gone.
+    pub fn send(&self, protocol: Protocol, client_id: u64, out: Outbound) -> Result<(), Outbound> {
+        let connections = match protocol {
+            Protocol::Resp2 => &self.resp2,
+            Protocol::Resp3 => &self.resp3,
+        };
+        let connection = &connections[(client_id % connections.len() as u64) as usize];
+        connection.send(out).map_err(|e| e.0)
+    }
+}
+
+/// A slot map with each shard's master resolved to this worker's connections.
+#[derive(Debug)]
+pub struct Routes {
+    pub map: Arc<SlotMap>,
+    masters: Vec<Arc<Node>>,
+}
+
+impl Routes {
+    pub fn version(&self) -> u64 {
+        self.map.version()
+    }
+
+    pub fn master(&self, slot: Slot) -> Option<&Arc<Node>> {
+        self.map.shard_index(slot).map(|index| &self.masters[index])
+    }
+
+    /// A master for a command that any master can answer; `pick` spreads them.
+    pub fn any_master(&self, pick: u64) -> Option<&Arc<Node>> {
+        if self.masters.is_empty() {
+            return None;
+        }
+        Some(&self.masters[(pick % self.masters.len() as u64) as usize])
+    }
+}
+
+/// One worker's nodes.
+#[derive(Debug)]
+pub struct Pool {
+    topology: Arc<Topology>,
+    settings: Arc<BackendSettings>,
+    nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
+    routes: Mutex<Arc<Routes>>,
+}
+
+impl Pool {
+    pub fn new(topology: Arc<Topology>, settings: BackendSettings) -> Pool {
+        let routes = Arc::new(Routes { map: Arc::new(SlotMap::empty()), masters: Vec::new() });
+        Pool { topology, settings: Arc::new(settings), nodes: Mutex::default(), routes: Mutex::new(routes) }
+    }
+
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// The routes for the current slot map, rebuilt when the map has changed.
+    pub fn routes(&self) -> Arc<Routes> {
+        let mut routes = lock(&self.routes);
+        if routes.version() != self.topology.version() {
+            let map = self.topology.snapshot();
+            let masters = map.shards().iter().map(|shard| self.node(&shard.master)).collect();
+            *routes = Arc::new(Routes { map, masters });
+        }
+        routes.clone()
+    }
+
+    /// This worker's connections to the node at `addr`, made on first use.
+    pub fn node(&self, addr: &NodeAddr) -> Arc<Node> {
+        lock(&self.nodes)
+            .entry(addr.clone())
+            .or_insert_with(|| Arc::new(Node::new(addr.clone(), &self.settings)))
+            .clone()
+    }
+}
+
+/// The pool's maps hold plain data that a panic cannot leave half-updated.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

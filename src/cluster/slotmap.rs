@@ -1,0 +1,187 @@
+//! Immutable snapshots of which master serves each slot.
+//!
+//! A snapshot is never changed once published: the topology task builds a
+//! new one and swaps it in, so a reader holding one sees a consistent map.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::slot::{SLOT_COUNT, Slot};
+
+/// A node's address as the cluster announces it (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr(Arc<str>);
+
+impl NodeAddr {
+    pub fn new(addr: impl Into<Arc<str>>) -> NodeAddr {
+        NodeAddr(addr.into())
+    }
+
+    /// `host` and `port` joined, bracketing IPv6 hosts.
+    pub fn from_parts(host: &str, port: u16) -> NodeAddr {
+        if host.contains(':') {
+            NodeAddr::new(format!("[{host}]:{port}"))
+        } else {
+            NodeAddr::new(format!("{host}:{port}"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host part, without brackets.
+    pub fn host(&self) -> &str {
+        let host = self.0.rsplit_once(':').map_or(&*self.0, |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A master and its replicas, serving some slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    pub master: NodeAddr,
+    pub replicas: Vec<NodeAddr>,
+}
+
+/// Marks a slot no shard serves.
+const UNSERVED: u16 = u16::MAX;
+
+/// Which shard serves each slot, at one moment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlotMap {
+    version: u64,
+    shards: Vec<Shard>,
+    /// Index into `shards` for every slot, or `UNSERVED`.
+    slots: Box<[u16]>,
+}
+
+impl fmt::Debug for SlotMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotMap")
+            .field("version", &self.version)
+            .field("shards", &self.shards)
+            .field("served", &self.served_slots())
+            .finish()
+    }
+}
+
+impl SlotMap {
+    /// The map before anything is known: no slot is served.
+    pub fn empty() -> SlotMap {
+        SlotMap { version: 0, shards: Vec::new(), slots: vec![UNSERVED; SLOT_COUNT].into_boxed_slice() }
+    }
+
+    /// Builds a map from `(first slot, last slot, shard)` ranges, merging
+    /// ranges of the same master into one shard.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = (u16, u16, Shard)>) -> SlotMap {
+        let mut map = SlotMap::empty();
+        for (first, last, shard) in ranges {
+            let index = match map.shards.iter().position(|s| s.master == shard.master) {
+                Some(index) => index,
+                None => {
+                    map.shards.push(shard);
+                    map.shards.len() - 1
+                }
+            };
+            let last = usize::from(last).min(SLOT_COUNT - 1);
+            for slot in usize::from(first)..=last {
+                map.slots[slot] = index as u16;
+            }
+        }
+        map
+    }
+
+    /// A monotonically increasing number; 0 for the empty map.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn with_version(mut self, version: u64) -> SlotMap {
+        self.version = version;
+        self
+    }
+
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The index (into [`SlotMap::shards`]) of the shard serving `slot`.
+    pub fn shard_index(&self, slot: Slot) -> Option<usize> {
+        match self.slots[slot.index()] {
+            UNSERVED => None,
+            index => Some(usize::from(index)),
+        }
+    }
+
+    pub fn master(&self, slot: Slot) -> Option<&NodeAddr> {
+        self.shard_index(slot).map(|index| &self.shards[index].master)
+    }
+
+    /// How many slots have a master.
+    pub fn served_slots(&self) -> usize {
+        self.slots.iter().filter(|&&index| index != UNSERVED).count()
+    }
+
+    /// Moves `slot` to the master at `addr` (after a MOVED).
+    pub fn set_master(&mut self, slot: Slot, addr: &NodeAddr) {
+        let index = match self.shards.iter().position(|s| &s.master == addr) {
+            Some(index) => index,
+            None => {
+                self.shards.push(Shard { master: addr.clone(), replicas: Vec::new() });
+                self.shards.len() - 1
+            }
+        };
+        self.slots[slot.index()] = index as u16;
+    }
+
+    /// Same slots and shards, whatever the version.
+    pub fn same_layout(&self, other: &SlotMap) -> bool {
+        self.shards == other.shards && self.slots == other.slots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(addr: &str) -> Shard {
+        Shard { master: NodeAddr::new(addr), replicas: Vec::new() }
+    }
+
+    #[test]
+    fn ranges_become_a_lookup() {
+        let map =
+            SlotMap::from_ranges([(0, 5460, shard("a:1")), (5461, 10922, shard("b:1")), (10923, 16383, shard("a:1"))]);
+        assert_eq!(map.shards().len(), 2);
+        assert_eq!(map.master(Slot::new(0).unwrap()).map(NodeAddr::as_str), Some("a:1"));
+        assert_eq!(map.master(Slot::new(6000).unwrap()).map(NodeAddr::as_str), Some("b:1"));
+        assert_eq!(map.master(Slot::new(16383).unwrap()).map(NodeAddr::as_str), Some("a:1"));
+        assert_eq!(map.served_slots(), SLOT_COUNT);
+    }
+
+    #[test]
+    fn moved_slots_change_one_entry() {
+        let map = SlotMap::from_ranges([(0, 100, shard("a:1"))]);
+        let slot = Slot::new(7).unwrap();
+        let mut moved = map.clone();
+        moved.set_master(slot, &NodeAddr::new("c:1"));
+        assert_eq!(moved.master(slot).map(NodeAddr::as_str), Some("c:1"));
+        assert_eq!(moved.master(Slot::new(8).unwrap()).map(NodeAddr::as_str), Some("a:1"));
+        assert_eq!(moved.served_slots(), 101);
+        assert!(!map.same_layout(&moved));
+    }
+
+    #[test]
+    fn hosts_are_split_from_ports() {
+        assert_eq!(NodeAddr::new("127.0.0.1:7001").host(), "127.0.0.1");
+        assert_eq!(NodeAddr::from_parts("::1", 7001).as_str(), "[::1]:7001");
+        assert_eq!(NodeAddr::from_parts("::1", 7001).host(), "::1");
+    }
+}

@@ -1,0 +1,242 @@
+//! The topology task: the only writer of the shared slot map.
+//!
+//! It discovers the cluster from any reachable seed or known master, applies
+//! MOVED answers at once (a one-slot patch), and refreshes the whole map
+//! periodically and on demand. Requests for a refresh are coalesced: however
+//! many arrive while one is pending or running, one more refresh follows.
+//! Until the first discovery succeeds the map is empty and clients are told
+//! why the cluster is down; the task keeps retrying with backoff meanwhile.
+
+mod discover;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use super::slot::Slot;
+use super::slotmap::{NodeAddr, SlotMap};
+
+/// The shortest pause between two full refreshes, so that a burst of MOVED
+/// answers during resharding costs the cluster a handful of queries.
+const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
+/// The longest pause between attempts while no node answers.
+const MAX_RETRY_GAP: Duration = Duration::from_secs(1);
+
+/// What the topology task needs to know.
+#[derive(Debug, Clone)]
+pub struct TopologySettings {
+    /// Nodes to discover the cluster from; any one that answers is enough.
+    pub seeds: Vec<NodeAddr>,
+    /// Full refresh at least this often.
+    pub refresh_interval: Duration,
+    /// Limit for connecting to a node and for each query.
+    pub timeout: Duration,
+}
+
+enum Event {
+    Moved(Slot, NodeAddr),
+    Refresh,
+}
+
+/// The shared, always-readable view of the cluster.
+#[derive(Debug)]
+pub struct Topology {
+    map: ArcSwap<SlotMap>,
+    /// Mirrors `map`'s version so the hot path can check for change with one load.
+    version: AtomicU64,
+    events: mpsc::UnboundedSender<Event>,
+    status: Mutex<Status>,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Moved(slot, addr) => write!(f, "Moved({slot}, {addr})"),
+            Event::Refresh => f.write_str("Refresh"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Status {
+    /// Why the last discovery failed, for `-CLUSTERDOWN` messages.
+    last_error: Option<String>,
+    /// `redis_version` of the nodes, reported by HELLO.
+    redis_version: Option<Arc<str>>,
+}
+
+impl Topology {
+    /// Creates the topology and spawns its task on the current runtime.
+    pub fn start(settings: TopologySettings) -> Arc<Topology> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let topology = Arc::new(Topology {
+            map: ArcSwap::from_pointee(SlotMap::empty()),
+            version: AtomicU64::new(0),
+            events,
+            status: Mutex::new(Status::default()),
+        });
+        tokio::spawn(run(Arc::downgrade(&topology), settings, rx));
+        topology
+    }
+
+    /// The current map. Cheap; do not hold it across an `.await`.
+    pub fn snapshot(&self) -> Arc<SlotMap> {
+        self.map.load_full()
+    }
+
+    /// The current map's version: changes whenever the map does.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// A node answered MOVED: patch the map now and refresh it soon.
+    pub fn moved(&self, slot: Slot, addr: NodeAddr) {
+        let _ = self.events.send(Event::Moved(slot, addr));
+    }
+
+    /// Something suggests the map is stale (a node unreachable, CLUSTERDOWN).
+    pub fn refresh(&self) {
+        let _ = self.events.send(Event::Refresh);
+    }
+
+    /// Why no map is known yet, when discovery keeps failing.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock_status().last_error.clone()
+    }
+
+    /// The Redis version the nodes run, once discovered.
+    pub fn redis_version(&self) -> Option<Arc<str>> {
+        self.lock_status().redis_version.clone()
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
+        // The status holds plain data: a panic elsewhere cannot leave it half-written.
+        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish(&self, map: SlotMap) {
+        let version = self.map.load().version() + 1;
+        self.map.store(Arc::new(map.with_version(version)));
+        self.version.store(version, Ordering::Release);
+    }
+}
+
+impl Topology {
+    /// Applies MOVED answers in one new snapshot.
+    fn apply_moved(&self, moved: &[(Slot, NodeAddr)]) {
+        let current = self.map.load_full();
+        if moved.iter().all(|(slot, addr)| current.master(*slot) == Some(addr)) {
+            return;
+        }
+        let mut next = SlotMap::clone(&current);
+        for (slot, addr) in moved {
+            next.set_master(*slot, addr);
+        }
+        self.publish(next);
+    }
+}
+
+async fn run(topology: Weak<Topology>, settings: TopologySettings, mut events: mpsc::UnboundedReceiver<Event>) {
+    let mut wanted = true;
+    let mut failures: u32 = 0;
+    let mut not_before = Instant::now();
+    let mut periodic = Instant::now() + settings.refresh_interval;
+    loop {
+        if wanted && Instant::now() >= not_before {
+            let Some(topology) = topology.upgrade() else { return };
+            wanted = false;
+            let gap = match refresh(&topology, &settings).await {
+                Ok(()) => {
+                    failures = 0;
+                    MIN_REFRESH_GAP
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    wanted = true;
+                    if failures == 1 || failures % 60 == 0 {
+                        tracing::warn!(%error, attempts = failures, "cluster topology unavailable");
+                    }
+                    topology.lock_status().last_error = Some(error);
+                    backoff(failures)
+                }
+            };
+            not_before = Instant::now() + gap;
+            periodic = Instant::now() + settings.refresh_interval;
+            continue;
+        }
+        let wake = if wanted { not_before } else { periodic };
+        tokio::select! {
+            event = events.recv() => {
+                // The channel closes when the Topology is dropped.
+                let Some(event) = event else { return };
+                let Some(topology) = topology.upgrade() else { return };
+                let mut moved = Vec::new();
+                for event in std::iter::once(event).chain(std::iter::from_fn(|| events.try_recv().ok())) {
+                    if let Event::Moved(slot, addr) = event {
+                        moved.push((slot, addr));
+                    }
+                }
+                if !moved.is_empty() {
+                    topology.apply_moved(&moved);
+                }
+                wanted = true;
+            }
+            () = sleep_until(wake) => wanted = true,
+        }
+    }
+}
+
+/// Pause before the next attempt after `failures` failed ones: 100 ms doubling up to 1 s.
+fn backoff(failures: u32) -> Duration {
+    MIN_REFRESH_GAP.saturating_mul(1 << failures.clamp(1, 5).saturating_sub(1)).min(MAX_RETRY_GAP)
+}
+
+/// Asks the known masters, then the seeds, until one describes the cluster.
+async fn refresh(topology: &Topology, settings: &TopologySettings) -> Result<(), String> {
+    let current = topology.snapshot();
+    let mut candidates: Vec<NodeAddr> = current.shards().iter().map(|s| s.master.clone()).collect();
+    // Start at a different master each time, so one sick node is not asked forever.
+    let start = (current.version() as usize) % candidates.len().max(1);
+    candidates.rotate_left(start);
+    for seed in &settings.seeds {
+        if !candidates.contains(seed) {
+            candidates.push(seed.clone());
+        }
+    }
+    let want_version = topology.redis_version().is_none();
+    let mut errors = Vec::new();
+    for addr in &candidates {
+        match discover::ask(addr, settings.timeout, want_version).await {
+            Ok(found) => {
+                let mut status = topology.lock_status();
+                status.last_error = None;
+                if let Some(version) = found.redis_version {
+                    status.redis_version = Some(version.into());
+                }
+                drop(status);
+                if !found.map.same_layout(&topology.snapshot()) {
+                    tracing::info!(from = %addr, shards = found.map.shards().len(), slots = found.map.served_slots(), "cluster topology updated");
+                    topology.publish(found.map);
+                }
+                return Ok(());
+            }
+            Err(error) => errors.push(format!("{addr}: {error}")),
+        }
+    }
+    Err(format!("no node answered with the cluster's slots ({})", errors.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_gaps_grow_to_a_second() {
+        let gaps: Vec<u64> = (1..=6).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(gaps, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+}

@@ -1,0 +1,232 @@
+//! How slotgate routes each command: derived from Redis's own metadata by a
+//! few rules, plus one table of the commands where a proxy must differ from a
+//! cluster client (answered locally, refused, or routed by a special rule).
+//! It says what kind of routing a command needs, never where.
+
+use super::spec::{Command, RequestPolicy, flag};
+use crate::resp::Request;
+
+/// The routing kind of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// slotgate answers it itself, about its own client.
+    Local(Local),
+    /// Goes to the master of its keys' slot.
+    Keyed(Keyed),
+    /// Has no keys and needs no cluster-wide view: any master answers it.
+    AnyMaster,
+    /// Not routed; the client gets an error naming the command and this reason.
+    Refused(&'static str),
+}
+
+/// Commands slotgate answers without a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    Ping,
+    Echo,
+    Hello,
+    Auth,
+    Quit,
+    Reset,
+    Select,
+    ClientId,
+    ClientGetName,
+    ClientSetName,
+    ClientSetInfo,
+    /// READONLY, READWRITE, ASKING: the client believes it talks to a standalone server.
+    ClusterOnly,
+}
+
+/// How a keyed command finds its keys and what it needs from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyed {
+    pub finder: KeyFinder,
+    /// Redis's `multi_shard` request policy: the command could be split per slot.
+    pub splittable: bool,
+    pub blocking: Blocking,
+}
+
+/// Whether a keyed command may block its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    Never,
+    /// XREAD and XREADGROUP block only with their BLOCK option.
+    WithBlockOption,
+}
+
+impl Blocking {
+    /// Does this request block? XREAD-style options come before STREAMS;
+    /// GROUP takes two arguments and COUNT one, so names equal to "block"
+    /// among them are not mistaken for the option.
+    pub fn blocks(self, req: &Request) -> bool {
+        if self == Blocking::Never {
+            return false;
+        }
+        let mut i = 1;
+        while let Some(arg) = req.arg(i) {
+            if arg.eq_ignore_ascii_case(b"streams") {
+                return false;
+            }
+            if arg.eq_ignore_ascii_case(b"block") {
+                return true;
+            }
+            i += if arg.eq_ignore_ascii_case(b"group") {
+                3
+            } else if arg.eq_ignore_ascii_case(b"count") {
+                2
+            } else {
+                1
+            };
+        }
+        false
+    }
+}
+
+/// Where a command's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFinder {
+    /// Redis's key specs say it all.
+    Specs,
+    /// SORT/SORT_RO: the STORE key can be anywhere; the rules of Redis's `sortGetKeys`.
+    Sort,
+}
+
+const TRANSACTIONS: &str = "transactions are not supported yet";
+const PUBSUB: &str = "pub/sub is not supported yet";
+const BLOCKING: &str = "blocking commands are not supported yet";
+const CLUSTER_WIDE: &str = "commands that need every node are not supported yet";
+const ADMIN: &str = "administrative commands are not available through slotgate; run them against the nodes";
+const CLIENT: &str = "this CLIENT subcommand is not supported yet";
+const CLUSTER: &str = "slotgate presents the cluster as one server; CLUSTER commands are not available";
+const ACL: &str = "ACL commands are not available through slotgate";
+const SCRIPT_DEBUG: &str = "script debugging needs a dedicated node connection; not supported";
+
+/// Commands whose routing is not what the rules below derive, by full name;
+/// a container's name covers its subcommands unless one is listed itself.
+const OVERRIDES: &[(&str, Route)] = &[
+    ("ping", Route::Local(Local::Ping)),
+    ("echo", Route::Local(Local::Echo)),
+    ("hello", Route::Local(Local::Hello)),
+    ("auth", Route::Local(Local::Auth)),
+    ("quit", Route::Local(Local::Quit)),
+    ("reset", Route::Local(Local::Reset)),
+    ("select", Route::Local(Local::Select)),
+    ("readonly", Route::Local(Local::ClusterOnly)),
+    ("readwrite", Route::Local(Local::ClusterOnly)),
+    ("asking", Route::Local(Local::ClusterOnly)),
+    ("client", Route::Refused(CLIENT)),
+    ("client|id", Route::Local(Local::ClientId)),
+    ("client|getname", Route::Local(Local::ClientGetName)),
+    ("client|setname", Route::Local(Local::ClientSetName)),
+    ("client|setinfo", Route::Local(Local::ClientSetInfo)),
+    ("cluster", Route::Refused(CLUSTER)),
+    ("acl", Route::Refused(ACL)),
+    ("script|debug", Route::Refused(SCRIPT_DEBUG)),
+    ("multi", Route::Refused(TRANSACTIONS)),
+    ("exec", Route::Refused(TRANSACTIONS)),
+    ("discard", Route::Refused(TRANSACTIONS)),
+    ("watch", Route::Refused(TRANSACTIONS)),
+    ("unwatch", Route::Refused(TRANSACTIONS)),
+    ("wait", Route::Refused(BLOCKING)),
+    ("publish", Route::AnyMaster),
+    ("spublish", Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::Never })),
+    ("xread", Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::WithBlockOption })),
+    (
+        "xreadgroup",
+        Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::WithBlockOption }),
+    ),
+    ("sort", Route::Keyed(Keyed { finder: KeyFinder::Sort, splittable: false, blocking: Blocking::Never })),
+    ("sort_ro", Route::Keyed(Keyed { finder: KeyFinder::Sort, splittable: false, blocking: Blocking::Never })),
+    ("migrate", Route::Refused(ADMIN)),
+];
+
+/// The routing kind of `command` (a subcommand when the command has them).
+pub fn route_of(command: &Command) -> Route {
+    let container = command.container_name();
+    let overridden = OVERRIDES
+        .iter()
+        .find(|(name, _)| *name == command.name)
+        .or_else(|| OVERRIDES.iter().find(|(name, _)| *name == container));
+    if let Some((_, route)) = overridden {
+        return *route;
+    }
+    if command.flags.contains(flag::BLOCKING) {
+        return Route::Refused(BLOCKING);
+    }
+    if command.flags.contains(flag::PUBSUB) {
+        return Route::Refused(PUBSUB);
+    }
+    if !command.key_specs.is_empty() {
+        return Route::Keyed(Keyed {
+            finder: KeyFinder::Specs,
+            splittable: command.tips.request == RequestPolicy::MultiShard,
+            blocking: Blocking::Never,
+        });
+    }
+    if command.tips.request != RequestPolicy::Default {
+        return Route::Refused(CLUSTER_WIDE);
+    }
+    if command.flags.contains(flag::ADMIN) || command.acl.contains(super::spec::acl::DANGEROUS) {
+        return Route::Refused(ADMIN);
+    }
+    Route::AnyMaster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::lookup_name;
+
+    fn route(name: &str) -> Route {
+        let mut parts = name.split('|');
+        let top = lookup_name(parts.next().unwrap_or_default().as_bytes()).map(|e| e.command);
+        let command = match (top, parts.next()) {
+            (Some(c), Some(sub)) => c.subcommand(sub.as_bytes()),
+            (c, None) => c,
+            _ => None,
+        };
+        route_of(command.unwrap_or_else(|| panic!("{name} is not in the table")))
+    }
+
+    #[test]
+    fn data_commands_route_by_key() {
+        for name in ["get", "set", "hset", "lpush", "sadd", "zadd", "xadd", "setbit", "pfadd", "geoadd", "expire"] {
+            assert!(matches!(route(name), Route::Keyed(Keyed { splittable: false, .. })), "{name}");
+        }
+        for name in ["object|encoding", "memory|usage", "xinfo|stream", "xgroup|create", "eval", "fcall"] {
+            assert!(matches!(route(name), Route::Keyed(_)), "{name}");
+        }
+        for name in ["mget", "mset", "del", "exists", "touch", "unlink"] {
+            assert!(matches!(route(name), Route::Keyed(Keyed { splittable: true, .. })), "{name}");
+        }
+    }
+
+    #[test]
+    fn what_a_shared_connection_cannot_carry_is_refused() {
+        for name in ["blpop", "bzpopmin", "multi", "subscribe", "client|tracking", "client|reply", "monitor", "wait"] {
+            assert!(matches!(route(name), Route::Refused(_)), "{name}");
+        }
+        for name in ["keys", "dbsize", "flushall", "scan", "info", "cluster|slots", "config|set", "shutdown"] {
+            assert!(matches!(route(name), Route::Refused(_)), "{name}");
+        }
+    }
+
+    #[test]
+    fn xread_blocks_only_with_its_block_option() {
+        let blocks = |args: &[&str]| Blocking::WithBlockOption.blocks(&Request::from_args(args));
+        assert!(blocks(&["XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "s", "$"]));
+        assert!(!blocks(&["XREAD", "STREAMS", "block", "0"]));
+        assert!(!blocks(&["XREADGROUP", "GROUP", "block", "block", "STREAMS", "s", ">"]));
+        assert!(blocks(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "10", "STREAMS", "s", ">"]));
+        assert!(!Blocking::Never.blocks(&Request::from_args(&["XREAD", "BLOCK", "0"])));
+    }
+
+    #[test]
+    fn keyless_commands_go_to_any_master_or_stay_local() {
+        for name in ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish"] {
+            assert_eq!(route(name), Route::AnyMaster, "{name}");
+        }
+        assert_eq!(route("ping"), Route::Local(Local::Ping));
+        assert_eq!(route("client|setname"), Route::Local(Local::ClientSetName));
+    }
+}

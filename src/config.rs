@@ -1,0 +1,282 @@
+//! slotgate's settings: typed, documented, validated. Layers, weakest first:
+//! built-in defaults, the TOML file (`--config`), `SLOTGATE_*` environment
+//! variables, command-line flags. Unknown keys are errors, never ignored.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::backend::BackendSettings;
+use crate::cluster::{NodeAddr, TopologySettings};
+use crate::resp::Limits;
+use crate::session::SessionSettings;
+
+/// Every setting, with its default. `proxy.toml` documents the same keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Cluster nodes to discover the topology from, as `host:port`. Any one
+    /// that answers is enough; list several. Default: the local cluster,
+    /// 127.0.0.1:7001-7003.
+    pub cluster: Vec<String>,
+    /// Address clients connect to. Default `127.0.0.1:6380`.
+    pub listen: String,
+    /// Worker threads, each with its own event loop and node connections;
+    /// 0 means one per CPU. Default 1.
+    pub threads: usize,
+    /// Pipelined connections per node, per worker and protocol. Default 1.
+    pub node_connections: usize,
+    /// Limit for opening a node connection and for topology queries, in
+    /// milliseconds. Default 1000.
+    pub connect_timeout_ms: u64,
+    /// Full topology refresh at least this often, in milliseconds (MOVED and
+    /// node errors refresh sooner). Default 5000.
+    pub topology_refresh_ms: u64,
+    /// Redirects (MOVED, ASK) and retries (TRYAGAIN, CLUSTERDOWN, node not
+    /// reachable) one request may take before the error reaches the client.
+    /// Default 5.
+    pub max_redirects: u8,
+    /// Requests one client may have in flight before slotgate stops reading
+    /// from it until replies drain. Default 10000.
+    pub max_pipeline: usize,
+    /// Largest single argument in bytes, like Redis's `proto-max-bulk-len`.
+    /// Default 536870912 (512 MB).
+    pub proto_max_bulk_len: usize,
+    /// Largest request in bytes, all arguments together, like Redis's
+    /// `client-query-buffer-limit`. Default 1073741824 (1 GB).
+    pub client_query_buffer_limit: usize,
+    /// Log filter: `error`, `warn`, `info`, `debug`, `trace`, or a
+    /// tracing directive such as `slotgate=debug`. Default `info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster: vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into(), "127.0.0.1:7003".into()],
+            listen: "127.0.0.1:6380".into(),
+            threads: 1,
+            node_connections: 1,
+            connect_timeout_ms: 1000,
+            topology_refresh_ms: 5000,
+            max_redirects: 5,
+            max_pipeline: 10_000,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads the layers: defaults, then `file`, then the `SLOTGATE_*` entries
+    /// of `env`, then `flags` (key, value) pairs; then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: HashMap<String, String>,
+        flags: &[(&str, FlagValue)],
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
+        }
+        let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("SLOTGATE_")).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SLOTGATE")
+                .prefix_separator("_")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("cluster")
+                .source(Some(env)),
+        );
+        for (key, value) in flags {
+            builder = match value {
+                FlagValue::Text(text) => builder.set_override(*key, text.as_str())?,
+                FlagValue::Number(n) => builder.set_override(*key, *n)?,
+                FlagValue::List(items) => builder.set_override(*key, items.clone())?,
+            };
+        }
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: addresses, ranges, the log filter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.cluster.is_empty() {
+            return invalid("cluster", "at least one seed node is needed".into());
+        }
+        for seed in &self.cluster {
+            if let Err(reason) = check_host_port(seed) {
+                return invalid("cluster", format!("{seed:?}: {reason}"));
+            }
+        }
+        if let Err(reason) = check_host_port(&self.listen) {
+            return invalid("listen", format!("{:?}: {reason}", self.listen));
+        }
+        if !(1..=64).contains(&self.node_connections) {
+            return invalid("node_connections", "must be 1 to 64".into());
+        }
+        if self.threads > 1024 {
+            return invalid("threads", "must be 0 (one per CPU) to 1024".into());
+        }
+        if self.connect_timeout_ms == 0 || self.topology_refresh_ms == 0 {
+            return invalid("connect_timeout_ms", "timeouts and intervals must be above 0".into());
+        }
+        if self.max_redirects == 0 {
+            return invalid("max_redirects", "must be at least 1".into());
+        }
+        if self.max_pipeline == 0 {
+            return invalid("max_pipeline", "must be at least 1".into());
+        }
+        // Argument offsets inside a request are 32-bit.
+        if self.client_query_buffer_limit < 1024 * 1024 || self.client_query_buffer_limit > u32::MAX as usize {
+            return invalid("client_query_buffer_limit", "must be 1 MB to 4 GB".into());
+        }
+        if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > self.client_query_buffer_limit {
+            return invalid("proto_max_bulk_len", "must be 1 KB up to client_query_buffer_limit".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return invalid("log_level", format!("{:?} is not a log filter", self.log_level));
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start: `threads`, or one per CPU when 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn topology(&self) -> TopologySettings {
+        TopologySettings {
+            seeds: self.cluster.iter().map(|s| NodeAddr::new(s.as_str())).collect(),
+            refresh_interval: Duration::from_millis(self.topology_refresh_ms),
+            timeout: Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
+
+    pub fn backend(&self) -> BackendSettings {
+        BackendSettings {
+            connections_per_node: self.node_connections,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
+
+    pub fn session(&self) -> SessionSettings {
+        SessionSettings {
+            max_redirects: self.max_redirects,
+            max_pipeline: self.max_pipeline,
+            limits: Limits {
+                max_bulk_len: self.proto_max_bulk_len,
+                max_inline_len: Limits::default().max_inline_len,
+                max_query_len: self.client_query_buffer_limit,
+            },
+        }
+    }
+}
+
+/// A value given on the command line.
+#[derive(Debug, Clone)]
+pub enum FlagValue {
+    Text(String),
+    Number(i64),
+    List(Vec<String>),
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr.rsplit_once(':').ok_or("expected host:port")?;
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    port.parse::<u16>().map_err(|_| format!("{port:?} is not a port number"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn proxy_toml_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+        let loaded = Config::load(Some(&path), HashMap::new(), &[]).unwrap();
+        assert_eq!(loaded, Config::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in [
+            "cluster",
+            "listen",
+            "threads",
+            "node_connections",
+            "connect_timeout_ms",
+            "topology_refresh_ms",
+            "max_redirects",
+            "max_pipeline",
+            "proto_max_bulk_len",
+            "client_query_buffer_limit",
+            "log_level",
+        ] {
+            let line = text
+                .lines()
+                .position(|l| l.starts_with(&format!("{key} =")))
+                .unwrap_or_else(|| panic!("{key} missing"));
+            let comment = text.lines().nth(line.wrapping_sub(1)).unwrap_or_default();
+            assert!(comment.starts_with('#'), "{key} has no comment above it");
+        }
+    }
+
+    #[test]
+    fn flags_beat_env_and_env_beats_the_file() {
+        let dir = std::env::temp_dir().join(format!("slotgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1111\"\nthreads = 3\nmax_redirects = 7\n").unwrap();
+        let env = env(&[
+            ("SLOTGATE_LISTEN", "127.0.0.1:2222"),
+            ("SLOTGATE_THREADS", "4"),
+            ("SLOTGATE_CLUSTER", "a:1,b:2"),
+            ("OTHER", "x"),
+        ]);
+        let flags = [("threads", FlagValue::Number(5))];
+        let config = Config::load(Some(&file), env, &flags).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:2222");
+        assert_eq!(config.threads, 5);
+        assert_eq!(config.max_redirects, 7);
+        assert_eq!(config.cluster, vec!["a:1".to_string(), "b:2".to_string()]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        let dir = std::env::temp_dir().join(format!("slotgate-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1111\"\n").unwrap();
+        assert!(Config::load(Some(&file), HashMap::new(), &[]).is_err(), "a misspelt key is refused");
+        std::fs::write(&file, "threads = \"many\"\n").unwrap();
+        assert!(Config::load(Some(&file), HashMap::new(), &[]).is_err(), "a wrong type is refused");
+        std::fs::remove_dir_all(dir).unwrap();
+        let flags = [("cluster", FlagValue::List(vec!["nohost".into()]))];
+        assert!(Config::load(None, HashMap::new(), &flags).is_err());
+        let flags = [("listen", FlagValue::Text("127.0.0.1:99999".into()))];
+        assert!(Config::load(None, HashMap::new(), &flags).is_err());
+        assert!(Config::load(None, env(&[("SLOTGATE_NO_SUCH_KEY", "1")]), &[]).is_err());
+    }
+}

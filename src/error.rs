@@ -1,0 +1,161 @@
+//! The one mapping from everything that can go wrong to what the client
+//! sees: Redis's own error codes and words wherever Redis has them
+//! (`-ERR`, `-CROSSSLOT`, `-CLUSTERDOWN`, `-NOPROTO`, `-WRONGPASS`), and a
+//! sentence naming the command and the reason where slotgate itself refuses.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::backend::NodeError;
+use crate::resp::{ProtocolError, Request, write};
+
+/// An error reply, before it is written.
+#[derive(Debug, Clone)]
+pub enum ClientError {
+    Protocol(ProtocolError),
+    UnknownCommand(Request),
+    /// The container's name and the subcommand the client asked for.
+    UnknownSubcommand(&'static str, Bytes),
+    /// The command's full name (`get`, `client|setname`).
+    WrongArity(&'static str),
+    /// slotgate will not run this command, and why.
+    Refused(&'static str, &'static str),
+    CrossSlot,
+    /// A command that could be split per slot, which slotgate does not do yet.
+    CrossSlotSplit(&'static str),
+    /// No cluster topology has been discovered yet; the last failure if any.
+    NoTopology(Option<String>),
+    SlotNotServed,
+    /// A node could not be reached; the request was never sent.
+    NodeUnreachable(NodeError),
+    /// The connection to a node broke after the request was written.
+    NodeLost(NodeError),
+    SelectNotAllowed,
+    NotAnInteger,
+    ClusterSupportDisabled,
+    NoProto,
+    ProtocolVersion,
+    HelloOption(Bytes),
+    AuthWithoutPassword,
+    WrongPass,
+    Syntax,
+    InvalidClientName,
+    UnknownClientInfo(Bytes),
+    InvalidClientInfo(Bytes),
+}
+
+impl ClientError {
+    /// Appends the error as a RESP error frame.
+    pub fn write(&self, out: &mut BytesMut) {
+        write::error(out, &self.to_string());
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Protocol(e) => write!(f, "ERR {e}"),
+            ClientError::UnknownCommand(req) => {
+                write!(f, "ERR unknown command '{}', with args beginning with: ", Shown(req.name(), 128))?;
+                // Redis shows arguments until 128 characters are used up.
+                let mut used = 0;
+                for arg in req.args().skip(1) {
+                    if used >= 128 {
+                        break;
+                    }
+                    let shown = format!("'{}' ", Shown(arg, 128 - used));
+                    used += shown.len();
+                    f.write_str(&shown)?;
+                }
+                Ok(())
+            }
+            ClientError::UnknownSubcommand(container, sub) => {
+                write!(f, "ERR unknown subcommand '{}'. Try {} HELP.", Shown(sub, 128), container.to_ascii_uppercase())
+            }
+            ClientError::WrongArity(name) => write!(f, "ERR wrong number of arguments for '{name}' command"),
+            ClientError::Refused(name, reason) => write!(f, "ERR slotgate cannot run '{name}': {reason}"),
+            ClientError::CrossSlot => f.write_str("CROSSSLOT Keys in request don't hash to the same slot"),
+            ClientError::CrossSlotSplit(name) => write!(
+                f,
+                "CROSSSLOT Keys in request don't hash to the same slot (slotgate does not split '{name}' across slots yet; \
+                 give the keys one {{hash tag}})"
+            ),
+            ClientError::NoTopology(None) => f.write_str("CLUSTERDOWN slotgate has not discovered the cluster yet"),
+            ClientError::NoTopology(Some(why)) => {
+                write!(f, "CLUSTERDOWN slotgate has not discovered the cluster yet: {why}")
+            }
+            ClientError::SlotNotServed => f.write_str("CLUSTERDOWN Hash slot not served"),
+            ClientError::NodeUnreachable(e) => write!(f, "CLUSTERDOWN node {} is unreachable: {}", e.addr, e.cause),
+            ClientError::NodeLost(e) => write!(
+                f,
+                "ERR connection to node {} lost before its reply ({}); the command may have run",
+                e.addr, e.cause
+            ),
+            ClientError::SelectNotAllowed => f.write_str("ERR SELECT is not allowed in cluster mode"),
+            ClientError::NotAnInteger => f.write_str("ERR value is not an integer or out of range"),
+            ClientError::ClusterSupportDisabled => f.write_str("ERR This instance has cluster support disabled"),
+            ClientError::NoProto => f.write_str("NOPROTO unsupported protocol version"),
+            ClientError::ProtocolVersion => f.write_str("ERR Protocol version is not an integer or out of range"),
+            ClientError::HelloOption(option) => write!(f, "ERR Syntax error in HELLO option '{}'", Shown(option, 128)),
+            ClientError::AuthWithoutPassword => f.write_str(
+                "ERR AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            ),
+            ClientError::WrongPass => f.write_str("WRONGPASS invalid username-password pair or user is disabled."),
+            ClientError::Syntax => f.write_str("ERR syntax error"),
+            ClientError::InvalidClientName => {
+                f.write_str("ERR Client names cannot contain spaces, newlines or special characters.")
+            }
+            ClientError::UnknownClientInfo(attr) => write!(f, "ERR Unrecognized option '{}'", Shown(attr, 128)),
+            ClientError::InvalidClientInfo(attr) => {
+                write!(f, "ERR {} cannot contain spaces, newlines or special characters.", Shown(attr, 128))
+            }
+        }
+    }
+}
+
+/// Client-supplied bytes in a message: lossy UTF-8, at most `limit` bytes,
+/// like Redis's `%.128s`.
+struct Shown<'a>(&'a [u8], usize);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = &self.0[..self.0.len().min(self.1)];
+        f.write_str(&String::from_utf8_lossy(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_commands_are_reported_like_redis() {
+        let req = Request::from_args(&["foo", "a", "b"]);
+        assert_eq!(
+            ClientError::UnknownCommand(req).to_string(),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        let req = Request::from_args(&["foo"]);
+        assert_eq!(
+            ClientError::UnknownCommand(req).to_string(),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+    }
+
+    #[test]
+    fn redis_words_are_kept() {
+        assert_eq!(
+            ClientError::UnknownSubcommand("client", Bytes::from_static(b"foo")).to_string(),
+            "ERR unknown subcommand 'foo'. Try CLIENT HELP."
+        );
+        assert_eq!(
+            ClientError::WrongArity("client|setname").to_string(),
+            "ERR wrong number of arguments for 'client|setname' command"
+        );
+        let mut out = BytesMut::new();
+        ClientError::CrossSlot.write(&mut out);
+        assert_eq!(&out[..], b"-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+    }
+}

@@ -1,0 +1,169 @@
+//! The `slotgate` command: run the proxy (default), print a key's hash slot,
+//! or check a configuration. The only place that uses `anyhow`.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use slotgate::config::{Config, FlagValue};
+use tokio_util::sync::CancellationToken;
+
+/// slotgate: a Redis Cluster proxy. Clients that speak to a single Redis
+/// server (RESP2 or RESP3) connect to slotgate and reach the whole cluster.
+///
+/// Every option is also a key in the config file and a SLOTGATE_<KEY>
+/// environment variable (e.g. SLOTGATE_LISTEN). Flags beat the environment,
+/// which beats the file.
+#[derive(Debug, Parser)]
+#[command(name = "slotgate", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Config file (TOML); proxy.toml documents every key and its default.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Cluster nodes to discover the topology from, comma-separated.
+    /// Any one that answers is enough. [key: cluster; default 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003]
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", value_delimiter = ',')]
+    cluster: Option<Vec<String>>,
+
+    /// Address clients connect to. [key: listen; default 127.0.0.1:6380]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+
+    /// Worker threads, each with its own event loop and node connections; 0 = one per CPU. [key: threads; default 1]
+    #[arg(long, value_name = "N")]
+    threads: Option<i64>,
+
+    /// Pipelined connections per node, per worker and protocol. [key: node_connections; default 1]
+    #[arg(long, value_name = "N")]
+    node_connections: Option<i64>,
+
+    /// Limit for opening a node connection and for topology queries. [key: connect_timeout_ms; default 1000]
+    #[arg(long, value_name = "MS")]
+    connect_timeout_ms: Option<i64>,
+
+    /// Full topology refresh at least this often. [key: topology_refresh_ms; default 5000]
+    #[arg(long, value_name = "MS")]
+    topology_refresh_ms: Option<i64>,
+
+    /// Redirects and retries per request before its error reaches the client. [key: max_redirects; default 5]
+    #[arg(long, value_name = "N")]
+    max_redirects: Option<i64>,
+
+    /// Requests a client may have in flight before slotgate stops reading from it. [key: max_pipeline; default 10000]
+    #[arg(long, value_name = "N")]
+    max_pipeline: Option<i64>,
+
+    /// Largest single argument in bytes, like Redis's proto-max-bulk-len. [key: proto_max_bulk_len; default 512 MB]
+    #[arg(long, value_name = "BYTES")]
+    proto_max_bulk_len: Option<i64>,
+
+    /// Largest request in bytes, like Redis's client-query-buffer-limit. [key: client_query_buffer_limit; default 1 GB]
+    #[arg(long, value_name = "BYTES")]
+    client_query_buffer_limit: Option<i64>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive. [key: log_level; default info]
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the hash slot of each KEY, as CLUSTER KEYSLOT would ({hash tags} included).
+    Slot {
+        #[arg(required = true)]
+        keys: Vec<std::ffi::OsString>,
+    },
+    /// Load and validate the configuration, print it, and exit.
+    CheckConfig,
+}
+
+impl Cli {
+    /// The flags that were given, as config overrides.
+    fn flags(&self) -> Vec<(&'static str, FlagValue)> {
+        let mut flags = Vec::new();
+        if let Some(cluster) = &self.cluster {
+            flags.push(("cluster", FlagValue::List(cluster.clone())));
+        }
+        let texts = [("listen", &self.listen), ("log_level", &self.log_level)];
+        flags.extend(texts.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Text(v.clone()?)))));
+        let numbers = [
+            ("threads", self.threads),
+            ("node_connections", self.node_connections),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("topology_refresh_ms", self.topology_refresh_ms),
+            ("max_redirects", self.max_redirects),
+            ("max_pipeline", self.max_pipeline),
+            ("proto_max_bulk_len", self.proto_max_bulk_len),
+            ("client_query_buffer_limit", self.client_query_buffer_limit),
+        ];
+        flags.extend(numbers.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Number(v?)))));
+        flags
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("slotgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Slot { keys }) = &cli.command {
+        for key in keys {
+            println!("{}", slotgate::cluster::key_slot(key.as_bytes()));
+        }
+        return Ok(());
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::load(cli.config.as_deref(), env, &cli.flags()).context("invalid configuration")?;
+    if let Some(Command::CheckConfig) = cli.command {
+        println!("{config:#?}");
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        slotgate::server::run(listener, config, shutdown).await?;
+        tracing::info!("slotgate stopped");
+        Ok(())
+    })
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("signal received, stopping");
+    shutdown.cancel();
+}

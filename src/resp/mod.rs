@@ -1,0 +1,73 @@
+//! The wire format and its limits: the zero-copy request parser, the reply
+//! scanner (frame boundaries only, RESP2 and RESP3), and writers for the
+//! replies slotgate makes itself.
+//!
+//! This module knows bytes, not clusters: it never imports `cluster`,
+//! `backend` or `session`.
+
+mod inline;
+mod reply;
+mod request;
+pub mod write;
+
+pub use reply::{ReplyError, ReplyFrame, ReplyScanner};
+pub use request::{Limits, ProtocolError, Request, RequestParser};
+
+/// The protocol a client (and the node connection serving it) speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Resp2,
+    Resp3,
+}
+
+impl Protocol {
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+/// Parses a RESP length or integer the way Redis's `string2ll` does: an
+/// optional `-`, then decimal digits with no leading `+`, no spaces and no
+/// leading zeros (except "0" itself); overflow is an error.
+pub fn parse_i64(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 19 || (digits[0] == b'0' && digits.len() > 1) {
+        return None;
+    }
+    if negative && digits == b"0" {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(d - b'0');
+        value = value.checked_mul(10)?;
+        value = if negative { value.checked_sub(digit)? } else { value.checked_add(digit)? };
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_i64;
+
+    #[test]
+    fn integers_parse_like_redis_string2ll() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"123"), Some(123));
+        assert_eq!(parse_i64(b"-1"), Some(-1));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1a", b"9223372036854775808"] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Reply frame boundaries, RESP2 and RESP3, without decoding.
+//!
+//! Replies pass from nodes to clients as the bytes the node sent; slotgate
+//! only needs to know where each one ends. The scanner is resumable: when a
+//! large reply arrives in pieces it continues from the element where it
+//! stopped, so a reply is scanned once however it is split. Nesting is
+//! tracked on an explicit, bounded stack (no recursion).
+
+use super::parse_i64;
+
+/// The deepest nesting accepted from a node; Redis's own replies stay under 10.
+const MAX_DEPTH: usize = 128;
+
+/// Why a node's reply stream cannot be read any further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("unknown RESP type byte {0:#04x}")]
+    UnknownType(u8),
+    #[error("invalid length in RESP header")]
+    InvalidLength,
+    #[error("reply nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// One complete reply at the front of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyFrame {
+    /// Length in bytes.
+    pub len: usize,
+    /// A RESP3 push (`>`): out-of-band data, not the answer to a request.
+    pub push: bool,
+}
+
+/// Finds where replies end in a node's byte stream.
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    /// Offset of the next element header to read in the current frame.
+    pos: usize,
+    /// Elements still expected by each open aggregate, innermost last.
+    open: Vec<u64>,
+    /// The current frame is a push.
+    push: bool,
+}
+
+impl ReplyScanner {
+    /// The length of the complete reply at the front of `buf`, or `None` until
+    /// more bytes arrive. Call again with the same buffer start (plus more
+    /// bytes) after `None`; after `Some`, the caller drops `len` bytes from the
+    /// front before the next call.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<ReplyFrame>, ReplyError> {
+        loop {
+            let Some(&kind) = buf.get(self.pos) else {
+                return Ok(None);
+            };
+            let Some(cr) = memchr::memchr(b'\r', &buf[self.pos..]).map(|i| i + self.pos) else {
+                return Ok(None);
+            };
+            if cr + 1 >= buf.len() {
+                return Ok(None);
+            }
+            let line_end = cr + 2;
+            let children = match kind {
+                b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {
+                    self.pos = line_end;
+                    0
+                }
+                b'$' | b'!' | b'=' => {
+                    let len = self.length(&buf[self.pos + 1..cr])?;
+                    if len >= 0 {
+                        let end = line_end + len as usize + 2;
+                        if buf.len() < end {
+                            return Ok(None);
+                        }
+                        self.pos = end;
+                    } else {
+                        self.pos = line_end;
+                    }
+                    0
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let len = self.length(&buf[self.pos + 1..cr])?;
+                    if kind == b'>' && self.open.is_empty() {
+                        self.push = true;
+                    }
+                    self.pos = line_end;
+                    match kind {
+                        _ if len <= 0 => 0,
+                        b'%' => 2 * len as u64,
+                        // An attribute map is followed by the value it describes.
+                        b'|' => 2 * len as u64 + 1,
+                        _ => len as u64,
+                    }
+                }
+                other => return Err(ReplyError::UnknownType(other)),
+            };
+            if children > 0 {
+                if self.open.len() >= MAX_DEPTH {
+                    return Err(ReplyError::TooDeep);
+                }
+                self.open.push(children);
+                continue;
+            }
+            // One element is complete: it closes every aggregate it finishes.
+            loop {
+                match self.open.last_mut() {
+                    None => {
+                        let frame = ReplyFrame { len: self.pos, push: self.push };
+                        self.pos = 0;
+                        self.push = false;
+                        return Ok(Some(frame));
+                    }
+                    Some(left) if *left > 1 => {
+                        *left -= 1;
+                        break;
+                    }
+                    Some(_) => {
+                        self.open.pop();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A length header: -1 (null) or a non-negative count.
+    fn length(&self, digits: &[u8]) -> Result<i64, ReplyError> {
+        match parse_i64(digits) {
+            Some(len) if len >= -1 => Ok(len),
+            _ => Err(ReplyError::InvalidLength),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(input: &[u8]) -> Vec<Result<ReplyFrame, ReplyError>> {
+        let mut scanner = ReplyScanner::default();
+        let mut at = 0;
+        let mut out = Vec::new();
+        loop {
+            match scanner.scan(&input[at..]) {
+                Ok(Some(frame)) => {
+                    at += frame.len;
+                    out.push(Ok(frame));
+                }
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn lens(input: &[u8]) -> Vec<usize> {
+        frames(input).into_iter().map(|f| f.map(|f| f.len).unwrap_or(usize::MAX)).collect()
+    }
+
+    #[test]
+    fn resp2_replies_are_delimited() {
+        assert_eq!(lens(b"+OK\r\n-ERR x\r\n:12\r\n$3\r\nfoo\r\n$-1\r\n*-1\r\n"), vec![5, 8, 5, 9, 5, 5]);
+        assert_eq!(lens(b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n"), vec![19]);
+        assert_eq!(lens(b"*0\r\n$0\r\n\r\n"), vec![4, 6]);
+    }
+
+    #[test]
+    fn resp3_replies_are_delimited() {
+        let map = b"%2\r\n+a\r\n:1\r\n+b\r\n*2\r\n_\r\n,1.5\r\n";
+        assert_eq!(lens(map), vec![map.len()]);
+        let set = b"~2\r\n#t\r\n(123\r\n";
+        assert_eq!(lens(set), vec![set.len()]);
+        let verbatim = b"=8\r\ntxt:abcd\r\n!3\r\nerr\r\n";
+        assert_eq!(lens(verbatim), vec![14, 9]);
+        let attribute = b"|1\r\n+ttl\r\n:3\r\n$1\r\nx\r\n";
+        assert_eq!(lens(attribute), vec![attribute.len()]);
+    }
+
+    #[test]
+    fn pushes_are_marked() {
+        let out = frames(b">2\r\n+message\r\n+x\r\n+OK\r\n");
+        assert_eq!(out, vec![Ok(ReplyFrame { len: 18, push: true }), Ok(ReplyFrame { len: 5, push: false })]);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_frames() {
+        let input = b"*3\r\n$3\r\nfoo\r\n%1\r\n+k\r\n*2\r\n:1\r\n:2\r\n_\r\n+OK\r\n$5\r\nhello\r\n".to_vec();
+        let whole = lens(&input);
+        for split in 0..input.len() {
+            let mut scanner = ReplyScanner::default();
+            let first = scanner.scan(&input[..split]).unwrap_or(None);
+            let got = match first {
+                Some(frame) => frame.len,
+                None => scanner.scan(&input).ok().flatten().map(|f| f.len).unwrap_or(0),
+            };
+            assert_eq!(got, whole[0], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert_eq!(frames(b"?\r\n"), vec![Err(ReplyError::UnknownType(b'?'))]);
+        assert_eq!(frames(b"$-2\r\n"), vec![Err(ReplyError::InvalidLength)]);
+        assert_eq!(frames(b"*x\r\n"), vec![Err(ReplyError::InvalidLength)]);
+        let deep = b"*1\r\n".repeat(MAX_DEPTH + 1);
+        assert_eq!(frames(&deep), vec![Err(ReplyError::TooDeep)]);
+    }
+}

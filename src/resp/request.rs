@@ -1,0 +1,272 @@
+//! Client requests: the incremental, zero-copy parser and the [`Request`] it
+//! yields.
+//!
+//! A request keeps the exact bytes the client sent (so it is forwarded to a
+//! node without re-encoding) plus the offsets of each argument in them. The
+//! parser resumes where it stopped when input arrives in pieces, so a huge
+//! pipeline or a huge argument is scanned once, never quadratically. Lengths
+//! from the network are checked before anything is reserved for them.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::inline;
+use super::parse_i64;
+
+/// Redis's largest multibulk count (`INT_MAX`).
+const MAX_MULTIBULK_COUNT: i64 = i32::MAX as i64;
+
+/// What a malformed request gets, in Redis's own words (after `ERR `).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("Protocol error: invalid multibulk length")]
+    InvalidMultibulkLength,
+    #[error("Protocol error: invalid bulk length")]
+    InvalidBulkLength,
+    #[error("Protocol error: too big mbulk count string")]
+    TooBigMultibulkCount,
+    #[error("Protocol error: too big bulk count string")]
+    TooBigBulkCount,
+    #[error("Protocol error: too big inline request")]
+    TooBigInline,
+    #[error("Protocol error: unbalanced quotes in request")]
+    UnbalancedQuotes,
+    #[error("Protocol error: expected '$', got '{}'", char::from(*.0))]
+    ExpectedBulk(u8),
+    #[error("Protocol error: request exceeds the query buffer limit")]
+    QueryBufferLimit,
+}
+
+/// Input limits, Redis's defaults unless configured otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `proto-max-bulk-len`: the largest single argument.
+    pub max_bulk_len: usize,
+    /// `PROTO_INLINE_MAX_SIZE`: the longest inline line or length header.
+    pub max_inline_len: usize,
+    /// `client-query-buffer-limit`: the largest request, all arguments together.
+    pub max_query_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bulk_len: 512 * 1024 * 1024, max_inline_len: 64 * 1024, max_query_len: 1024 * 1024 * 1024 }
+    }
+}
+
+/// Where one argument lies inside the request's frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// One command from a client: its RESP frame and where each argument is.
+///
+/// Invariant: at least one argument (the command name).
+#[derive(Debug, Clone)]
+pub struct Request {
+    frame: Bytes,
+    args: SmallVec<[Span; 6]>,
+}
+
+impl Request {
+    /// Encodes `args` as a RESP multibulk request (for requests slotgate makes
+    /// itself and for inline commands, which nodes get in multibulk form).
+    ///
+    /// # Panics
+    /// If `args` is empty: a request always has a name.
+    pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
+        assert!(!args.is_empty(), "a request needs a command name");
+        let size: usize = args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>() + 16;
+        let mut out = BytesMut::with_capacity(size);
+        let mut spans = SmallVec::with_capacity(args.len());
+        super::write::array(&mut out, args.len());
+        for arg in args {
+            let arg = arg.as_ref();
+            super::write::header(&mut out, b'$', arg.len());
+            let start = out.len() as u32;
+            out.put_slice(arg);
+            spans.push(Span { start, end: out.len() as u32 });
+            out.put_slice(b"\r\n");
+        }
+        Request { frame: out.freeze(), args: spans }
+    }
+
+    /// The request exactly as it goes to a node.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// Number of arguments, the command name included.
+    pub fn argc(&self) -> usize {
+        self.args.len()
+    }
+
+    pub fn arg(&self, index: usize) -> Option<&[u8]> {
+        let span = self.args.get(index)?;
+        self.frame.get(span.start as usize..span.end as usize)
+    }
+
+    /// An argument as shared bytes, without copying.
+    pub fn arg_bytes(&self, index: usize) -> Option<Bytes> {
+        let span = self.args.get(index)?;
+        Some(self.frame.slice(span.start as usize..span.end as usize))
+    }
+
+    /// The command name as sent (any case).
+    pub fn name(&self) -> &[u8] {
+        self.arg(0).unwrap_or_default()
+    }
+
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.args.iter().map(|span| &self.frame[span.start as usize..span.end as usize])
+    }
+}
+
+/// Where the parser stopped inside a request that has not fully arrived.
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Idle,
+    /// Inside a multibulk: `remaining` arguments to go, the next `$` at `pos`.
+    Multibulk { remaining: u32, pos: usize, args: SmallVec<[Span; 6]> },
+    /// An inline command whose newline is not among the first `scanned` bytes.
+    Inline { scanned: usize },
+}
+
+/// The incremental request parser of one client connection.
+///
+/// Call [`RequestParser::parse`] with the connection's read buffer until it
+/// returns `Ok(None)`; complete requests are split off the front of the
+/// buffer. After an error the connection must be closed: the parser does not
+/// resynchronise, exactly like Redis.
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    limits: Limits,
+    state: State,
+    /// Total buffer length the current request needs, when known.
+    wanted: usize,
+}
+
+impl RequestParser {
+    pub fn new(limits: Limits) -> Self {
+        RequestParser { limits, state: State::Idle, wanted: 0 }
+    }
+
+    /// How many bytes the buffer must hold before the current request can
+    /// complete, when a bulk length told us (lets the caller reserve once).
+    pub fn wanted(&self) -> usize {
+        self.wanted
+    }
+
+    /// Takes the next complete request off the front of `buf`, skipping empty
+    /// ones (`*0`, blank inline lines) as Redis does.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            match &mut self.state {
+                State::Idle => match buf.first() {
+                    None => return Ok(None),
+                    Some(b'*') => {
+                        let too_big = ProtocolError::TooBigMultibulkCount;
+                        let Some((count, header_len)) = length_line(&self.limits, buf, 0, too_big)? else {
+                            return Ok(None);
+                        };
+                        if count > MAX_MULTIBULK_COUNT {
+                            return Err(ProtocolError::InvalidMultibulkLength);
+                        }
+                        if count <= 0 {
+                            buf.advance(header_len);
+                            continue;
+                        }
+                        self.state =
+                            State::Multibulk { remaining: count as u32, pos: header_len, args: SmallVec::new() };
+                    }
+                    Some(_) => self.state = State::Inline { scanned: 0 },
+                },
+                State::Multibulk { .. } => return self.parse_multibulk(buf),
+                State::Inline { scanned } => {
+                    let Some(newline) = memchr::memchr(b'\n', &buf[*scanned..]).map(|i| i + *scanned) else {
+                        if buf.len() > self.limits.max_inline_len {
+                            return Err(ProtocolError::TooBigInline);
+                        }
+                        *scanned = buf.len();
+                        return Ok(None);
+                    };
+                    let line_end = if newline > 0 && buf[newline - 1] == b'\r' { newline - 1 } else { newline };
+                    let args = inline::split_args(&buf[..line_end]).ok_or(ProtocolError::UnbalancedQuotes)?;
+                    buf.advance(newline + 1);
+                    self.state = State::Idle;
+                    if !args.is_empty() {
+                        return Ok(Some(Request::from_args(&args)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn parse_multibulk(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        let State::Multibulk { remaining, pos, args } = &mut self.state else {
+            return Ok(None);
+        };
+        while *remaining > 0 {
+            let Some(&kind) = buf.get(*pos) else {
+                return Ok(None);
+            };
+            if kind != b'$' {
+                return Err(ProtocolError::ExpectedBulk(kind));
+            }
+            let Some((len, header_len)) = length_line(&self.limits, buf, *pos, ProtocolError::TooBigBulkCount)? else {
+                return Ok(None);
+            };
+            if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
+                return Err(ProtocolError::InvalidBulkLength);
+            }
+            let start = *pos + header_len;
+            let end = start + len as usize;
+            if end + 2 > self.limits.max_query_len {
+                return Err(ProtocolError::QueryBufferLimit);
+            }
+            if buf.len() < end + 2 {
+                self.wanted = end + 2;
+                return Ok(None);
+            }
+            // Like Redis, the two bytes after the data are skipped unchecked.
+            args.push(Span { start: start as u32, end: end as u32 });
+            *pos = end + 2;
+            *remaining -= 1;
+        }
+        let frame_len = *pos;
+        let args = std::mem::take(args);
+        self.state = State::Idle;
+        self.wanted = 0;
+        Ok(Some(Request { frame: buf.split_to(frame_len).freeze(), args }))
+    }
+}
+
+/// Reads `<kind><integer>\r\n` at `at`: the integer and the line's length.
+/// Like Redis, the line ends at the first `\r` and the byte after it is taken
+/// as the `\n`.
+fn length_line(
+    limits: &Limits,
+    buf: &[u8],
+    at: usize,
+    too_big: ProtocolError,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let rest = &buf[at..];
+    let Some(cr) = memchr::memchr(b'\r', rest) else {
+        return if rest.len() > limits.max_inline_len { Err(too_big) } else { Ok(None) };
+    };
+    if cr + 1 >= rest.len() {
+        return Ok(None);
+    }
+    let bad = match too_big {
+        ProtocolError::TooBigMultibulkCount => ProtocolError::InvalidMultibulkLength,
+        _ => ProtocolError::InvalidBulkLength,
+    };
+    let value = parse_i64(&rest[1..cr]).ok_or(bad)?;
+    Ok(Some((value, cr + 2)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Parser tests: exact behaviour on Redis's edge cases, every split point,
+//! and a differential check against redis-protocol on valid input.
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+
+use super::*;
+
+/// Parses `input` in one piece: the argument lists, then the error if any.
+fn parse_all(input: &[u8]) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::from(input);
+    let mut out = Vec::new();
+    loop {
+        match parser.parse(&mut buf) {
+            Ok(Some(req)) => out.push(req.args().map(<[u8]>::to_vec).collect()),
+            Ok(None) => return (out, None),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+/// Feeds `input` in chunks of the given sizes, as a socket might deliver it.
+fn parse_chunked(input: &[u8], cuts: &[usize]) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c < input.len()).collect();
+    bounds.sort_unstable();
+    bounds.push(input.len());
+    for end in bounds {
+        buf.extend_from_slice(&input[at..end]);
+        at = end;
+        loop {
+            match parser.parse(&mut buf) {
+                Ok(Some(req)) => out.push(req.args().map(<[u8]>::to_vec).collect()),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
+fn args(list: &[&str]) -> Vec<Vec<u8>> {
+    list.iter().map(|a| a.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn multibulk_requests_keep_their_bytes() {
+    let input = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$0\r\n\r\n";
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::from(&input[..]);
+    let first = parser.parse(&mut buf).unwrap().unwrap();
+    assert_eq!(&first.frame()[..], b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n");
+    assert_eq!(first.name(), b"GET");
+    assert_eq!(first.arg(1), Some(&b"a"[..]));
+    let second = parser.parse(&mut buf).unwrap().unwrap();
+    assert_eq!(second.argc(), 3);
+    assert_eq!(second.arg(2), Some(&b""[..]));
+    assert!(parser.parse(&mut buf).unwrap().is_none());
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn inline_requests_become_multibulk() {
+    let (reqs, err) = parse_all(b"set a \"b c\"\r\nPING\n\r\n   \r\n");
+    assert_eq!(reqs, vec![args(&["set", "a", "b c"]), args(&["PING"])]);
+    assert_eq!(err, None);
+    let mut buf = BytesMut::from(&b"get k\r\n"[..]);
+    let req = RequestParser::default().parse(&mut buf).unwrap().unwrap();
+    assert_eq!(&req.frame()[..], b"*2\r\n$3\r\nget\r\n$1\r\nk\r\n");
+}
+
+#[test]
+fn empty_multibulks_are_skipped_like_redis() {
+    let (reqs, err) = parse_all(b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n");
+    assert_eq!(reqs, vec![args(&["PING"])]);
+    assert_eq!(err, None);
+}
+
+#[test]
+fn malformed_input_gets_redis_errors() {
+    let cases: &[(&[u8], ProtocolError)] = &[
+        (b"*abc\r\n", ProtocolError::InvalidMultibulkLength),
+        (b"*2147483648\r\n", ProtocolError::InvalidMultibulkLength),
+        (b"*1\r\n$-1\r\n", ProtocolError::InvalidBulkLength),
+        (b"*1\r\n$536870913\r\n", ProtocolError::InvalidBulkLength),
+        (b"*1\r\n$x\r\n", ProtocolError::InvalidBulkLength),
+        (b"*1\r\n:1\r\n", ProtocolError::ExpectedBulk(b':')),
+        (b"set \"a\r\n", ProtocolError::UnbalancedQuotes),
+    ];
+    for (input, want) in cases {
+        let (_, err) = parse_all(input);
+        assert_eq!(err, Some(*want), "{:?}", String::from_utf8_lossy(input));
+    }
+    assert_eq!(ProtocolError::ExpectedBulk(b':').to_string(), "Protocol error: expected '$', got ':'");
+}
+
+#[test]
+fn huge_lengths_are_not_allocated() {
+    // A 512 MB bulk header is accepted and waited for, never reserved up front.
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$536870912\r\nabc"[..]);
+    assert!(parser.parse(&mut buf).unwrap().is_none());
+    assert!(buf.capacity() < 4096);
+    assert_eq!(parser.wanted(), 25 + 536_870_912 + 2);
+    // A multibulk count near INT_MAX likewise.
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::from(&b"*2147483647\r\n$1\r\na\r\n"[..]);
+    assert!(parser.parse(&mut buf).unwrap().is_none());
+    assert!(buf.capacity() < 4096);
+}
+
+#[test]
+fn headers_without_end_are_bounded() {
+    let long = [b"*".as_slice(), &[b'1'; 70_000]].concat();
+    assert_eq!(parse_all(&long).1, Some(ProtocolError::TooBigMultibulkCount));
+    let long = [b"*1\r\n$".as_slice(), &[b'1'; 70_000]].concat();
+    assert_eq!(parse_all(&long).1, Some(ProtocolError::TooBigBulkCount));
+    let long = vec![b'a'; 70_000];
+    assert_eq!(parse_all(&long).1, Some(ProtocolError::TooBigInline));
+}
+
+#[test]
+fn requests_over_the_query_limit_are_refused() {
+    let limits = Limits { max_query_len: 100, ..Limits::default() };
+    let mut parser = RequestParser::new(limits);
+    let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$200\r\n"[..]);
+    assert_eq!(parser.parse(&mut buf).unwrap_err(), ProtocolError::QueryBufferLimit);
+}
+
+#[test]
+fn one_byte_at_a_time_gives_the_same_requests() {
+    let input = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\nget key\r\n*1\r\n$4\r\nPING\r\n";
+    let cuts: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(parse_chunked(input, &cuts), parse_all(input));
+}
+
+/// A request of arbitrary binary arguments, encoded either way a client may.
+fn request_strategy() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<u8>)> {
+    prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..6).prop_map(|args| {
+        let encoded = Request::from_args(&args).frame().to_vec();
+        (args, encoded)
+    })
+}
+
+proptest! {
+    #[test]
+    fn every_split_point_yields_the_same_result(
+        reqs in prop::collection::vec(request_strategy(), 1..8),
+        cuts in prop::collection::vec(0usize..2000, 0..12),
+    ) {
+        let input: Vec<u8> = reqs.iter().flat_map(|(_, bytes)| bytes.clone()).collect();
+        let want: Vec<Vec<Vec<u8>>> = reqs.iter().map(|(args, _)| args.clone()).collect();
+        prop_assert_eq!(parse_chunked(&input, &cuts), (want, None));
+    }
+
+    #[test]
+    fn agrees_with_redis_protocol_on_valid_input(reqs in prop::collection::vec(request_strategy(), 1..8)) {
+        let input: Vec<u8> = reqs.iter().flat_map(|(_, bytes)| bytes.clone()).collect();
+        let (ours, err) = parse_all(&input);
+        prop_assert_eq!(err, None);
+        let mut theirs = Vec::new();
+        let mut at = 0;
+        while at < input.len() {
+            let (frame, used) = redis_protocol::resp2::decode::decode(&input[at..]).unwrap().unwrap();
+            at += used;
+            let redis_protocol::resp2::types::OwnedFrame::Array(items) = frame else { panic!("not an array") };
+            theirs.push(items.into_iter().map(|item| match item {
+                redis_protocol::resp2::types::OwnedFrame::BulkString(b) => b,
+                other => panic!("unexpected {other:?}"),
+            }).collect::<Vec<_>>());
+        }
+        prop_assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..300)) {
+        let _ = parse_all(&input);
+    }
+}

@@ -1,0 +1,81 @@
+//! The listener and the workers. The accept loop hands each new client to a
+//! worker thread in turn; a worker is a single-threaded event loop with its
+//! own node connections, so a client's requests and replies never cross
+//! threads. The topology task runs beside the accept loop.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Pool;
+use crate::cluster::Topology;
+use crate::config::Config;
+use crate::session::{self, Context};
+
+/// Serves clients from `listener` until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
+    let topology = Topology::start(config.topology());
+    let client_ids = Arc::new(AtomicU64::new(0));
+    let workers = (0..config.worker_threads())
+        .map(|index| spawn_worker(index, &config, topology.clone(), client_ids.clone(), shutdown.clone()))
+        .collect::<io::Result<Vec<_>>>()?;
+    tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), seeds = ?config.cluster, "slotgate ready");
+    let mut next = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let stream = stream.into_std()?;
+                    if workers[next % workers.len()].send(stream).is_err() {
+                        tracing::error!(worker = next % workers.len(), "worker stopped; shutting down");
+                        return Err(io::Error::other("a worker thread stopped"));
+                    }
+                    next = next.wrapping_add(1);
+                }
+                Err(error) => {
+                    // Out of file descriptors, usually: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Starts worker thread `index`; returns the queue that feeds it clients.
+fn spawn_worker(
+    index: usize,
+    config: &Config,
+    topology: Arc<Topology>,
+    client_ids: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) -> io::Result<mpsc::UnboundedSender<std::net::TcpStream>> {
+    let (clients, mut incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let backend = config.backend();
+    let settings = config.session();
+    std::thread::Builder::new().name(format!("slotgate-worker-{index}")).spawn(move || {
+        runtime.block_on(async move {
+            let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, client_ids });
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    stream = incoming.recv() => match stream.map(TcpStream::from_std) {
+                        Some(Ok(stream)) => {
+                            tokio::spawn(session::run(stream, ctx.clone()));
+                        }
+                        Some(Err(error)) => tracing::warn!(%error, "cannot adopt client socket"),
+                        None => return,
+                    },
+                }
+            }
+        });
+    })?;
+    Ok(clients)
+}

@@ -1,0 +1,237 @@
+//! Routing a request to its node, and what happens to its answer: the reply
+//! itself, or a redirect (MOVED, ASK), or a refusal to retry later
+//! (TRYAGAIN, CLUSTERDOWN, a node that could not be reached), within the
+//! redirect budget. Only what the node provably did not run is sent again.
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::pending::{Entry, Target};
+use super::{Session, retry_delay};
+use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry};
+use crate::cluster::{Redirect, key_slot};
+use crate::command::{self, InvalidKeys, Keyed, LookupError, Route, key_positions};
+use crate::error::ClientError;
+use crate::resp::Request;
+
+impl Session {
+    /// Decides what to do with one request, in the order it arrived.
+    pub(super) fn handle(&mut self, request: Request) {
+        let entry = match command::lookup(&request) {
+            Ok(entry) => entry,
+            Err(error) => return self.reply_error(lookup_error(error, request)),
+        };
+        match entry.route {
+            Route::Local(local) => self.local(local, &request),
+            Route::Refused(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
+            Route::AnyMaster => self.forward(request, Target::AnyMaster),
+            Route::Keyed(keyed) => self.forward_keyed(entry.command, keyed, request),
+        }
+    }
+
+    fn forward_keyed(&mut self, command: &'static command::Command, keyed: Keyed, request: Request) {
+        if keyed.blocking.blocks(&request) {
+            let reason = "blocking commands are not supported yet";
+            return self.reply_error(ClientError::Refused(command.name, reason));
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        let target = match key_positions(command, keyed.finder, &request, &mut keys) {
+            // Redis finds no keys here either and answers with its own error.
+            Err(InvalidKeys) => Ok(Target::AnyMaster),
+            Ok(()) => match keys.split_first() {
+                None => Ok(Target::AnyMaster),
+                Some((&first, rest)) => {
+                    let slot = key_slot(request.arg(first).unwrap_or_default());
+                    if rest.iter().all(|&at| key_slot(request.arg(at).unwrap_or_default()) == slot) {
+                        Ok(Target::Slot(slot))
+                    } else if keyed.splittable {
+                        Err(ClientError::CrossSlotSplit(command.name))
+                    } else {
+                        Err(ClientError::CrossSlot)
+                    }
+                }
+            },
+        };
+        self.keys = keys;
+        match target {
+            Ok(target) => self.forward(request, target),
+            Err(error) => self.reply_error(error),
+        }
+    }
+
+    /// Sends a new request to its target and gives it a place in the order.
+    fn forward(&mut self, request: Request, target: Target) {
+        let seq = self.pending.push(Entry { reply: None, request: None, target, attempts: 0, close_after: false });
+        self.send(seq, request, target);
+    }
+
+    /// Sends the request of entry `seq` by the current routes.
+    fn send(&mut self, seq: u64, request: Request, target: Target) {
+        let routes = self.routes.clone();
+        let node = match target {
+            Target::Slot(slot) => routes.master(slot),
+            Target::AnyMaster => routes.any_master(self.client.id),
+        };
+        match node {
+            Some(node) => self.send_to(seq, request, node, false),
+            None if routes.version() == 0 => {
+                let why = self.ctx.pool.topology().last_error();
+                self.fail(seq, ClientError::NoTopology(why));
+            }
+            None => {
+                self.ctx.pool.topology().refresh();
+                self.fail(seq, ClientError::SlotNotServed);
+            }
+        }
+    }
+
+    fn send_to(&mut self, seq: u64, request: Request, node: &Node, asking: bool) {
+        let reply_to = ReplyTo { session: self.completions.clone(), seq };
+        let out = Outbound { frame: request.frame().clone(), asking, reply_to };
+        match node.send(self.client.protocol, self.client.id, out) {
+            Ok(()) => {
+                self.in_flight += 1;
+                if let Some(entry) = self.pending.get_mut(seq) {
+                    entry.request = Some(request);
+                }
+            }
+            Err(_) => {
+                let cause = "node connection task is gone".into();
+                let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
+                self.fail(seq, ClientError::NodeUnreachable(error));
+            }
+        }
+    }
+
+    /// A node answered (or failed to) the request numbered `completion.seq`.
+    pub(super) fn complete(&mut self, completion: Completion) {
+        self.in_flight -= 1;
+        let Some(entry) = self.pending.get_mut(completion.seq) else { return };
+        let budget_left = entry.attempts < self.ctx.settings.max_redirects;
+        match completion.reply {
+            Reply::Frame(reply) => {
+                let redirect = if reply.first() == Some(&b'-') && budget_left { Redirect::parse(&reply) } else { None };
+                match (redirect, entry.request.take()) {
+                    (Some(redirect), Some(request)) => {
+                        entry.attempts += 1;
+                        self.redirect(completion.seq, request, redirect);
+                    }
+                    _ => entry.reply = Some(reply),
+                }
+            }
+            Reply::Failed(error) => {
+                self.ctx.pool.topology().refresh();
+                let request = entry.request.take();
+                match (error.retry, request) {
+                    (Retry::Safe, Some(request)) if budget_left => {
+                        entry.attempts += 1;
+                        entry.request = Some(request);
+                        let attempts = entry.attempts;
+                        self.retry_later(completion.seq, attempts);
+                    }
+                    (Retry::Safe, _) => entry.reply = Some(error_bytes(&ClientError::NodeUnreachable(error))),
+                    (Retry::NotSafe, _) => entry.reply = Some(error_bytes(&ClientError::NodeLost(error))),
+                }
+            }
+        }
+    }
+
+    fn redirect(&mut self, seq: u64, request: Request, redirect: Redirect) {
+        match redirect {
+            Redirect::Moved { slot, addr } => {
+                self.ctx.pool.topology().moved(slot, addr.clone());
+                let node = self.ctx.pool.node(&addr);
+                self.send_to(seq, request, &node, false);
+            }
+            Redirect::Ask { addr, .. } => {
+                let node = self.ctx.pool.node(&addr);
+                self.send_to(seq, request, &node, true);
+            }
+            Redirect::TryAgain | Redirect::ClusterDown => {
+                if redirect == Redirect::ClusterDown {
+                    self.ctx.pool.topology().refresh();
+                }
+                let Some(entry) = self.pending.get_mut(seq) else { return };
+                entry.request = Some(request);
+                let attempts = entry.attempts;
+                self.retry_later(seq, attempts);
+            }
+        }
+    }
+
+    fn retry_later(&mut self, seq: u64, attempts: u8) {
+        self.retries.push((Instant::now() + retry_delay(attempts), seq));
+    }
+
+    /// Sends again every request whose backoff has passed, by the newest routes.
+    pub(super) fn retry_due(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.retries.retain(|&(at, seq)| {
+            if at <= now {
+                due.push((at, seq));
+            }
+            at > now
+        });
+        due.sort_unstable();
+        if !due.is_empty() {
+            self.routes = self.ctx.pool.routes();
+        }
+        for (_, seq) in due {
+            let Some(entry) = self.pending.get_mut(seq) else { continue };
+            let target = entry.target;
+            if let Some(request) = entry.request.take() {
+                self.send(seq, request, target);
+            }
+        }
+    }
+
+    /// Completes entry `seq` with a slotgate error.
+    fn fail(&mut self, seq: u64, error: ClientError) {
+        if let Some(entry) = self.pending.get_mut(seq) {
+            entry.request = None;
+            entry.reply = Some(error_bytes(&error));
+        }
+    }
+
+    /// Answers the current request with an error, in its place in the order.
+    pub(super) fn reply_error(&mut self, error: ClientError) {
+        let reply = error_bytes(&error);
+        self.reply(reply);
+    }
+
+    /// Answers the current request with `reply`, in its place in the order.
+    pub(super) fn reply(&mut self, reply: Bytes) {
+        self.pending.push(Entry {
+            reply: Some(reply),
+            request: None,
+            target: Target::AnyMaster,
+            attempts: 0,
+            close_after: false,
+        });
+    }
+
+    /// The connection closes once the last queued reply is written.
+    pub(super) fn close_after_last(&mut self) {
+        if let Some(entry) = self.pending.back_mut() {
+            entry.close_after = true;
+        }
+        self.closing = true;
+    }
+}
+
+fn error_bytes(error: &ClientError) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    error.write(&mut out);
+    out.freeze()
+}
+
+fn lookup_error(error: LookupError, request: Request) -> ClientError {
+    match error {
+        LookupError::UnknownCommand => ClientError::UnknownCommand(request),
+        LookupError::UnknownSubcommand(container) => {
+            ClientError::UnknownSubcommand(container.name, request.arg_bytes(1).unwrap_or_default())
+        }
+        LookupError::WrongArity(command) => ClientError::WrongArity(command.full_name()),
+    }
+}

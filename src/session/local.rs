@@ -1,0 +1,171 @@
+//! Commands slotgate answers itself, about its own client: PING, ECHO,
+//! HELLO, AUTH, SELECT, QUIT, RESET and CLIENT ID/GETNAME/SETNAME/SETINFO.
+//! Replies follow Redis 7 word for word, in the client's protocol.
+
+use bytes::{Bytes, BytesMut};
+
+use super::Session;
+use crate::command::{Local, REDIS_VERSION};
+use crate::error::ClientError;
+use crate::resp::{Protocol, Request, parse_i64, write};
+
+impl Session {
+    pub(super) fn local(&mut self, local: Local, request: &Request) {
+        let mut out = std::mem::take(&mut self.local);
+        let result = match local {
+            Local::Ping => {
+                match request.arg(1) {
+                    None => write::simple(&mut out, "PONG"),
+                    Some(_) if request.argc() > 2 => return self.reply_error(ClientError::WrongArity("ping")),
+                    Some(message) => write::bulk(&mut out, message),
+                }
+                Ok(())
+            }
+            Local::Echo => {
+                write::bulk(&mut out, request.arg(1).unwrap_or_default());
+                Ok(())
+            }
+            Local::Hello => self.hello(request, &mut out),
+            Local::Auth => auth(request).map(|()| write::ok(&mut out)),
+            Local::Select => match request.arg(1).and_then(parse_i64) {
+                None => Err(ClientError::NotAnInteger),
+                Some(0) => {
+                    write::ok(&mut out);
+                    Ok(())
+                }
+                Some(_) => Err(ClientError::SelectNotAllowed),
+            },
+            Local::Quit => {
+                write::ok(&mut out);
+                self.reply(out.split().freeze());
+                self.local = out;
+                return self.close_after_last();
+            }
+            Local::Reset => {
+                self.client.protocol = Protocol::Resp2;
+                self.client.name = None;
+                write::simple(&mut out, "RESET");
+                Ok(())
+            }
+            Local::ClientId => {
+                write::integer(&mut out, self.client.id as i64);
+                Ok(())
+            }
+            Local::ClientGetName => {
+                match &self.client.name {
+                    Some(name) => write::bulk(&mut out, name),
+                    None => write::null(&mut out, self.client.protocol),
+                }
+                Ok(())
+            }
+            Local::ClientSetName => valid_name(request.arg_bytes(2)).map(|name| {
+                self.client.name = name;
+                write::ok(&mut out);
+            }),
+            Local::ClientSetInfo => self.set_info(request).map(|()| write::ok(&mut out)),
+            Local::ClusterOnly => Err(ClientError::ClusterSupportDisabled),
+        };
+        match result {
+            Ok(()) => self.reply(out.split().freeze()),
+            Err(error) => {
+                out.clear();
+                self.reply_error(error);
+            }
+        }
+        self.local = out;
+    }
+
+    /// HELLO [protover [AUTH username password] [SETNAME clientname]]
+    fn hello(&mut self, request: &Request, out: &mut BytesMut) -> Result<(), ClientError> {
+        let mut protocol = self.client.protocol;
+        let mut at = 1;
+        if let Some(version) = request.arg(1) {
+            protocol = match parse_i64(version).ok_or(ClientError::ProtocolVersion)? {
+                2 => Protocol::Resp2,
+                3 => Protocol::Resp3,
+                _ => return Err(ClientError::NoProto),
+            };
+            at = 2;
+        }
+        let mut credentials = None;
+        let mut name = None;
+        while let Some(option) = request.arg(at) {
+            let left = request.argc() - at - 1;
+            if option.eq_ignore_ascii_case(b"auth") && left >= 2 {
+                credentials = Some(at + 1);
+                at += 3;
+            } else if option.eq_ignore_ascii_case(b"setname") && left >= 1 {
+                name = Some(request.arg_bytes(at + 1));
+                at += 2;
+            } else {
+                return Err(ClientError::HelloOption(request.arg_bytes(at).unwrap_or_default()));
+            }
+        }
+        if let Some(at) = credentials {
+            check_user(request.arg(at).unwrap_or_default())?;
+        }
+        if let Some(name) = name {
+            self.client.name = valid_name(name)?;
+        }
+        self.client.protocol = protocol;
+        let version = self.ctx.pool.topology().redis_version();
+        let version = version.as_deref().unwrap_or(REDIS_VERSION);
+        write::map(out, protocol, 7);
+        write::bulk(out, b"server");
+        write::bulk(out, b"redis");
+        write::bulk(out, b"version");
+        write::bulk(out, version.as_bytes());
+        write::bulk(out, b"proto");
+        write::integer(out, protocol.version());
+        write::bulk(out, b"id");
+        write::integer(out, self.client.id as i64);
+        write::bulk(out, b"mode");
+        write::bulk(out, b"standalone");
+        write::bulk(out, b"role");
+        write::bulk(out, b"master");
+        write::bulk(out, b"modules");
+        write::array(out, 0);
+        Ok(())
+    }
+
+    /// CLIENT SETINFO LIB-NAME|LIB-VER value (Redis 7.2; clients send it on connect).
+    fn set_info(&mut self, request: &Request) -> Result<(), ClientError> {
+        let attr = request.arg_bytes(2).unwrap_or_default();
+        let value = request.arg_bytes(3).unwrap_or_default();
+        let slot = if attr.eq_ignore_ascii_case(b"lib-name") {
+            &mut self.client.lib_name
+        } else if attr.eq_ignore_ascii_case(b"lib-ver") {
+            &mut self.client.lib_ver
+        } else {
+            return Err(ClientError::UnknownClientInfo(attr));
+        };
+        if !value.iter().all(|c| (b'!'..=b'~').contains(c)) {
+            return Err(ClientError::InvalidClientInfo(attr));
+        }
+        *slot = (!value.is_empty()).then_some(value);
+        Ok(())
+    }
+}
+
+/// AUTH [username] password. Until users are configured, slotgate behaves
+/// like a Redis whose default user has no password.
+fn auth(request: &Request) -> Result<(), ClientError> {
+    match request.argc() {
+        2 => Err(ClientError::AuthWithoutPassword),
+        3 => check_user(request.arg(1).unwrap_or_default()),
+        _ => Err(ClientError::Syntax),
+    }
+}
+
+fn check_user(user: &[u8]) -> Result<(), ClientError> {
+    if user == b"default" { Ok(()) } else { Err(ClientError::WrongPass) }
+}
+
+/// A client name: printable ASCII without spaces; empty clears the name.
+fn valid_name(name: Option<Bytes>) -> Result<Option<Bytes>, ClientError> {
+    let name = name.unwrap_or_default();
+    if !name.iter().all(|c| (b'!'..=b'~').contains(c)) {
+        return Err(ClientError::InvalidClientName);
+    }
+    Ok((!name.is_empty()).then_some(name))
+}

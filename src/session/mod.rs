@@ -1,0 +1,223 @@
+//! One client, end to end: read a batch of requests, route each, await the
+//! replies in order, write them back in batches. Local commands and the
+//! client's connection state live here too; node socket I/O does not.
+//!
+//! # Ordering
+//! Replies leave strictly in request order ([`pending`]). A client's requests
+//! to one node share one node connection, so they run in order there. When
+//! the slot map changes, a session first waits for its in-flight requests
+//! before routing new ones with the new map, so a request routed by the new
+//! map can never overtake an earlier one still travelling by the old map.
+//!
+//! # Cancel safety
+//! The loop's `select!` arms are `recv`, `write_buf`, a readiness-then-`read_buf`
+//! future and a timer; none loses data when another arm wins.
+
+mod dispatch;
+mod local;
+mod pending;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use crate::backend::{Completion, Pool, Routes};
+use crate::command::KeyPositions;
+use crate::resp::{Limits, Protocol, RequestParser};
+use pending::Pending;
+
+/// Read at least this much at a time, growing to `MAX_READ` for busy clients.
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
+/// Stop reading requests while this much output waits for a slow reader.
+const MAX_UNSENT: usize = 64 * 1024 * 1024;
+
+/// How sessions behave.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Redirects and retries one request may take before its error is passed on.
+    pub max_redirects: u8,
+    /// Requests in flight per client before slotgate stops reading from it.
+    pub max_pipeline: usize,
+    pub limits: Limits,
+}
+
+/// What the sessions of one worker share: its node connections and settings.
+#[derive(Debug)]
+pub struct Context {
+    pub pool: Pool,
+    pub settings: SessionSettings,
+    /// Client ids, unique across workers.
+    pub client_ids: Arc<AtomicU64>,
+}
+
+/// A client's connection state, as CLIENT and HELLO see it.
+#[derive(Debug)]
+struct Client {
+    id: u64,
+    protocol: Protocol,
+    name: Option<Bytes>,
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    client: Client,
+    parser: RequestParser,
+    /// The routes new requests are sent by; see "Ordering" above.
+    routes: Arc<Routes>,
+    pending: Pending,
+    /// Requests handed to node connections and not yet answered.
+    in_flight: usize,
+    /// Requests waiting for a retry after a backoff: (when, sequence number).
+    retries: Vec<(Instant, u64)>,
+    completions: mpsc::UnboundedSender<Completion>,
+    /// Stop taking requests: QUIT, a protocol error, or input ended.
+    closing: bool,
+    /// The client will send nothing more (it shut down its side).
+    eof: bool,
+    /// Scratch space reused for every request.
+    keys: KeyPositions,
+    local: BytesMut,
+}
+
+/// Serves one client until it disconnects or slotgate closes it.
+pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
+    let _ = stream.set_nodelay(true);
+    let (completions, mut replies) = mpsc::unbounded_channel();
+    let mut session = Session::new(ctx, completions);
+    let span = tracing::debug_span!("client", client.id = session.client.id);
+    let _enter = span.enter();
+    let (mut reader, mut writer) = stream.split();
+    let mut input = BytesMut::new();
+    let mut output = BytesMut::new();
+    let mut read_size = MIN_READ;
+    loop {
+        session.process_input(&mut input);
+        session.take_ready(&mut output);
+        if session.finished() && output.is_empty() {
+            break;
+        }
+        let reading = !session.eof && session.wants_input() && output.len() < MAX_UNSENT;
+        let retry_at = session.retries.iter().map(|(at, _)| *at).min();
+        tokio::select! {
+            biased;
+            Some(completion) = replies.recv() => {
+                session.complete(completion);
+                while let Ok(completion) = replies.try_recv() {
+                    session.complete(completion);
+                }
+            }
+            wrote = writer.write_buf(&mut output), if !output.is_empty() => {
+                if !matches!(wrote, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            read = async {
+                // Idle clients hold no read buffer until they have something to say.
+                if input.capacity() == input.len() {
+                    reader.readable().await?;
+                }
+                input.reserve(read_size.max(session.parser.wanted().saturating_sub(input.len())));
+                reader.read_buf(&mut input).await
+            }, if reading => match read {
+                // Requests already received are still answered, as Redis does.
+                Ok(0) => session.eof = true,
+                Ok(n) => {
+                    if n >= read_size {
+                        read_size = (read_size * 2).min(MAX_READ);
+                    }
+                }
+                Err(_) => break,
+            },
+            () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => session.retry_due(),
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+impl Session {
+    fn new(ctx: Arc<Context>, completions: mpsc::UnboundedSender<Completion>) -> Session {
+        let id = ctx.client_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        let routes = ctx.pool.routes();
+        Session {
+            client: Client { id, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None },
+            parser: RequestParser::new(ctx.settings.limits),
+            routes,
+            pending: Pending::default(),
+            in_flight: 0,
+            retries: Vec::new(),
+            completions,
+            closing: false,
+            eof: false,
+            keys: KeyPositions::new(),
+            local: BytesMut::new(),
+            ctx,
+        }
+    }
+
+    /// Whether new requests may be routed now (see "Ordering").
+    fn routes_current(&mut self) -> bool {
+        if self.routes.version() == self.ctx.pool.topology().version() {
+            return true;
+        }
+        if self.in_flight > 0 {
+            return false;
+        }
+        self.routes = self.ctx.pool.routes();
+        true
+    }
+
+    fn wants_input(&mut self) -> bool {
+        !self.closing && self.pending.len() < self.ctx.settings.max_pipeline && self.routes_current()
+    }
+
+    fn finished(&self) -> bool {
+        self.closing && self.pending.is_empty()
+    }
+
+    /// Routes every complete request in `input`, as far as limits allow.
+    fn process_input(&mut self, input: &mut BytesMut) {
+        while self.wants_input() {
+            match self.parser.parse(input) {
+                Ok(Some(request)) => self.handle(request),
+                Ok(None) => {
+                    self.closing |= self.eof;
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "closing client after a protocol error");
+                    self.reply_error(crate::error::ClientError::Protocol(error));
+                    self.close_after_last();
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    /// Moves replies that are ready, in order, to the output buffer.
+    fn take_ready(&mut self, output: &mut BytesMut) {
+        while let Some(entry) = self.pending.pop_ready() {
+            if let Some(reply) = entry.reply {
+                output.extend_from_slice(&reply);
+            }
+            if entry.close_after {
+                self.closing = true;
+                self.pending = Pending::default();
+                self.retries.clear();
+            }
+        }
+    }
+}
+
+/// Backoff before retrying a request the cluster could not take yet.
+fn retry_delay(attempts: u8) -> Duration {
+    Duration::from_millis(10).saturating_mul(1 << attempts.min(6))
+}
