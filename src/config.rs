@@ -34,10 +34,15 @@ pub struct Config {
     /// Full topology refresh at least this often, in milliseconds (MOVED and
     /// node errors refresh sooner). Default 5000.
     pub topology_refresh_ms: u64,
-    /// Redirects (MOVED, ASK) and retries (TRYAGAIN, CLUSTERDOWN, node not
-    /// reachable) one request may take before the error reaches the client.
-    /// Default 5.
+    /// MOVED/ASK hops one request may take before the redirect reaches the
+    /// client (protects against redirect loops). Default 5.
     pub max_redirects: u8,
+    /// How long a request is retried, in milliseconds, when the cluster
+    /// cannot take it yet (TRYAGAIN during a slot migration, CLUSTERDOWN
+    /// during a failover, a node that cannot be reached) before the error
+    /// reaches the client. Only requests the node provably did not run are
+    /// retried. Default 5000.
+    pub retry_timeout_ms: u64,
     /// Requests one client may have in flight before slotgate stops reading
     /// from it until replies drain. Default 10000.
     pub max_pipeline: usize,
@@ -62,6 +67,7 @@ impl Default for Config {
             connect_timeout_ms: 1000,
             topology_refresh_ms: 5000,
             max_redirects: 5,
+            retry_timeout_ms: 5000,
             max_pipeline: 10_000,
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
@@ -131,7 +137,7 @@ impl Config {
         if self.threads > 1024 {
             return invalid("threads", "must be 0 (one per CPU) to 1024".into());
         }
-        if self.connect_timeout_ms == 0 || self.topology_refresh_ms == 0 {
+        if self.connect_timeout_ms == 0 || self.topology_refresh_ms == 0 || self.retry_timeout_ms == 0 {
             return invalid("connect_timeout_ms", "timeouts and intervals must be above 0".into());
         }
         if self.max_redirects == 0 {
@@ -179,6 +185,7 @@ impl Config {
     pub fn session(&self) -> SessionSettings {
         SessionSettings {
             max_redirects: self.max_redirects,
+            retry_timeout: Duration::from_millis(self.retry_timeout_ms),
             max_pipeline: self.max_pipeline,
             limits: Limits {
                 max_bulk_len: self.proto_max_bulk_len,
@@ -228,6 +235,7 @@ mod tests {
             "connect_timeout_ms",
             "topology_refresh_ms",
             "max_redirects",
+            "retry_timeout_ms",
             "max_pipeline",
             "proto_max_bulk_len",
             "client_query_buffer_limit",

@@ -52,9 +52,14 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     topology_refresh_ms: Option<i64>,
 
-    /// Redirects and retries per request before its error reaches the client. [key: max_redirects; default 5]
+    /// MOVED/ASK hops per request before the redirect reaches the client. [key: max_redirects; default 5]
     #[arg(long, value_name = "N")]
     max_redirects: Option<i64>,
+
+    /// How long a request the cluster cannot take yet (TRYAGAIN, CLUSTERDOWN, node unreachable) is retried.
+    /// [key: retry_timeout_ms; default 5000]
+    #[arg(long, value_name = "MS")]
+    retry_timeout_ms: Option<i64>,
 
     /// Requests a client may have in flight before slotgate stops reading from it. [key: max_pipeline; default 10000]
     #[arg(long, value_name = "N")]
@@ -99,6 +104,7 @@ impl Cli {
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("topology_refresh_ms", self.topology_refresh_ms),
             ("max_redirects", self.max_redirects),
+            ("retry_timeout_ms", self.retry_timeout_ms),
             ("max_pipeline", self.max_pipeline),
             ("proto_max_bulk_len", self.proto_max_bulk_len),
             ("client_query_buffer_limit", self.client_query_buffer_limit),

@@ -61,7 +61,7 @@ impl Session {
 
     /// Sends a new request to its target and gives it a place in the order.
     fn forward(&mut self, request: Request, target: Target) {
-        let seq = self.pending.push(Entry { reply: None, request: None, target, attempts: 0, close_after: false });
+        let seq = self.pending.push(Entry::new(target));
         self.send(seq, request, target);
     }
 
@@ -106,61 +106,63 @@ impl Session {
     /// A node answered (or failed to) the request numbered `completion.seq`.
     pub(super) fn complete(&mut self, completion: Completion) {
         self.in_flight -= 1;
-        let Some(entry) = self.pending.get_mut(completion.seq) else { return };
-        let budget_left = entry.attempts < self.ctx.settings.max_redirects;
+        let seq = completion.seq;
+        let max_redirects = self.ctx.settings.max_redirects;
+        let Some(entry) = self.pending.get_mut(seq) else { return };
+        let Some(request) = entry.request.take() else { return };
         match completion.reply {
             Reply::Frame(reply) => {
-                let redirect = if reply.first() == Some(&b'-') && budget_left { Redirect::parse(&reply) } else { None };
-                match (redirect, entry.request.take()) {
-                    (Some(redirect), Some(request)) => {
-                        entry.attempts += 1;
-                        self.redirect(completion.seq, request, redirect);
+                let redirect = if reply.first() == Some(&b'-') { Redirect::parse(&reply) } else { None };
+                match redirect {
+                    Some(Redirect::Moved { slot, addr }) if entry.redirects < max_redirects => {
+                        entry.redirects += 1;
+                        self.ctx.pool.topology().moved(slot, addr.clone());
+                        let node = self.ctx.pool.node(&addr);
+                        self.send_to(seq, request, &node, false);
                     }
-                    _ => entry.reply = Some(reply),
+                    Some(Redirect::Ask { addr, .. }) if entry.redirects < max_redirects => {
+                        entry.redirects += 1;
+                        let node = self.ctx.pool.node(&addr);
+                        self.send_to(seq, request, &node, true);
+                    }
+                    Some(retry @ (Redirect::TryAgain | Redirect::ClusterDown)) if self.retry_later(seq, &request) => {
+                        if retry == Redirect::ClusterDown {
+                            self.ctx.pool.topology().refresh();
+                        }
+                    }
+                    _ => {
+                        if let Some(entry) = self.pending.get_mut(seq) {
+                            entry.reply = Some(reply);
+                        }
+                    }
                 }
             }
             Reply::Failed(error) => {
                 self.ctx.pool.topology().refresh();
-                let request = entry.request.take();
-                match (error.retry, request) {
-                    (Retry::Safe, Some(request)) if budget_left => {
-                        entry.attempts += 1;
-                        entry.request = Some(request);
-                        let attempts = entry.attempts;
-                        self.retry_later(completion.seq, attempts);
-                    }
-                    (Retry::Safe, _) => entry.reply = Some(error_bytes(&ClientError::NodeUnreachable(error))),
-                    (Retry::NotSafe, _) => entry.reply = Some(error_bytes(&ClientError::NodeLost(error))),
-                }
+                let error = match error.retry {
+                    Retry::Safe if self.retry_later(seq, &request) => return,
+                    Retry::Safe => ClientError::NodeUnreachable(error),
+                    Retry::NotSafe => ClientError::NodeLost(error),
+                };
+                self.fail(seq, error);
             }
         }
     }
 
-    fn redirect(&mut self, seq: u64, request: Request, redirect: Redirect) {
-        match redirect {
-            Redirect::Moved { slot, addr } => {
-                self.ctx.pool.topology().moved(slot, addr.clone());
-                let node = self.ctx.pool.node(&addr);
-                self.send_to(seq, request, &node, false);
-            }
-            Redirect::Ask { addr, .. } => {
-                let node = self.ctx.pool.node(&addr);
-                self.send_to(seq, request, &node, true);
-            }
-            Redirect::TryAgain | Redirect::ClusterDown => {
-                if redirect == Redirect::ClusterDown {
-                    self.ctx.pool.topology().refresh();
-                }
-                let Some(entry) = self.pending.get_mut(seq) else { return };
-                entry.request = Some(request);
-                let attempts = entry.attempts;
-                self.retry_later(seq, attempts);
-            }
+    /// Schedules entry `seq` to be sent again after a backoff, unless its
+    /// retry window (opened at its first retry) is over.
+    fn retry_later(&mut self, seq: u64, request: &Request) -> bool {
+        let now = Instant::now();
+        let window = self.ctx.settings.retry_timeout;
+        let Some(entry) = self.pending.get_mut(seq) else { return false };
+        if now >= *entry.retry_until.get_or_insert(now + window) {
+            return false;
         }
-    }
-
-    fn retry_later(&mut self, seq: u64, attempts: u8) {
-        self.retries.push((Instant::now() + retry_delay(attempts), seq));
+        entry.retries = entry.retries.saturating_add(1);
+        entry.request = Some(request.clone());
+        let at = now + retry_delay(entry.retries);
+        self.retries.push((at, seq));
+        true
     }
 
     /// Sends again every request whose backoff has passed, by the newest routes.
@@ -202,13 +204,7 @@ impl Session {
 
     /// Answers the current request with `reply`, in its place in the order.
     pub(super) fn reply(&mut self, reply: Bytes) {
-        self.pending.push(Entry {
-            reply: Some(reply),
-            request: None,
-            target: Target::AnyMaster,
-            attempts: 0,
-            close_after: false,
-        });
+        self.pending.push(Entry::ready(reply));
     }
 
     /// The connection closes once the last queued reply is written.

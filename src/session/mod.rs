@@ -41,8 +41,11 @@ const MAX_UNSENT: usize = 64 * 1024 * 1024;
 /// How sessions behave.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// Redirects and retries one request may take before its error is passed on.
+    /// MOVED/ASK hops one request may take before the redirect is passed on.
     pub max_redirects: u8,
+    /// How long a request is retried after TRYAGAIN, CLUSTERDOWN or an
+    /// unreachable node before that error is passed on.
+    pub retry_timeout: Duration,
     /// Requests in flight per client before slotgate stops reading from it.
     pub max_pipeline: usize,
     pub limits: Limits,
@@ -217,7 +220,9 @@ impl Session {
     }
 }
 
-/// Backoff before retrying a request the cluster could not take yet.
-fn retry_delay(attempts: u8) -> Duration {
-    Duration::from_millis(10).saturating_mul(1 << attempts.min(6))
+/// Backoff before retry number `retries` of a request the cluster could not
+/// take yet: 5 ms doubling, at most 100 ms, so a slot that finishes migrating
+/// or a master that gets elected is noticed quickly.
+fn retry_delay(retries: u8) -> Duration {
+    Duration::from_millis(5).saturating_mul(1 << retries.min(5)).min(Duration::from_millis(100))
 }

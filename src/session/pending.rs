@@ -29,10 +29,26 @@ pub struct Entry {
     /// The request, kept while a redirect or retry may need to send it again.
     pub request: Option<Request>,
     pub target: Target,
-    /// Redirects and retries so far.
-    pub attempts: u8,
+    /// MOVED/ASK hops so far.
+    pub redirects: u8,
+    /// Retries after TRYAGAIN, CLUSTERDOWN or an unreachable node, and until
+    /// when they may go on.
+    pub retries: u8,
+    pub retry_until: Option<tokio::time::Instant>,
     /// Close the connection once this reply is written (QUIT, protocol errors).
     pub close_after: bool,
+}
+
+impl Entry {
+    /// A request about to be sent to `target`.
+    pub fn new(target: Target) -> Entry {
+        Entry { reply: None, request: None, target, redirects: 0, retries: 0, retry_until: None, close_after: false }
+    }
+
+    /// A reply slotgate already has (a local command, an error).
+    pub fn ready(reply: Bytes) -> Entry {
+        Entry { reply: Some(reply), ..Entry::new(Target::AnyMaster) }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +99,7 @@ mod tests {
     use super::*;
 
     fn waiting() -> Entry {
-        Entry { reply: None, request: None, target: Target::AnyMaster, attempts: 0, close_after: false }
+        Entry::new(Target::AnyMaster)
     }
 
     #[test]

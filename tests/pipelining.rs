@@ -1,0 +1,104 @@
+//! Pipelining: replies come back in request order however the requests are
+//! spread over nodes and mixed with locally answered commands, and many
+//! clients at once share the node connections without mixing replies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::sync::OnceLock;
+
+use support::raw::Raw;
+use support::{Shared, runtime};
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(Shared::start)
+}
+
+#[test]
+fn a_pipeline_of_100000_mixed_commands_replies_in_order() {
+    runtime().block_on(async {
+        let mut connection = support::async_connection(&shared().proxy.url()).await;
+        let mut pipe = redis::pipe();
+        for i in 0..25_000 {
+            // Four nodes' worth of order: a write, a read of it, a local
+            // command, and a counter whose running value proves sequencing.
+            pipe.set(format!("pipe:{i}"), i)
+                .get(format!("pipe:{i}"))
+                .cmd("ECHO")
+                .arg(i)
+                .incr(format!("pipe:ctr:{}", i % 7), 1);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut connection).await.unwrap();
+        assert_eq!(replies.len(), 100_000);
+        let mut counters = [0i64; 7];
+        for (i, chunk) in replies.chunks(4).enumerate() {
+            assert_eq!(chunk[0], redis::Value::Okay, "SET #{i}");
+            assert_eq!(redis::from_redis_value_ref::<i64>(&chunk[1]).unwrap(), i as i64, "GET #{i}");
+            assert_eq!(redis::from_redis_value_ref::<i64>(&chunk[2]).unwrap(), i as i64, "ECHO #{i}");
+            counters[i % 7] += 1;
+            assert_eq!(redis::from_redis_value_ref::<i64>(&chunk[3]).unwrap(), counters[i % 7], "INCR #{i}");
+        }
+    });
+}
+
+#[test]
+fn raw_pipelined_bytes_come_back_in_exact_order() {
+    let port = shared().proxy.port;
+    let mut setup = Raw::connect(port);
+    let mut expected = Vec::new();
+    let mut request = Vec::new();
+    for i in 0..2_000 {
+        let key = format!("rawpipe:{i}");
+        request.extend(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{i}\r\n", key.len(), i.to_string().len()).bytes(),
+        );
+        expected.extend(b"+OK\r\n");
+        request.extend(format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).bytes());
+        expected.extend(format!("${}\r\n{i}\r\n", i.to_string().len()).bytes());
+        request.extend(b"PING\r\n");
+        expected.extend(b"+PONG\r\n");
+    }
+    setup.send(&request);
+    setup.expect(&expected);
+}
+
+#[test]
+fn five_hundred_clients_at_once_each_get_their_own_replies() {
+    let port = shared().proxy.port;
+    runtime().block_on(async move {
+        let url = format!("redis://127.0.0.1:{port}/");
+        let mut tasks = Vec::new();
+        for client_no in 0..500 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = support::async_connection(&url).await;
+                for i in 0..20 {
+                    let key = format!("many:{client_no}:{i}");
+                    let _: () =
+                        redis::cmd("SET").arg(&key).arg(client_no * 1000 + i).query_async(&mut c).await.unwrap();
+                    let got: i64 = redis::cmd("GET").arg(&key).query_async(&mut c).await.unwrap();
+                    assert_eq!(got, client_no * 1000 + i);
+                }
+                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await.unwrap();
+                id
+            }));
+        }
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 500, "every client has its own id");
+    });
+}
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_replies() {
+    let mut raw = Raw::connect(shared().proxy.port);
+    raw.send(b"SET halfclose v\r\nGET halfclose\r\n");
+    raw.shutdown_write();
+    raw.expect(b"+OK\r\n$1\r\nv\r\n");
+    assert!(raw.closed_within(std::time::Duration::from_secs(5)));
+}

@@ -1,0 +1,511 @@
+//! The test harness: real `redis-server` cluster processes on free loopback
+//! ports and a real slotgate process in front of them.
+//!
+//! Everything started here is stopped by PID: by `Drop`, and by a watchdog
+//! process that kills the children when the test binary exits without
+//! dropping them (shared clusters live in statics, which are never dropped).
+//! Ports 6379 and 6380 are never used.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod raw;
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::{Connection, Value};
+
+/// Node timeout of test clusters: short, so failover tests stay quick.
+pub const NODE_TIMEOUT_MS: u64 = 2000;
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A loopback port that is free, and whose cluster bus port (+10000) is free too.
+pub fn free_port() -> u16 {
+    // Spread test binaries running at once over different ranges.
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 300) as u16 * 100,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let port = if port >= 55_000 { 20_000 + port % 35_000 } else { port };
+        if port == 6379 || port == 6380 {
+            continue;
+        }
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("slotgate-{label}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills `pids` (SIGKILL) as soon as this test process is gone.
+fn watchdog(pids: &[u32]) -> Option<Child> {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let script = format!(
+        "while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill -9 {} 2>/dev/null",
+        std::process::id(),
+        list.join(" ")
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+}
+
+/// One redis-server process.
+pub struct Node {
+    pub port: u16,
+    child: Option<Child>,
+    watchdog: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Node {
+    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Node {
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            &NODE_TIMEOUT_MS.to_string(),
+            "--dir",
+            &dir.display().to_string(),
+            "--logfile",
+            &format!("redis-{port}.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        let mut node = Node { port, child: None, watchdog: None, args };
+        node.restart();
+        node
+    }
+
+    /// Starts the process (again), with the same arguments and data directory.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install -y redis-server)");
+        self.watchdog = watchdog(&[child.id()]);
+        self.child = Some(child);
+        wait_for(&format!("redis-server on {} to answer", self.port), Duration::from_secs(10), || {
+            connect(self.port).ok().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok()).is_some()
+        });
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: the node dies without a word, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// SIGSTOP: the node keeps its connections but stops answering.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "STOP");
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "CONT");
+        }
+    }
+
+    pub fn connection(&self) -> Connection {
+        connect(self.port).expect("connect to node")
+    }
+
+    pub fn id(&self) -> String {
+        redis::cmd("CLUSTER").arg("MYID").query(&mut self.connection()).expect("CLUSTER MYID")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+        if let Some(mut watchdog) = self.watchdog.take() {
+            kill(&mut watchdog);
+        }
+    }
+}
+
+pub fn connect(port: u16) -> redis::RedisResult<Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let connection = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    connection.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(connection)
+}
+
+/// Polls `done` until it holds, or panics after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Redis Cluster of real processes: masters with their replicas.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// `masters` masters with `replicas` replicas each; slots split evenly.
+    pub fn start(masters: usize, replicas: usize) -> Cluster {
+        Cluster::start_with(masters, replicas, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra redis-server arguments for every node.
+    pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> Cluster {
+        let ports: Vec<u16> = (0..masters * (1 + replicas)).map(|_| free_port()).collect();
+        Cluster::start_on_with(&ports, masters, replicas, extra)
+    }
+
+    /// A cluster on the given ports (masters first).
+    pub fn start_on(ports: &[u16], masters: usize, replicas: usize) -> Cluster {
+        Cluster::start_on_with(ports, masters, replicas, &[])
+    }
+
+    fn start_on_with(ports: &[u16], masters: usize, replicas: usize, extra: &[&str]) -> Cluster {
+        assert_eq!(ports.len(), masters * (1 + replicas));
+        let dir = TempDir::new("cluster");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let nodes: Vec<Node> = ports.iter().map(|&port| Node::spawn(port, dir.path(), &extra)).collect();
+        let cluster = Cluster { nodes, dir };
+        cluster.create(masters);
+        cluster
+    }
+
+    /// What `redis-cli --cluster create` does, without its fixed waits:
+    /// distinct epochs, slots, MEET, REPLICATE, then wait for agreement.
+    fn create(&self, masters: usize) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let _: () = redis::cmd("CLUSTER").arg("SET-CONFIG-EPOCH").arg(i + 1).query(&mut node.connection()).unwrap();
+        }
+        for (i, node) in self.nodes[..masters].iter().enumerate() {
+            let first = i * 16384 / masters;
+            let last = (i + 1) * 16384 / masters - 1;
+            let _: () =
+                redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(first).arg(last).query(&mut node.connection()).unwrap();
+        }
+        let mut first = self.nodes[0].connection();
+        for node in &self.nodes[1..] {
+            let _: () = redis::cmd("CLUSTER").arg("MEET").arg("127.0.0.1").arg(node.port).query(&mut first).unwrap();
+        }
+        let total = self.nodes.len();
+        wait_for("every node to know every other", Duration::from_secs(20), || {
+            self.nodes.iter().all(|n| cluster_info(n.port).get("cluster_known_nodes") == Some(&total.to_string()))
+        });
+        let ids: Vec<String> = self.nodes[..masters].iter().map(Node::id).collect();
+        for (i, replica) in self.nodes[masters..].iter().enumerate() {
+            let master = &ids[i % masters];
+            let _: () = redis::cmd("CLUSTER").arg("REPLICATE").arg(master).query(&mut replica.connection()).unwrap();
+        }
+        self.wait_stable();
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and all agree on the masters.
+    pub fn wait_stable(&self) {
+        wait_for("the cluster to be stable", Duration::from_secs(30), || {
+            let live: Vec<&Node> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
+            let ok = live.iter().all(|n| cluster_info(n.port).get("cluster_state").map(String::as_str) == Some("ok"));
+            ok && {
+                let views: Vec<Vec<(i64, i64, u16)>> = live.iter().map(|n| slot_ranges(n.port)).collect();
+                views.windows(2).all(|w| w[0] == w[1]) && views[0].iter().map(|r| r.1 - r.0 + 1).sum::<i64>() == 16384
+            }
+        });
+    }
+
+    /// Seed list for slotgate's `--cluster`.
+    pub fn seeds(&self) -> String {
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn node(&self, port: u16) -> &Node {
+        self.nodes.iter().find(|n| n.port == port).expect("no node on that port")
+    }
+
+    pub fn node_mut(&mut self, port: u16) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.port == port).expect("no node on that port")
+    }
+
+    /// A live node to ask about the cluster.
+    fn any_live(&self) -> u16 {
+        self.nodes.iter().find(|n| n.child.is_some()).map(|n| n.port).expect("no live node")
+    }
+
+    /// The port of the master serving `slot`, as the cluster sees it now.
+    pub fn owner(&self, slot: u16) -> u16 {
+        slot_ranges(self.any_live())
+            .into_iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&i64::from(slot)))
+            .map(|r| r.2)
+            .expect("slot has an owner")
+    }
+
+    /// Ports of the current masters.
+    pub fn masters(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = slot_ranges(self.any_live()).into_iter().map(|r| r.2).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// The master whose slots do not include `slot`: a migration target.
+    pub fn other_master(&self, slot: u16) -> u16 {
+        let owner = self.owner(slot);
+        self.masters().into_iter().find(|p| *p != owner).expect("another master")
+    }
+
+    /// Moves `slot` to the master on `to`, key by key, the way
+    /// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE.
+    /// `between_keys` runs after each key moved (to let traffic hit the ASK window).
+    pub fn migrate_slot(&self, slot: u16, to: u16, mut between_keys: impl FnMut()) {
+        let from = self.owner(slot);
+        let (from_id, to_id) = (self.node(from).id(), self.node(to).id());
+        let mut source = self.node(from).connection();
+        let mut target = self.node(to).connection();
+        let _: () =
+            redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("IMPORTING").arg(&from_id).query(&mut target).unwrap();
+        let _: () =
+            redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("MIGRATING").arg(&to_id).query(&mut source).unwrap();
+        loop {
+            let keys: Vec<Vec<u8>> =
+                redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(1).query(&mut source).unwrap();
+            let Some(key) = keys.first() else { break };
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg(key)
+                .arg(0)
+                .arg(5000)
+                .query(&mut source)
+                .or_else(|e| if e.to_string().contains("NOKEY") { Ok(()) } else { Err(e) })
+                .unwrap();
+            between_keys();
+        }
+        self.assign_slot(slot, &to_id, to);
+    }
+
+    /// `CLUSTER SETSLOT slot NODE id` on the new owner first, then everywhere.
+    fn assign_slot(&self, slot: u16, to_id: &str, to: u16) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(to_id)
+            .query(&mut self.node(to).connection())
+            .unwrap();
+        for node in self.nodes.iter().filter(|n| n.child.is_some() && n.port != to) {
+            let _: redis::RedisResult<()> =
+                redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("NODE").arg(to_id).query(&mut node.connection());
+        }
+        wait_for("the new slot owner to be known everywhere", Duration::from_secs(20), || {
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                slot_ranges(n.port)
+                    .iter()
+                    .any(|(first, last, port)| *port == to && (*first..=*last).contains(&i64::from(slot)))
+            })
+        });
+    }
+}
+
+/// `CLUSTER INFO` as a map.
+pub fn cluster_info(port: u16) -> HashMap<String, String> {
+    let Ok(mut connection) = connect(port) else { return HashMap::new() };
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut connection).unwrap_or_default();
+    info.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+}
+
+/// `(first, last, master port)` for every range of `CLUSTER SLOTS`, sorted.
+pub fn slot_ranges(port: u16) -> Vec<(i64, i64, u16)> {
+    let Ok(mut connection) = connect(port) else { return Vec::new() };
+    let Ok(Value::Array(ranges)) = redis::cmd("CLUSTER").arg("SLOTS").query::<Value>(&mut connection) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(i64, i64, u16)> = ranges
+        .into_iter()
+        .filter_map(|range| {
+            let Value::Array(items) = range else { return None };
+            let (Value::Int(first), Value::Int(last), Value::Array(master)) = (&items[0], &items[1], &items[2]) else {
+                return None;
+            };
+            let Value::Int(port) = master.get(1)? else { return None };
+            Some((*first, *last, *port as u16))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The `CLUSTER KEYSLOT` of `key`, asked of a node.
+pub fn keyslot(port: u16, key: &[u8]) -> u16 {
+    redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut connect(port).unwrap()).unwrap()
+}
+
+/// A slotgate process.
+pub struct Proxy {
+    pub port: u16,
+    child: Child,
+    watchdog: Option<Child>,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Proxy {
+    /// slotgate in front of `seeds`, with extra command-line arguments.
+    pub fn start(seeds: &str, extra: &[&str]) -> Proxy {
+        let dir = TempDir::new("proxy");
+        let port = free_port();
+        let log = dir.path().join("slotgate.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_slotgate"))
+            .args(["--cluster", seeds, "--listen", &format!("127.0.0.1:{port}"), "--log-level", "info"])
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start slotgate");
+        let watchdog = watchdog(&[child.id()]);
+        let proxy = Proxy { port, child, watchdog, log, _dir: dir };
+        wait_for("slotgate to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        proxy
+    }
+
+    /// Waits until slotgate routes commands (it has discovered the cluster).
+    pub fn wait_routing(&self) {
+        wait_for("slotgate to route commands", Duration::from_secs(20), || {
+            connect(self.port).is_ok_and(|mut c| redis::cmd("EXISTS").arg("probe").query::<i64>(&mut c).is_ok())
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn connection(&self) -> Connection {
+        connect(self.port).expect("connect to slotgate")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+        if let Some(mut watchdog) = self.watchdog.take() {
+            kill(&mut watchdog);
+        }
+    }
+}
+
+/// A 3-master, 3-replica cluster with slotgate in front, shared by the tests
+/// of one test binary (they use distinct keys).
+pub struct Shared {
+    pub cluster: Cluster,
+    pub proxy: Proxy,
+}
+
+impl Shared {
+    pub fn start() -> Shared {
+        let cluster = Cluster::start(3, 1);
+        let proxy = Proxy::start(&cluster.seeds(), &[]);
+        proxy.wait_routing();
+        Shared { cluster, proxy }
+    }
+}
+
+/// A tokio runtime for async tests that talk to real processes.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// A multiplexed async connection with timeouts fit for a loaded 2-core
+/// test machine (the crate's defaults, 1 s to connect and 500 ms per reply,
+/// are for production latency, not for 100,000-command pipelines).
+pub async fn async_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(60)));
+    let client = redis::Client::open(url).expect("url");
+    client.get_multiplexed_async_connection_with_config(&config).await.expect("connect")
+}
