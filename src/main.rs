@@ -24,57 +24,57 @@ struct Cli {
     command: Option<Command>,
 
     /// Config file (TOML); proxy.toml documents every key and its default.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Cluster nodes to discover the topology from, comma-separated.
     /// Any one that answers is enough. [key: cluster; default 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003]
-    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", value_delimiter = ',')]
+    #[arg(long, global = true, value_name = "HOST:PORT[,HOST:PORT...]", value_delimiter = ',')]
     cluster: Option<Vec<String>>,
 
     /// Address clients connect to. [key: listen; default 127.0.0.1:6380]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<String>,
 
     /// Worker threads, each with its own event loop and node connections; 0 = one per CPU. [key: threads; default 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     threads: Option<i64>,
 
     /// Pipelined connections per node, per worker and protocol. [key: node_connections; default 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     node_connections: Option<i64>,
 
     /// Limit for opening a node connection and for topology queries. [key: connect_timeout_ms; default 1000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, global = true, value_name = "MS")]
     connect_timeout_ms: Option<i64>,
 
     /// Full topology refresh at least this often. [key: topology_refresh_ms; default 5000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, global = true, value_name = "MS")]
     topology_refresh_ms: Option<i64>,
 
     /// MOVED/ASK hops per request before the redirect reaches the client. [key: max_redirects; default 5]
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     max_redirects: Option<i64>,
 
     /// How long a request the cluster cannot take yet (TRYAGAIN, CLUSTERDOWN, node unreachable) is retried.
     /// [key: retry_timeout_ms; default 5000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, global = true, value_name = "MS")]
     retry_timeout_ms: Option<i64>,
 
     /// Requests a client may have in flight before slotgate stops reading from it. [key: max_pipeline; default 10000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
 
     /// Largest single argument in bytes, like Redis's proto-max-bulk-len. [key: proto_max_bulk_len; default 512 MB]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, global = true, value_name = "BYTES")]
     proto_max_bulk_len: Option<i64>,
 
     /// Largest request in bytes, like Redis's client-query-buffer-limit. [key: client_query_buffer_limit; default 1 GB]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, global = true, value_name = "BYTES")]
     client_query_buffer_limit: Option<i64>,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive. [key: log_level; default info]
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
 }
 

@@ -64,6 +64,13 @@ mod tests {
         assert_eq!(XMODEM.checksum(b"123456789"), 0x31C3);
     }
 
+    proptest! {
+        #[test]
+        fn crc_agrees_with_the_crc16_crate(key in prop::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert_eq!(XMODEM.checksum(&key), crc16::State::<crc16::XMODEM>::calculate(&key));
+        }
+    }
+
     #[test]
     fn known_slots_match_cluster_keyslot() {
         // Values from `CLUSTER KEYSLOT` on redis-server 7.0.

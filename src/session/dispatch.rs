@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::pending::{Entry, Target};
 use super::{Session, retry_delay};
-use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry};
+use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes};
 use crate::cluster::{Redirect, key_slot};
 use crate::command::{self, InvalidKeys, Keyed, LookupError, Route, key_positions};
 use crate::error::ClientError;
@@ -62,12 +62,12 @@ impl Session {
     /// Sends a new request to its target and gives it a place in the order.
     fn forward(&mut self, request: Request, target: Target) {
         let seq = self.pending.push(Entry::new(target));
-        self.send(seq, request, target);
+        let routes = self.routes.clone();
+        self.send(seq, request, target, &routes);
     }
 
-    /// Sends the request of entry `seq` by the current routes.
-    fn send(&mut self, seq: u64, request: Request, target: Target) {
-        let routes = self.routes.clone();
+    /// Sends the request of entry `seq` by `routes`.
+    fn send(&mut self, seq: u64, request: Request, target: Target, routes: &Routes) {
         let node = match target {
             Target::Slot(slot) => routes.master(slot),
             Target::AnyMaster => routes.any_master(self.client.id),
@@ -176,14 +176,14 @@ impl Session {
             at > now
         });
         due.sort_unstable();
-        if !due.is_empty() {
-            self.routes = self.ctx.pool.routes();
-        }
+        // Retries follow the newest map; new requests keep waiting for the
+        // session's in-flight ones before they switch (see "Ordering").
+        let routes = self.ctx.pool.routes();
         for (_, seq) in due {
             let Some(entry) = self.pending.get_mut(seq) else { continue };
             let target = entry.target;
             if let Some(request) = entry.request.take() {
-                self.send(seq, request, target);
+                self.send(seq, request, target, &routes);
             }
         }
     }

@@ -212,9 +212,8 @@ impl Session {
                 output.extend_from_slice(&reply);
             }
             if entry.close_after {
+                // Nothing was taken after a QUIT or a protocol error.
                 self.closing = true;
-                self.pending = Pending::default();
-                self.retries.clear();
             }
         }
     }

@@ -102,7 +102,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Node {
+    pub fn spawn(port: u16, dir: &Path, extra: &[String]) -> Node {
         let mut args: Vec<String> = [
             "--port",
             &port.to_string(),

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs slotgate's whole test suite on a fresh machine: installs what is
+# missing (redis-server and redis-tools, the Python client packages, the
+# Rust lint components), checks formatting and lints, then runs every unit,
+# property and integration test. The integration tests start real
+# redis-server clusters on free loopback ports and stop them by PID.
+#
+# Usage: ./scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '\n== %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to run: $*" >&2
+        return 1
+    fi
+}
+
+apt_install() {
+    as_root apt-get install -y "$@" || { as_root apt-get update && as_root apt-get install -y "$@"; }
+}
+
+install_redis() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then
+        log "installing redis-server and redis-tools"
+        apt_install redis-server redis-tools
+    fi
+    redis-server --version
+}
+
+install_python() {
+    if ! command -v python3 >/dev/null; then
+        log "installing python3"
+        apt_install python3 python3-pip
+    fi
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip
+    fi
+    if ! python3 -c 'import redis, pytest, sys; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
+        log "installing the Python test packages"
+        python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt \
+            || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/python/requirements.txt
+    fi
+    python3 -c 'import redis; print("redis-py", redis.__version__)'
+}
+
+install_rust_tools() {
+    if ! command -v cargo >/dev/null; then
+        echo "cargo is missing: install Rust with https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)" >&2
+        exit 1
+    fi
+    if command -v rustup >/dev/null; then
+        cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+        cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+    fi
+}
+
+start=$(date +%s)
+install_redis
+install_python
+install_rust_tools
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+log "cargo test"
+cargo test --locked "$@"
+
+log "all tests passed in $(( $(date +%s) - start )) s"
