@@ -21,6 +21,8 @@ pub enum ClientError {
     WrongArity(&'static str),
     /// slotgate will not run this command, and why.
     Refused(&'static str, &'static str),
+    /// A command sent after a refused MULTI: it must not run on its own.
+    AfterRefusedMulti(&'static str),
     CrossSlot,
     /// A command that could be split per slot, which slotgate does not do yet.
     CrossSlotSplit(&'static str),
@@ -75,6 +77,11 @@ impl fmt::Display for ClientError {
             }
             ClientError::WrongArity(name) => write!(f, "ERR wrong number of arguments for '{name}' command"),
             ClientError::Refused(name, reason) => write!(f, "ERR slotgate cannot run '{name}': {reason}"),
+            ClientError::AfterRefusedMulti(name) => write!(
+                f,
+                "ERR slotgate cannot run '{name}': it follows a MULTI that was refused (transactions are not \
+                 supported yet); nothing runs until EXEC or DISCARD"
+            ),
             ClientError::CrossSlot => f.write_str("CROSSSLOT Keys in request don't hash to the same slot"),
             ClientError::CrossSlotSplit(name) => write!(
                 f,

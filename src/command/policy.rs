@@ -35,6 +35,11 @@ pub enum Local {
     ClientSetInfo,
     /// READONLY, READWRITE, ASKING: the client believes it talks to a standalone server.
     ClusterOnly,
+    /// MULTI, EXEC, DISCARD: refused until transactions are supported, but
+    /// tracked so that commands queued after a refused MULTI never run.
+    Multi,
+    Exec,
+    Discard,
 }
 
 /// How a keyed command finds its keys and what it needs from them.
@@ -91,7 +96,8 @@ pub enum KeyFinder {
     Sort,
 }
 
-const TRANSACTIONS: &str = "transactions are not supported yet";
+/// Why MULTI/EXEC/DISCARD/WATCH are refused (the session words it for the client).
+pub const TRANSACTIONS: &str = "transactions are not supported yet";
 const PUBSUB: &str = "pub/sub is not supported yet";
 const BLOCKING: &str = "blocking commands are not supported yet";
 const CLUSTER_WIDE: &str = "commands that need every node are not supported yet";
@@ -122,9 +128,9 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("cluster", Route::Refused(CLUSTER)),
     ("acl", Route::Refused(ACL)),
     ("script|debug", Route::Refused(SCRIPT_DEBUG)),
-    ("multi", Route::Refused(TRANSACTIONS)),
-    ("exec", Route::Refused(TRANSACTIONS)),
-    ("discard", Route::Refused(TRANSACTIONS)),
+    ("multi", Route::Local(Local::Multi)),
+    ("exec", Route::Local(Local::Exec)),
+    ("discard", Route::Local(Local::Discard)),
     ("watch", Route::Refused(TRANSACTIONS)),
     ("unwatch", Route::Refused(TRANSACTIONS)),
     ("wait", Route::Refused(BLOCKING)),

@@ -10,7 +10,7 @@ use super::pending::{Entry, Target};
 use super::{Session, retry_delay};
 use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes};
 use crate::cluster::{Redirect, key_slot};
-use crate::command::{self, InvalidKeys, Keyed, LookupError, Route, key_positions};
+use crate::command::{self, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
 use crate::error::ClientError;
 use crate::resp::Request;
 
@@ -21,8 +21,13 @@ impl Session {
             Ok(entry) => entry,
             Err(error) => return self.reply_error(lookup_error(error, request)),
         };
+        if self.refused_multi
+            && !matches!(entry.route, Route::Local(Local::Exec | Local::Discard | Local::Reset | Local::Quit))
+        {
+            return self.reply_error(ClientError::AfterRefusedMulti(entry.command.name));
+        }
         match entry.route {
-            Route::Local(local) => self.local(local, &request),
+            Route::Local(local) => self.local(local, entry.command.name, &request),
             Route::Refused(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
             Route::AnyMaster => self.forward(request, Target::AnyMaster),
             Route::Keyed(keyed) => self.forward_keyed(entry.command, keyed, request),

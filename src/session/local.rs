@@ -5,12 +5,13 @@
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
-use crate::command::{Local, REDIS_VERSION};
+use crate::command::{Local, REDIS_VERSION, TRANSACTIONS};
 use crate::error::ClientError;
 use crate::resp::{Protocol, Request, parse_i64, write};
 
 impl Session {
-    pub(super) fn local(&mut self, local: Local, request: &Request) {
+    /// Answers `request`, the command `name`, itself.
+    pub(super) fn local(&mut self, local: Local, name: &'static str, request: &Request) {
         let mut out = std::mem::take(&mut self.local);
         let result = match local {
             Local::Ping => {
@@ -42,6 +43,7 @@ impl Session {
                 return self.close_after_last();
             }
             Local::Reset => {
+                self.refused_multi = false;
                 self.client.protocol = Protocol::Resp2;
                 self.client.name = None;
                 write::simple(&mut out, "RESET");
@@ -64,6 +66,10 @@ impl Session {
             }),
             Local::ClientSetInfo => self.set_info(request).map(|()| write::ok(&mut out)),
             Local::ClusterOnly => Err(ClientError::ClusterSupportDisabled),
+            Local::Multi | Local::Exec | Local::Discard => {
+                self.refused_multi = local == Local::Multi;
+                Err(ClientError::Refused(name, TRANSACTIONS))
+            }
         };
         match result {
             Ok(()) => self.reply(out.split().freeze()),

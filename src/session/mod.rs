@@ -82,6 +82,9 @@ struct Session {
     /// Requests waiting for a retry after a backoff: (when, sequence number).
     retries: Vec<(Instant, u64)>,
     completions: mpsc::UnboundedSender<Completion>,
+    /// A MULTI was refused: every command until EXEC or DISCARD is refused
+    /// too, so that no part of the would-be transaction runs.
+    refused_multi: bool,
     /// Stop taking requests: QUIT, a protocol error, or input ended.
     closing: bool,
     /// The client will send nothing more (it shut down its side).
@@ -158,6 +161,7 @@ impl Session {
             in_flight: 0,
             retries: Vec::new(),
             completions,
+            refused_multi: false,
             closing: false,
             eof: false,
             keys: KeyPositions::new(),
