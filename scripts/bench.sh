@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): slotgate against the Redis Cluster behind it, with redis-benchmark.
+#
+#   scripts/bench.sh [--quick]
+#
+# Installs redis-server/redis-tools if missing, builds slotgate (cargo build --release),
+# starts its own throwaway cluster (3 masters + 3 replicas, no persistence) on free
+# loopback ports from 30001 up in a temp dir, starts slotgate in front of it, then runs
+# scripts/bench.py: every scenario against the cluster directly (redis-benchmark --cluster)
+# and through slotgate, interleaved over BENCH_ROUNDS rounds. Prints a markdown table of
+# medians (req/s, p50, p99, slotgate CPU µs per request, ratio) with the tracked targets,
+# and saves it to bench-results/bench-<timestamp>.md (plus the raw samples as .json).
+# Everything it started is stopped by PID on exit, Ctrl-C included.
+#
+#   --quick   few requests and one round: a smoke test of the script, not a measurement
+#
+# Environment: BENCH_ROUNDS (3), BENCH_REQUESTS_SCALE (1.0), BENCH_CLIENTS (50),
+# BENCH_KEYSPACE (100000), BENCH_RUN_TIMEOUT (300 s per redis-benchmark run),
+# BENCH_PORT_BASE (30001), CARGO_TARGET_DIR. Scenarios and targets: scripts/bench.py.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+BENCH_PY="$ROOT/scripts/bench.py"
+SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
+RESULTS="$ROOT/bench-results"
+PORT_BASE="${BENCH_PORT_BASE:-30001}"
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+# --- helpers (as in scripts/redis-cluster.sh) -----------------------------------------------
+
+# redis-cli with a hard timeout, so a wedged listener cannot hang the script.
+rcli() { local port=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
+pings() { [[ "$(rcli "$1" ping)" == PONG ]]; }
+
+# A PID counts as alive unless it is gone or a zombie (exited, not yet reaped).
+# Explicit return values: a bare 'return' in a function called from a trap (cleanup)
+# returns the status from before the trap, not that of the last command.
+pid_alive() {
+    local key val
+    kill -0 "$1" 2>/dev/null || return 1
+    [[ -r "/proc/$1/status" ]] || return 0
+    while IFS=$':\t ' read -r key val _; do
+        if [[ "$key" == State ]]; then
+            [[ "$val" != Z ]] && return 0
+            return 1
+        fi
+    done <"/proc/$1/status"
+    return 0
+}
+pid_gone() { ! pid_alive "$1"; }
+
+# Poll the command "$2 ..." every 0.1 s until it succeeds, for at most $1 seconds.
+wait_for() {
+    local secs=$1 i; shift
+    for ((i = 0; i < secs * 10; i++)); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# One field of "$2" output ("field:value" lines) from node $1, e.g. info_field 30001 cluster_state "cluster info".
+info_field() {
+    local key val
+    while IFS=: read -r key val; do
+        [[ "$key" == "$2" ]] && printf '%s\n' "${val%$'\r'}"
+    done < <(rcli "$1" "${@:3}")
+}
+
+# --- setup ---------------------------------------------------------------------------------
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        die "need root to run: $*"
+    fi
+}
+
+install_redis() {
+    local tool
+    for tool in redis-server redis-cli redis-benchmark; do
+        command -v "$tool" >/dev/null && continue
+        say "Installing redis-server and redis-tools ..."
+        # The package may start the distro's own service on 6379; it is left alone and never used.
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools ||
+            { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools; } ||
+            die "apt-get could not install redis-server redis-tools"
+        break
+    done
+    command -v python3 >/dev/null || as_root apt-get install -y python3 || die "python3 is needed"
+}
+
+build_slotgate() {
+    [[ -x "${HOME:-}/.cargo/bin/cargo" ]] && PATH="$HOME/.cargo/bin:$PATH"
+    command -v cargo >/dev/null || die "cargo not found: install Rust with https://rustup.rs"
+    local -a locked=()
+    [[ -f Cargo.lock ]] && locked=(--locked)
+    say "Building slotgate: cargo build --release ${locked[*]}"
+    cargo build --release "${locked[@]}"
+    [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found after the build"
+}
+
+# --- processes, all stopped by PID on exit -----------------------------------------------
+
+TMP=""
+NODE_PORTS=()
+NODE_PIDS=()
+SLOTGATE_PORT=""
+SLOTGATE_PID=""
+BENCH_PID=""
+
+# SIGTERM the PIDs, SIGKILL what is left after ~5 s, and reap them (they are our children).
+stop_pids() {
+    local pid
+    (($#)) || return 0
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        if ! wait_for 5 pid_gone "$pid"; then
+            say "  pid $pid ignored SIGTERM; sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
+    set +e
+    [[ -n "$BENCH_PID" ]] && stop_pids "$BENCH_PID"
+    if [[ -n "$SLOTGATE_PID" ]]; then
+        if pid_gone "$SLOTGATE_PID"; then
+            wait "$SLOTGATE_PID" 2>/dev/null
+            say "bench: slotgate (pid $SLOTGATE_PID) had exited by itself, status $?" >&2
+            ((status != 0)) || status=1
+        fi
+        stop_pids "$SLOTGATE_PID"
+    fi
+    ((${#NODE_PIDS[@]})) && stop_pids "${NODE_PIDS[@]}"
+    if [[ -n "$TMP" && -f "$TMP/slotgate.log" ]]; then
+        # Keep slotgate's log when the run failed (not when it was interrupted).
+        if ((status != 0 && status != 130 && status != 143)); then
+            mkdir -p "$RESULTS"
+            local keep
+            keep="$RESULTS/slotgate-$(date +%Y%m%d-%H%M%S).log"
+            cp "$TMP/slotgate.log" "$keep"
+            say "bench: tail of slotgate's log (whole log kept in $keep):" >&2
+            tail -n 30 "$TMP/slotgate.log" >&2
+        fi
+    fi
+    [[ -n "$TMP" ]] && rm -rf "$TMP"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Started with setsid, so a Ctrl-C on the terminal reaches only this script, which stops
+# them in order (benchmark, slotgate, nodes); non-interactive bash has no job control,
+# so setsid does not fork and $! stays the server's PID.
+start_node() {
+    local port=$1 dir="$TMP/node-$1"
+    mkdir -p "$dir"
+    setsid redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --cluster-enabled yes \
+        --cluster-config-file "$dir/nodes.conf" --save '' --appendonly no --daemonize no \
+        --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1 &
+    NODE_PIDS+=("$!")
+}
+
+node_up() { pid_alive "$1" && pings "$2"; }
+
+node_settled() {
+    local port=$1 role
+    [[ "$(info_field "$port" cluster_state cluster info)" == ok &&
+       "$(info_field "$port" cluster_known_nodes cluster info)" == "${#NODE_PORTS[@]}" &&
+       "$(info_field "$port" cluster_slots_ok cluster info)" == 16384 ]] || return 1
+    role=$(info_field "$port" role info replication)
+    # A replica counts once its initial sync is done, so no full sync runs during a measurement.
+    [[ "$role" == master || "$(info_field "$port" master_link_status info replication)" == up ]]
+}
+
+all_settled() {
+    local port
+    for port in "${NODE_PORTS[@]}"; do node_settled "$port" || return 1; done
+}
+
+start_cluster() {
+    local i addrs=()
+    for i in "${!NODE_PORTS[@]}"; do
+        start_node "${NODE_PORTS[$i]}"
+        addrs+=("127.0.0.1:${NODE_PORTS[$i]}")
+    done
+    for i in "${!NODE_PORTS[@]}"; do
+        wait_for 10 node_up "${NODE_PIDS[$i]}" "${NODE_PORTS[$i]}" ||
+            die "redis-server on ${NODE_PORTS[$i]} did not come up (port taken meanwhile?): $(tail -n 5 "$TMP/node-${NODE_PORTS[$i]}/redis.log" 2>&1)"
+    done
+    say "Creating the cluster on ports ${NODE_PORTS[*]} ..."
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$TMP/cluster-create.log" 2>&1 ||
+        { tail -n 20 "$TMP/cluster-create.log" >&2; die "cluster creation failed"; }
+    wait_for 60 all_settled || die "the cluster did not reach cluster_state:ok with synced replicas in 60 s"
+}
+
+masters() {
+    local port
+    for port in "${NODE_PORTS[@]}"; do
+        [[ "$(info_field "$port" role info replication)" == master ]] && printf '%s\n' "$port"
+    done
+}
+
+slotgate_ready() {
+    pid_alive "$SLOTGATE_PID" || return 1
+    [[ "$(rcli "$SLOTGATE_PORT" set bench:probe 1)" == OK ]]
+}
+
+start_slotgate() {
+    local seeds=$1
+    say "Starting slotgate on 127.0.0.1:$SLOTGATE_PORT (seeds $seeds)"
+    setsid "$SLOTGATE_BIN" --cluster "$seeds" --listen "127.0.0.1:$SLOTGATE_PORT" \
+        </dev/null >"$TMP/slotgate.log" 2>&1 &
+    SLOTGATE_PID=$!
+    wait_for 15 slotgate_ready ||
+        die "slotgate (pid $SLOTGATE_PID) does not answer 'set bench:probe 1' with OK after 15 s"
+}
+
+# --- main ----------------------------------------------------------------------------------
+
+QUICK=()
+while (($#)); do
+    case "$1" in
+        --quick) QUICK=(--quick) ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+done
+
+install_redis
+build_slotgate
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-slotgate.XXXXXX")"
+mapfile -t ports < <(python3 "$BENCH_PY" free-ports 7 --from "$PORT_BASE")
+((${#ports[@]} == 7)) || die "could not find 7 free ports from $PORT_BASE"
+NODE_PORTS=("${ports[@]:0:6}")
+SLOTGATE_PORT="${ports[6]}"
+
+start_cluster
+mapfile -t MASTERS < <(masters)
+((${#MASTERS[@]} == 3)) || die "expected 3 masters, found ${#MASTERS[@]}: ${MASTERS[*]}"
+seeds="$(printf '127.0.0.1:%s,' "${MASTERS[@]}")"
+start_slotgate "${seeds%,}"
+say "Cluster up (masters ${MASTERS[*]}), slotgate pid $SLOTGATE_PID on $SLOTGATE_PORT; benchmarking ..."
+
+# In the background and waited for, so INT/TERM traps run at once rather than after the run.
+python3 "$BENCH_PY" run "${QUICK[@]}" --cluster-port "${MASTERS[0]}" --slotgate-port "$SLOTGATE_PORT" \
+    --slotgate-pid "$SLOTGATE_PID" --slotgate-bin "$SLOTGATE_BIN" --results-dir "$RESULTS" &
+BENCH_PID=$!
+status=0
+wait "$BENCH_PID" || status=$?
+BENCH_PID=""
+
+pid_alive "$SLOTGATE_PID" || die "slotgate exited during the benchmark"
+problems=$(grep -cE ' (WARN|ERROR) ' "$TMP/slotgate.log" || true)
+if ((problems > 0)); then
+    say "bench: slotgate logged $problems warning/error line(s); the last ones:"
+    grep -E ' (WARN|ERROR) ' "$TMP/slotgate.log" | tail -n 10
+fi
+((status == 0)) || exit "$status"
