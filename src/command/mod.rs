@@ -92,7 +92,30 @@ pub fn lookup_name(name: &[u8]) -> Option<&'static Entry> {
 /// The entry that decides how `req` is routed: its command, or its
 /// subcommand for a container, with the arity checked as Redis does.
 pub fn lookup(req: &Request) -> Result<&'static Entry, LookupError> {
-    let entry = lookup_name(req.name()).ok_or(LookupError::UnknownCommand)?;
+    resolve(lookup_name(req.name()).ok_or(LookupError::UnknownCommand)?, req)
+}
+
+/// Remembers a client's last command name: clients repeat commands, and a
+/// comparison is cheaper than hashing the name again.
+#[derive(Debug, Default)]
+pub struct LookupCache(Option<&'static Entry>);
+
+impl LookupCache {
+    /// Like [`lookup`], trying the last command first.
+    pub fn lookup(&mut self, req: &Request) -> Result<&'static Entry, LookupError> {
+        let top = match self.0 {
+            Some(last) if last.command.name.as_bytes().eq_ignore_ascii_case(req.name()) => last,
+            _ => {
+                let found = lookup_name(req.name()).ok_or(LookupError::UnknownCommand)?;
+                self.0 = Some(found);
+                found
+            }
+        };
+        resolve(top, req)
+    }
+}
+
+fn resolve(entry: &'static Entry, req: &Request) -> Result<&'static Entry, LookupError> {
     let entry = match req.arg(1) {
         Some(sub) if !entry.subcommands.is_empty() => {
             entry.subcommand(sub).ok_or(LookupError::UnknownSubcommand(entry.command))?
@@ -133,6 +156,23 @@ mod tests {
         assert_eq!(lookup(&req).map(|e| e.command.name), Err(LookupError::UnknownCommand));
         let req = Request::from_args(&["x".repeat(100)]);
         assert!(lookup(&req).is_err());
+    }
+
+    #[test]
+    fn the_cache_gives_what_lookup_gives() {
+        let mut cache = LookupCache::default();
+        for args in [
+            &["get", "k"][..],
+            &["GET", "k"],
+            &["set", "k", "v"],
+            &["GET"],
+            &["client", "id"],
+            &["nosuch"],
+            &["get", "x"],
+        ] {
+            let req = Request::from_args(args);
+            assert_eq!(cache.lookup(&req).map(|e| e.command.name), lookup(&req).map(|e| e.command.name), "{args:?}");
+        }
     }
 
     #[test]

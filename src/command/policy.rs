@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn what_a_shared_connection_cannot_carry_is_refused() {
-        for name in ["blpop", "bzpopmin", "multi", "subscribe", "client|tracking", "client|reply", "monitor", "wait"] {
+        for name in ["blpop", "bzpopmin", "watch", "subscribe", "client|tracking", "client|reply", "monitor", "wait"] {
             assert!(matches!(route(name), Route::Refused(_)), "{name}");
         }
         for name in ["keys", "dbsize", "flushall", "scan", "info", "cluster|slots", "config|set", "shutdown"] {
@@ -233,6 +233,9 @@ mod tests {
             assert_eq!(route(name), Route::AnyMaster, "{name}");
         }
         assert_eq!(route("ping"), Route::Local(Local::Ping));
+        // Refused with state, so that what follows a refused MULTI never runs.
+        assert_eq!(route("multi"), Route::Local(Local::Multi));
+        assert_eq!(route("exec"), Route::Local(Local::Exec));
         assert_eq!(route("client|setname"), Route::Local(Local::ClientSetName));
     }
 }

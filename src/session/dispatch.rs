@@ -17,7 +17,7 @@ use crate::resp::Request;
 impl Session {
     /// Decides what to do with one request, in the order it arrived.
     pub(super) fn handle(&mut self, request: Request) {
-        let entry = match command::lookup(&request) {
+        let entry = match self.commands.lookup(&request) {
             Ok(entry) => entry,
             Err(error) => return self.reply_error(lookup_error(error, request)),
         };

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::backend::{Completion, Pool, Routes};
-use crate::command::KeyPositions;
+use crate::command::{KeyPositions, LookupCache};
 use crate::resp::{Limits, Protocol, RequestParser};
 use pending::Pending;
 
@@ -90,6 +90,7 @@ struct Session {
     /// The client will send nothing more (it shut down its side).
     eof: bool,
     /// Scratch space reused for every request.
+    commands: LookupCache,
     keys: KeyPositions,
     local: BytesMut,
 }
@@ -120,6 +121,15 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                 while let Ok(completion) = replies.try_recv() {
                     session.complete(completion);
                 }
+                if session.in_flight > 0 {
+                    // Other nodes' replies to this batch are often already
+                    // read and queued behind us: let their connections run
+                    // first, so the client gets one write instead of several.
+                    tokio::task::yield_now().await;
+                    while let Ok(completion) = replies.try_recv() {
+                        session.complete(completion);
+                    }
+                }
             }
             wrote = writer.write_buf(&mut output), if !output.is_empty() => {
                 if !matches!(wrote, Ok(n) if n > 0) {
@@ -143,7 +153,11 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                 }
                 Err(_) => break,
             },
-            () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => session.retry_due(),
+            // select! builds every branch's future even when disabled: only
+            // make a timer when a retry waits.
+            () = async { if let Some(at) = retry_at { sleep_until(at).await } }, if retry_at.is_some() => {
+                session.retry_due();
+            }
         }
     }
     let _ = writer.shutdown().await;
@@ -164,6 +178,7 @@ impl Session {
             refused_multi: false,
             closing: false,
             eof: false,
+            commands: LookupCache::default(),
             keys: KeyPositions::new(),
             local: BytesMut::new(),
             ctx,
