@@ -383,7 +383,6 @@ fn local_commands_answer_like_a_single_server() {
 fn what_cannot_run_yet_gets_a_clear_error_naming_it() {
     let mut c = shared().proxy.connection();
     let cases: &[(&[&str], &str)] = &[
-        (&["MULTI"], "slotgate cannot run 'multi': transactions"),
         (&["BLPOP", "q", "0"], "slotgate cannot run 'blpop': blocking"),
         (&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], "slotgate cannot run 'xread': blocking"),
         (&["SUBSCRIBE", "ch"], "slotgate cannot run 'subscribe': pub/sub"),
@@ -404,6 +403,15 @@ fn what_cannot_run_yet_gets_a_clear_error_naming_it() {
         let err = cmd.query::<Value>(&mut c).unwrap_err().to_string();
         assert!(err.contains(want), "{args:?}: {err}");
     }
+    // After a refused MULTI nothing runs until EXEC or DISCARD.
+    let err = redis::cmd("MULTI").query::<Value>(&mut c).unwrap_err().to_string();
+    assert!(err.contains("slotgate cannot run 'multi': transactions"), "{err}");
+    let err = redis::cmd("SET").arg("after-multi").arg("x").query::<Value>(&mut c).unwrap_err().to_string();
+    assert!(err.contains("follows a MULTI that was refused"), "{err}");
+    let err = redis::cmd("DISCARD").query::<Value>(&mut c).unwrap_err().to_string();
+    assert!(err.contains("slotgate cannot run 'discard': transactions"), "{err}");
+    let value: Option<String> = redis::cmd("GET").arg("after-multi").query(&mut c).unwrap();
+    assert_eq!(value, None, "a command sent after a refused MULTI ran");
     // The connection is still fine afterwards.
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
