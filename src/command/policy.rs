@@ -135,6 +135,9 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("unwatch", Route::Refused(TRANSACTIONS)),
     ("wait", Route::Refused(BLOCKING)),
     ("publish", Route::AnyMaster),
+    // Every master runs the same configuration: one answers for all
+    // (redis-benchmark and many clients read it on connect).
+    ("config|get", Route::AnyMaster),
     ("spublish", Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::Never })),
     ("xread", Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::WithBlockOption })),
     (
@@ -229,7 +232,7 @@ mod tests {
 
     #[test]
     fn keyless_commands_go_to_any_master_or_stay_local() {
-        for name in ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish"] {
+        for name in ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish", "config|get"] {
             assert_eq!(route(name), Route::AnyMaster, "{name}");
         }
         assert_eq!(route("ping"), Route::Local(Local::Ping));

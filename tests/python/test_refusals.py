@@ -41,7 +41,7 @@ REFUSED = [
     ("wait", lambda r, k: r.execute_command("WAIT", 1, 5000), "wait", "blocking"),
     ("client-list", lambda r, k: r.client_list(), "client|list", "CLIENT subcommand"),
     ("cluster-info", lambda r, k: r.execute_command("CLUSTER", "INFO"), "cluster|info", "CLUSTER commands"),
-    ("config-get", lambda r, k: r.execute_command("CONFIG", "GET", "maxmemory"), "config|get", "administrative"),
+    ("config-set", lambda r, k: r.execute_command("CONFIG", "SET", "maxmemory", "0"), "config|set", "every node"),
 ]
 
 
