@@ -232,7 +232,9 @@ mod tests {
 
     #[test]
     fn keyless_commands_go_to_any_master_or_stay_local() {
-        for name in ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish", "config|get"] {
+        for name in
+            ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish", "config|get"]
+        {
             assert_eq!(route(name), Route::AnyMaster, "{name}");
         }
         assert_eq!(route("ping"), Route::Local(Local::Ping));
