@@ -17,16 +17,16 @@
 //! which either completes or leaves no effect when another arm wins.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{BackendSettings, NodeError, Outbound, Reply, ReplyTo, Retry};
+use super::{BackendSettings, Mailbox, NodeError, Outbound, Reply, ReplyTo, Retry};
 use crate::cluster::NodeAddr;
 use crate::resp::{Protocol, ReplyScanner, Request};
 
@@ -36,30 +36,25 @@ const READ_CHUNK: usize = 64 * 1024;
 const MIN_READ: usize = 8 * 1024;
 /// Stop taking requests while this much is waiting to be written.
 const MAX_UNWRITTEN: usize = 4 * 1024 * 1024;
-/// Requests taken from the queue per wake-up.
+/// Room for requests taken from the queue at once (it grows when needed).
 const BATCH: usize = 512;
 
-/// Starts the driver task of one connection and returns its queue.
-pub(super) fn spawn(
-    addr: NodeAddr,
-    protocol: Protocol,
-    settings: Arc<BackendSettings>,
-) -> mpsc::UnboundedSender<Outbound> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(addr, protocol, rx, settings));
-    tx
+/// Starts the driver task of one connection and returns its queue; closing
+/// the queue ends the task.
+pub(super) fn spawn(addr: NodeAddr, protocol: Protocol, settings: Arc<BackendSettings>) -> Arc<Mailbox<Outbound>> {
+    let queue = Arc::new(Mailbox::default());
+    tokio::spawn(run(addr, protocol, queue.clone(), settings));
+    queue
 }
 
-async fn run(
-    addr: NodeAddr,
-    protocol: Protocol,
-    mut queue: mpsc::UnboundedReceiver<Outbound>,
-    settings: Arc<BackendSettings>,
-) {
+async fn run(addr: NodeAddr, protocol: Protocol, queue: Arc<Mailbox<Outbound>>, settings: Arc<BackendSettings>) {
     let mut failures: u32 = 0;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         // Connect on demand: wait for work first.
-        let Some(first) = queue.recv().await else { return };
+        if !poll_fn(|cx| queue.poll_take(cx, &mut batch)).await {
+            return;
+        }
         let stream = match connect(&addr, protocol, settings.connect_timeout).await {
             Ok(stream) => stream,
             Err(cause) => {
@@ -68,8 +63,8 @@ async fn run(
                     tracing::warn!(node = %addr, %cause, attempts = failures, "cannot connect to node");
                 }
                 let cause: Arc<str> = cause.into();
-                fail(first.reply_to, &addr, &cause, Retry::Safe);
-                if !fail_while_backing_off(&mut queue, &addr, &cause, backoff(failures)).await {
+                fail_all(&mut batch, &addr, &cause);
+                if !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures)).await {
                     return;
                 }
                 continue;
@@ -79,17 +74,17 @@ async fn run(
             tracing::info!(node = %addr, "connected to node again");
         }
         failures = 0;
-        let mut conn = Connection::new(stream);
-        conn.queue(first);
-        let result = conn.serve(&mut queue).await;
+        let mut conn = Connection::new(stream, std::mem::take(&mut batch));
+        let result = conn.serve(&queue).await;
         let cause: Arc<str> = match &result {
-            Ok(()) => "slotgate is closing the connection".into(),
+            Ok(()) => "the node left the cluster map; connection closed".into(),
             Err(cause) => {
                 tracing::warn!(node = %addr, %cause, "node connection lost");
                 cause.as_str().into()
             }
         };
         conn.fail_in_flight(&addr, &cause);
+        batch = conn.batch;
         if result.is_ok() {
             return;
         }
@@ -99,7 +94,8 @@ async fn run(
 /// Fails every request that arrives before `gap` has passed; false when the
 /// queue has closed.
 async fn fail_while_backing_off(
-    queue: &mut mpsc::UnboundedReceiver<Outbound>,
+    queue: &Mailbox<Outbound>,
+    batch: &mut Vec<Outbound>,
     addr: &NodeAddr,
     cause: &Arc<str>,
     gap: Duration,
@@ -108,11 +104,19 @@ async fn fail_while_backing_off(
     loop {
         tokio::select! {
             () = sleep_until(until) => return true,
-            out = queue.recv() => match out {
-                Some(out) => fail(out.reply_to, addr, cause, Retry::Safe),
-                None => return false,
-            },
+            taken = poll_fn(|cx| queue.poll_take(cx, batch)) => {
+                if !taken {
+                    return false;
+                }
+                fail_all(batch, addr, cause);
+            }
         }
+    }
+}
+
+fn fail_all(batch: &mut Vec<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
+    for out in batch.drain(..) {
+        fail(out.reply_to, addr, cause, Retry::Safe);
     }
 }
 
@@ -179,8 +183,9 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> Connection {
-        Connection {
+    /// A fresh connection, with the first requests to write.
+    fn new(stream: TcpStream, first: Vec<Outbound>) -> Connection {
+        let mut conn = Connection {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
             unwritten: BytesMut::with_capacity(READ_CHUNK),
@@ -188,8 +193,18 @@ impl Connection {
             in_flight: VecDeque::with_capacity(BATCH),
             queued: 0,
             written: 0,
-            batch: Vec::with_capacity(BATCH),
+            batch: first,
+        };
+        conn.queue_batch();
+        conn
+    }
+
+    fn queue_batch(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for out in batch.drain(..) {
+            self.queue(out);
         }
+        self.batch = batch;
     }
 
     fn queue(&mut self, out: Outbound) {
@@ -206,7 +221,7 @@ impl Connection {
     }
 
     /// Runs until the queue closes (`Ok`) or the connection fails (`Err`).
-    async fn serve(&mut self, queue: &mut mpsc::UnboundedReceiver<Outbound>) -> Result<(), String> {
+    async fn serve(&mut self, queue: &Mailbox<Outbound>) -> Result<(), String> {
         loop {
             if self.read.capacity() - self.read.len() < MIN_READ {
                 self.read.reserve(READ_CHUNK);
@@ -224,15 +239,11 @@ impl Connection {
                     Ok(n) => self.written += n as u64,
                     Err(e) => return Err(e.to_string()),
                 },
-                n = queue.recv_many(&mut self.batch, BATCH), if self.unwritten.len() < MAX_UNWRITTEN => {
-                    if n == 0 {
+                taken = poll_fn(|cx| queue.poll_take(cx, &mut self.batch)), if self.unwritten.len() < MAX_UNWRITTEN => {
+                    if !taken {
                         return Ok(());
                     }
-                    let mut batch = std::mem::take(&mut self.batch);
-                    for out in batch.drain(..) {
-                        self.queue(out);
-                    }
-                    self.batch = batch;
+                    self.queue_batch();
                 }
             }
         }

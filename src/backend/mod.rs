@@ -4,16 +4,17 @@
 //! including whether a retry is safe, and decides nothing about routing.
 
 mod driver;
+mod mailbox;
 mod pool;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::cluster::NodeAddr;
 
+pub use mailbox::Mailbox;
 pub use pool::{Node, Pool, Routes};
 
 /// How node connections behave.
@@ -39,7 +40,7 @@ pub struct Outbound {
 /// request's sequence number there.
 #[derive(Debug, Clone)]
 pub struct ReplyTo {
-    pub session: mpsc::UnboundedSender<Completion>,
+    pub session: Arc<Mailbox<Completion>>,
     pub seq: u64,
 }
 
@@ -47,7 +48,7 @@ impl ReplyTo {
     /// Hands over the reply. A session that has gone away no longer wants it:
     /// the reply is dropped, which keeps the connection's FIFO intact.
     pub fn send(self, reply: Reply) {
-        let _ = self.session.send(Completion { seq: self.seq, reply });
+        let _ = self.session.deliver(Completion { seq: self.seq, reply });
     }
 }
 

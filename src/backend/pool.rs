@@ -8,18 +8,29 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::mpsc;
-
-use super::{BackendSettings, Outbound, driver};
+use super::{BackendSettings, Mailbox, NodeError, Outbound, Reply, Retry, driver};
 use crate::cluster::{NodeAddr, Slot, SlotMap, Topology};
 use crate::resp::Protocol;
 
-/// The connections of one worker to one node.
+/// The connections of one worker to one node. Dropping it closes them:
+/// their tasks fail what is still queued (never sent, so safe to retry).
 #[derive(Debug)]
 pub struct Node {
     addr: NodeAddr,
-    resp2: Vec<mpsc::UnboundedSender<Outbound>>,
-    resp3: Vec<mpsc::UnboundedSender<Outbound>>,
+    resp2: Vec<Arc<Mailbox<Outbound>>>,
+    resp3: Vec<Arc<Mailbox<Outbound>>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for queue in self.resp2.iter().chain(&self.resp3) {
+            for out in queue.close() {
+                let cause = "the node left the cluster map".into();
+                let error = NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe };
+                out.reply_to.send(Reply::Failed(error));
+            }
+        }
+    }
 }
 
 impl Node {
@@ -44,7 +55,7 @@ impl Node {
             Protocol::Resp3 => &self.resp3,
         };
         let connection = &connections[(client_id % connections.len() as u64) as usize];
-        connection.send(out).map_err(|e| e.0)
+        connection.deliver(out)
     }
 }
 

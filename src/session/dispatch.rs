@@ -91,7 +91,7 @@ impl Session {
     }
 
     fn send_to(&mut self, seq: u64, request: Request, node: &Node, asking: bool) {
-        let reply_to = ReplyTo { session: self.completions.clone(), seq };
+        let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
         let out = Outbound { frame: request.frame().clone(), asking, reply_to };
         match node.send(self.client.protocol, self.client.id, out) {
             Ok(()) => {
@@ -108,8 +108,15 @@ impl Session {
         }
     }
 
+    /// Takes a batch of node answers (leaving `arrived` empty for reuse).
+    pub(super) fn complete_all(&mut self, arrived: &mut Vec<Completion>) {
+        for completion in arrived.drain(..) {
+            self.complete(completion);
+        }
+    }
+
     /// A node answered (or failed to) the request numbered `completion.seq`.
-    pub(super) fn complete(&mut self, completion: Completion) {
+    fn complete(&mut self, completion: Completion) {
         self.in_flight -= 1;
         let seq = completion.seq;
         let max_redirects = self.ctx.settings.max_redirects;

@@ -24,10 +24,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use crate::backend::{Completion, Pool, Routes};
+use crate::backend::{Completion, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
 use crate::resp::{Limits, Protocol, RequestParser};
 use pending::Pending;
@@ -81,7 +80,8 @@ struct Session {
     in_flight: usize,
     /// Requests waiting for a retry after a backoff: (when, sequence number).
     retries: Vec<(Instant, u64)>,
-    completions: mpsc::UnboundedSender<Completion>,
+    /// Where node connections leave this session's replies.
+    mailbox: Arc<Mailbox<Completion>>,
     /// A MULTI was refused: every command until EXEC or DISCARD is refused
     /// too, so that no part of the would-be transaction runs.
     refused_multi: bool,
@@ -98,8 +98,9 @@ struct Session {
 /// Serves one client until it disconnects or slotgate closes it.
 pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
     let _ = stream.set_nodelay(true);
-    let (completions, mut replies) = mpsc::unbounded_channel();
-    let mut session = Session::new(ctx, completions);
+    let mailbox = Arc::new(Mailbox::default());
+    let mut arrived = Vec::new();
+    let mut session = Session::new(ctx, mailbox.clone());
     let span = tracing::debug_span!("client", client.id = session.client.id);
     let _enter = span.enter();
     let (mut reader, mut writer) = stream.split();
@@ -116,18 +117,15 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
         let retry_at = session.retries.iter().map(|(at, _)| *at).min();
         tokio::select! {
             biased;
-            Some(completion) = replies.recv() => {
-                session.complete(completion);
-                while let Ok(completion) = replies.try_recv() {
-                    session.complete(completion);
-                }
+            _ = std::future::poll_fn(|cx| mailbox.poll_take(cx, &mut arrived)) => {
+                session.complete_all(&mut arrived);
                 if session.in_flight > 0 {
                     // Other nodes' replies to this batch are often already
                     // read and queued behind us: let their connections run
                     // first, so the client gets one write instead of several.
                     tokio::task::yield_now().await;
-                    while let Ok(completion) = replies.try_recv() {
-                        session.complete(completion);
+                    if mailbox.try_take(&mut arrived) {
+                        session.complete_all(&mut arrived);
                     }
                 }
             }
@@ -160,11 +158,12 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
             }
         }
     }
+    drop(mailbox.close());
     let _ = writer.shutdown().await;
 }
 
 impl Session {
-    fn new(ctx: Arc<Context>, completions: mpsc::UnboundedSender<Completion>) -> Session {
+    fn new(ctx: Arc<Context>, mailbox: Arc<Mailbox<Completion>>) -> Session {
         let id = ctx.client_ids.fetch_add(1, Ordering::Relaxed) + 1;
         let routes = ctx.pool.routes();
         Session {
@@ -174,7 +173,7 @@ impl Session {
             pending: Pending::default(),
             in_flight: 0,
             retries: Vec::new(),
-            completions,
+            mailbox,
             refused_multi: false,
             closing: false,
             eof: false,
