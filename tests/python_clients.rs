@@ -15,7 +15,7 @@ fn redis_py_works_through_slotgate() {
     let shared = Shared::start();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     let output = Command::new("python3")
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no"])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", "--durations=8"])
         .arg(&dir)
         .env("SLOTGATE_PORT", shared.proxy.port.to_string())
         .env("CLUSTER_NODES", shared.cluster.seeds())
