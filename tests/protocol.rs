@@ -122,6 +122,12 @@ fn a_misbehaving_client_does_not_disturb_its_neighbours() {
 
 #[test]
 fn hello_answers_with_the_map_redis_sends() {
+    // Without a version HELLO answers in the current protocol and changes nothing.
+    let mut raw = Raw::connect(port());
+    raw.send(b"HELLO\r\n");
+    assert_eq!(raw.read_line(), "*14\r\n");
+    let fields: Vec<String> = (0..14).map(|_| read_value(&mut raw)).collect();
+    assert_eq!(fields[4..6], ["proto".to_string(), ":2".to_string()]);
     let mut raw = Raw::connect(port());
     raw.send(b"HELLO 3\r\n");
     assert_eq!(raw.read_line(), "%7\r\n");

@@ -117,3 +117,50 @@ fn moved_after_setslot_node_is_followed_transparently() {
     let direct: String = redis::cmd("GET").arg(&keys[0]).query(&mut cluster.node(target).connection()).unwrap();
     assert_eq!(direct, "after");
 }
+
+/// `cmdstat_cluster|shards` calls, summed over the masters.
+fn topology_queries(cluster: &Cluster) -> u64 {
+    cluster
+        .masters()
+        .into_iter()
+        .map(|port| {
+            let info: String =
+                redis::cmd("INFO").arg("commandstats").query(&mut cluster.node(port).connection()).unwrap();
+            info.lines()
+                .find(|l| l.starts_with("cmdstat_cluster|shards:"))
+                .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_burst_of_moved_answers_costs_one_topology_refresh() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
+    proxy.wait_routing();
+    let (slot, keys) = keys_in_one_slot("burst", 1);
+    let _: () = redis::cmd("SET").arg(&keys[0]).arg("v").query(&mut proxy.connection()).unwrap();
+    cluster.migrate_slot(slot, cluster.other_master(slot), || {});
+    for port in cluster.masters() {
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut cluster.node(port).connection()).unwrap();
+    }
+    // 200 clients hit the moved slot at once: 200 MOVED answers.
+    runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let (url, key) = (proxy.url(), keys[0].clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = support::async_connection(&url).await;
+                let value: String = redis::cmd("GET").arg(&key).query_async(&mut c).await.unwrap();
+                assert_eq!(value, "v");
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let queries = topology_queries(&cluster);
+    assert!((1..=4).contains(&queries), "{queries} topology queries for one burst of MOVED answers");
+}
