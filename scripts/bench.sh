@@ -27,85 +27,14 @@ SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
 RESULTS="$ROOT/bench-results"
 PORT_BASE="${BENCH_PORT_BASE:-30001}"
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
-# --- helpers (as in scripts/redis-cluster.sh) -----------------------------------------------
-
-# redis-cli with a hard timeout, so a wedged listener cannot hang the script.
-rcli() { local port=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
-pings() { [[ "$(rcli "$1" ping)" == PONG ]]; }
-
-# A PID counts as alive unless it is gone or a zombie (exited, not yet reaped).
-# Explicit return values: a bare 'return' in a function called from a trap (cleanup)
-# returns the status from before the trap, not that of the last command.
-pid_alive() {
-    local key val
-    kill -0 "$1" 2>/dev/null || return 1
-    [[ -r "/proc/$1/status" ]] || return 0
-    while IFS=$':\t ' read -r key val _; do
-        if [[ "$key" == State ]]; then
-            [[ "$val" != Z ]] && return 0
-            return 1
-        fi
-    done <"/proc/$1/status"
-    return 0
-}
-pid_gone() { ! pid_alive "$1"; }
-
-# Poll the command "$2 ..." every 0.1 s until it succeeds, for at most $1 seconds.
-wait_for() {
-    local secs=$1 i; shift
-    for ((i = 0; i < secs * 10; i++)); do
-        "$@" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# One field of "$2" output ("field:value" lines) from node $1, e.g. info_field 30001 cluster_state "cluster info".
-info_field() {
-    local key val
-    while IFS=: read -r key val; do
-        [[ "$key" == "$2" ]] && printf '%s\n' "${val%$'\r'}"
-    done < <(rcli "$1" "${@:3}")
-}
-
 # --- setup ---------------------------------------------------------------------------------
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        die "need root to run: $*"
-    fi
-}
-
-install_redis() {
-    local tool
-    for tool in redis-server redis-cli redis-benchmark; do
-        command -v "$tool" >/dev/null && continue
-        say "Installing redis-server and redis-tools ..."
-        # The package may start the distro's own service on 6379; it is left alone and never used.
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools ||
-            { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools; } ||
-            die "apt-get could not install redis-server redis-tools"
-        break
-    done
-    command -v python3 >/dev/null || as_root apt-get install -y python3 || die "python3 is needed"
-}
-
-build_slotgate() {
-    [[ -x "${HOME:-}/.cargo/bin/cargo" ]] && PATH="$HOME/.cargo/bin:$PATH"
-    command -v cargo >/dev/null || die "cargo not found: install Rust with https://rustup.rs"
-    local -a locked=()
-    [[ -f Cargo.lock ]] && locked=(--locked)
-    say "Building slotgate: cargo build --release ${locked[*]}"
-    cargo build --release "${locked[@]}"
-    [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found after the build"
-}
 
 # --- processes, all stopped by PID on exit -----------------------------------------------
 
@@ -243,6 +172,7 @@ while (($#)); do
 done
 
 install_redis
+command -v python3 >/dev/null || apt_install python3
 build_slotgate
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-slotgate.XXXXXX")"

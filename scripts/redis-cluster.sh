@@ -19,35 +19,11 @@ SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
 SLOTGATE_PID="$DATA/slotgate.pid"
 SLOTGATE_LOG="$DATA/slotgate.log"
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+
 port_of() { echo $((7000 + $1)); }
 node_dir() { echo "$DATA/node-$1"; }
-
-# redis-cli with a hard timeout, so a wedged or foreign listener cannot hang the script.
-# Set REDISCLI_AUTH when the node configs enable requirepass.
-rcli() { local port=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
-pings() { [[ "$(rcli "$1" ping)" == PONG ]]; }
-
-# A PID counts as alive unless it is gone or a zombie: exited but not yet reaped, which
-# daemonized redis-servers can stay for seconds when PID 1 reaps lazily (as in containers).
-pid_alive() {
-    local key val
-    kill -0 "$1" 2>/dev/null || return 1
-    [[ -r "/proc/$1/status" ]] || return 0
-    while IFS=$':\t ' read -r key val _; do
-        [[ "$key" == State ]] && { [[ "$val" != Z ]]; return; }
-    done <"/proc/$1/status"
-}
-pid_gone() { ! pid_alive "$1"; }
-
-# One field of CLUSTER INFO ("field:value" lines), empty if the node does not answer.
-info_field() {
-    local key val
-    while IFS=: read -r key val; do
-        [[ "$key" == "$2" ]] && printf '%s\n' "${val%$'\r'}"
-    done < <(rcli "$1" cluster info)
-}
 
 # PID from a pidfile if that process is alive and still the program we started
 # (guards against the PID having been reused by something else).
@@ -62,16 +38,6 @@ live_pid() {
     echo "$pid"
 }
 
-# Poll the command "$2 ..." every 0.1 s until it succeeds, for at most $1 seconds.
-wait_for() {
-    local secs=$1 i; shift
-    for ((i = 0; i < secs * 10; i++)); do
-        "$@" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # SIGTERM a PID, then SIGKILL if it is still there after ~5 s.
 terminate() {
     local pid=$1
@@ -83,34 +49,6 @@ terminate() {
 }
 
 # --- start, one function per step ------------------------------------------
-
-install_redis() {
-    command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-    command -v apt-get >/dev/null || die "redis-server/redis-cli not found; install Redis 7 (server and cli)"
-    local -a sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || die "need root or sudo to run: apt-get install -y redis-server redis-tools"
-        sudo=(sudo)
-    fi
-    say "Installing redis-server and redis-tools ..."
-    # The package may start the distro's own service on 6379; we leave it alone and never use 6379.
-    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
-    "${apt[@]}" install -y redis-server redis-tools ||
-        { "${apt[@]}" update && "${apt[@]}" install -y redis-server redis-tools; } ||
-        die "apt-get could not install redis-server redis-tools"
-}
-
-build_slotgate() {
-    # rustup installs into ~/.cargo/bin, which a fresh non-login shell may not have on PATH yet.
-    [[ -x "${HOME:-}/.cargo/bin/cargo" ]] && PATH="$HOME/.cargo/bin:$PATH"
-    command -v cargo >/dev/null || die "cargo not found. Install Rust with rustup:
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
-then open a new shell (or: source \"\$HOME/.cargo/env\") and rerun this script."
-    local -a locked=()
-    [[ -f Cargo.lock ]] && locked=(--locked)
-    say "Building slotgate: cargo build --release ${locked[*]}"
-    cargo build --release "${locked[@]}"
-}
 
 start_node() {
     local n=$1 port dir

@@ -11,26 +11,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+
 log() { printf '\n== %s\n' "$*"; }
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-        echo "need root to run: $*" >&2
-        return 1
-    fi
-}
-
-apt_install() {
-    as_root apt-get install -y "$@" || { as_root apt-get update && as_root apt-get install -y "$@"; }
-}
-
-install_redis() {
-    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then
-        log "installing redis-server and redis-tools"
-        apt_install redis-server redis-tools
-    fi
-    redis-server --version
-}
 
 install_python() {
     if ! command -v python3 >/dev/null; then
@@ -49,10 +33,7 @@ install_python() {
 }
 
 install_rust_tools() {
-    if ! command -v cargo >/dev/null; then
-        echo "cargo is missing: install Rust with https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)" >&2
-        exit 1
-    fi
+    need_cargo
     if command -v rustup >/dev/null; then
         cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
         cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
@@ -61,6 +42,7 @@ install_rust_tools() {
 
 start=$(date +%s)
 install_redis
+redis-server --version
 install_python
 install_rust_tools
 

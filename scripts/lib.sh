@@ -1,0 +1,102 @@
+# Shared helpers of the repo's scripts (redis-cluster.sh, bench.sh, test.sh).
+# Source it after setting ROOT; it defines functions only.
+# shellcheck shell=bash
+
+say() { printf '%s\n' "$*"; }
+die() { printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
+
+# --- installing what is missing ---------------------------------------------------------------
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        die "need root to run: $*"
+    fi
+}
+
+# apt-get install, refreshing the package lists once if the first try fails.
+apt_install() {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" ||
+        { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"; } ||
+        die "apt-get could not install $*"
+}
+
+# redis-server, redis-cli and redis-benchmark (Debian's redis-server and redis-tools).
+# The package may start the distro's own service on 6379: it is left alone and never used.
+install_redis() {
+    local tool
+    for tool in redis-server redis-cli redis-benchmark; do
+        command -v "$tool" >/dev/null && continue
+        command -v apt-get >/dev/null || die "$tool not found; install Redis 7 (server and tools)"
+        say "Installing redis-server and redis-tools ..."
+        apt_install redis-server redis-tools
+        return
+    done
+}
+
+# Rust's cargo, from rustup's default location when a fresh shell lacks it on PATH.
+need_cargo() {
+    [[ -x "${HOME:-}/.cargo/bin/cargo" ]] && PATH="$HOME/.cargo/bin:$PATH"
+    command -v cargo >/dev/null || die "cargo not found. Install Rust with rustup:
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
+then open a new shell (or: source \"\$HOME/.cargo/env\") and rerun $0."
+}
+
+# The release build of slotgate; sets SLOTGATE_BIN.
+build_slotgate() {
+    need_cargo
+    local -a locked=()
+    [[ -f "$ROOT/Cargo.lock" ]] && locked=(--locked)
+    say "Building slotgate: cargo build --release ${locked[*]}"
+    (cd "$ROOT" && cargo build --release "${locked[@]}")
+    SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
+    [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found after the build"
+}
+
+# --- talking to nodes -------------------------------------------------------------------------
+
+# redis-cli with a hard timeout, so a wedged or foreign listener cannot hang the script.
+# Set REDISCLI_AUTH when the node configs enable requirepass.
+rcli() { local port=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
+pings() { [[ "$(rcli "$1" ping)" == PONG ]]; }
+
+# One "field:value" line of a node's reply: info_field PORT FIELD [COMMAND...] (CLUSTER INFO
+# by default). Empty when the node does not answer.
+info_field() {
+    local port=$1 field=$2 key val
+    shift 2
+    (($# > 0)) || set -- cluster info
+    while IFS=: read -r key val; do
+        [[ "$key" == "$field" ]] && printf '%s\n' "${val%$'\r'}"
+    done < <(rcli "$port" "$@")
+}
+
+# --- processes --------------------------------------------------------------------------------
+
+# A PID counts as alive unless it is gone or a zombie: exited but not yet reaped, which a
+# daemonized redis-server can stay for seconds when PID 1 reaps lazily (as in containers).
+# Explicit return values: a bare 'return' in a function called from a trap returns the
+# status from before the trap.
+pid_alive() {
+    local key val
+    kill -0 "$1" 2>/dev/null || return 1
+    [[ -r "/proc/$1/status" ]] || return 0
+    while IFS=$':\t ' read -r key val _; do
+        if [[ "$key" == State ]]; then
+            [[ "$val" != Z ]] && return 0
+            return 1
+        fi
+    done <"/proc/$1/status"
+    return 0
+}
+pid_gone() { ! pid_alive "$1"; }
+
+# Poll the command "$2 ..." every 0.1 s until it succeeds, for at most $1 seconds.
+wait_for() {
+    local secs=$1 i
+    shift
+    for ((i = 0; i < secs * 10; i++)); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
