@@ -8,6 +8,9 @@
 //! the slot map changes, a session first waits for its in-flight requests
 //! before routing new ones with the new map, so a request routed by the new
 //! map can never overtake an earlier one still travelling by the old map.
+//! One window remains, as in every cluster client: a request retried after
+//! `-TRYAGAIN` (a multi-key command in a migrating slot) runs after the
+//! client's later requests that were already on their way.
 //!
 //! # Cancel safety
 //! The loop's `select!` arms are `recv`, `write_buf`, a readiness-then-`read_buf`
