@@ -68,7 +68,9 @@ fn spec_positions(command: &Command, req: &Request, out: &mut KeyPositions) -> R
                     .ok()
                     .and_then(|at| req.arg(at))
                     .and_then(parse_i64)
-                    .filter(|n| *n >= 0)
+                    // More keys than arguments is invalid anyway; the bound
+                    // also keeps the arithmetic below from overflowing.
+                    .filter(|n| (0..=argc).contains(n))
                     .ok_or(InvalidKeys)?;
                 let first = first + i64::from(first_key);
                 (first, first + count - 1, i64::from(key_step))
@@ -160,6 +162,8 @@ mod tests {
         assert_eq!(keys(&["EVAL", "return 1", "0"]), Err(InvalidKeys));
         assert_eq!(keys(&["EVAL", "return 1", "-1"]), Err(InvalidKeys));
         assert_eq!(keys(&["EVAL", "return 1", "3", "a"]), Err(InvalidKeys));
+        assert_eq!(keys(&["EVAL", "return 1", "9223372036854775807", "a"]), Err(InvalidKeys));
+        assert_eq!(keys(&["ZUNIONSTORE", "d", "9223372036854775807", "a"]), Err(InvalidKeys));
         assert_eq!(
             keys(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]),
             Ok(vec!["d".into(), "a".into(), "b".into()])
