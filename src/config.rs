@@ -31,6 +31,11 @@ pub struct Config {
     /// Limit for opening a node connection and for topology queries, in
     /// milliseconds. Default 1000.
     pub connect_timeout_ms: u64,
+    /// How long a node may leave a request unanswered, in milliseconds,
+    /// before its connection is taken as hung: the requests on it fail
+    /// (written ones with "the command may have run") and it is reopened.
+    /// Longer than your slowest command or script. Default 5000.
+    pub request_timeout_ms: u64,
     /// Full topology refresh at least this often, in milliseconds (MOVED and
     /// node errors refresh sooner). Default 5000.
     pub topology_refresh_ms: u64,
@@ -65,6 +70,7 @@ impl Default for Config {
             threads: 1,
             node_connections: 1,
             connect_timeout_ms: 1000,
+            request_timeout_ms: 5000,
             topology_refresh_ms: 5000,
             max_redirects: 5,
             retry_timeout_ms: 5000,
@@ -140,6 +146,9 @@ impl Config {
         if self.connect_timeout_ms == 0 || self.topology_refresh_ms == 0 || self.retry_timeout_ms == 0 {
             return invalid("connect_timeout_ms", "timeouts and intervals must be above 0".into());
         }
+        if self.request_timeout_ms < 10 {
+            return invalid("request_timeout_ms", "must be at least 10".into());
+        }
         if self.max_redirects == 0 {
             return invalid("max_redirects", "must be at least 1".into());
         }
@@ -179,6 +188,7 @@ impl Config {
         BackendSettings {
             connections_per_node: self.node_connections,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
         }
     }
 
@@ -233,6 +243,7 @@ mod tests {
             "threads",
             "node_connections",
             "connect_timeout_ms",
+            "request_timeout_ms",
             "topology_refresh_ms",
             "max_redirects",
             "retry_timeout_ms",

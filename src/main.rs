@@ -48,6 +48,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "MS")]
     connect_timeout_ms: Option<i64>,
 
+    /// How long a node may leave a request unanswered before its connection is taken as hung.
+    /// [key: request_timeout_ms; default 5000]
+    #[arg(long, global = true, value_name = "MS")]
+    request_timeout_ms: Option<i64>,
+
     /// Full topology refresh at least this often. [key: topology_refresh_ms; default 5000]
     #[arg(long, global = true, value_name = "MS")]
     topology_refresh_ms: Option<i64>,
@@ -102,6 +107,7 @@ impl Cli {
             ("threads", self.threads),
             ("node_connections", self.node_connections),
             ("connect_timeout_ms", self.connect_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
             ("topology_refresh_ms", self.topology_refresh_ms),
             ("max_redirects", self.max_redirects),
             ("retry_timeout_ms", self.retry_timeout_ms),

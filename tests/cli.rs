@@ -39,6 +39,7 @@ fn help_explains_every_setting() {
         "--connect-timeout-ms",
         "--topology-refresh-ms",
         "--max-redirects",
+        "--request-timeout-ms",
         "--retry-timeout-ms",
         "--max-pipeline",
         "--proto-max-bulk-len",

@@ -102,3 +102,27 @@ fn a_client_that_half_closes_still_gets_its_replies() {
     raw.expect(b"+OK\r\n$1\r\nv\r\n");
     assert!(raw.closed_within(std::time::Duration::from_secs(5)));
 }
+
+#[test]
+fn a_protocol_switch_never_lets_a_request_overtake_an_earlier_one() {
+    let port = shared().proxy.port;
+    // Someone already has the RESP3 node connections open.
+    let mut resp3 = Raw::connect(port);
+    resp3.send(b"HELLO 3\r\nGET switch:warm\r\n");
+    assert_eq!(resp3.read_line(), "%7\r\n");
+    let mut raw = Raw::connect(port);
+    let value = vec![b'x'; 16 * 1024 * 1024];
+    let mut request = format!("*3\r\n$3\r\nSET\r\n$10\r\nswitch:big\r\n${}\r\n", value.len()).into_bytes();
+    request.extend(&value);
+    request.extend(b"\r\nHELLO 3\r\nSTRLEN switch:big\r\n");
+    raw.send(&request);
+    raw.expect(b"+OK\r\n");
+    assert_eq!(raw.read_line(), "%7\r\n");
+    for _ in 0..14 {
+        let line = raw.read_line();
+        if let Some(len) = line.strip_prefix('$') {
+            raw.read_exact(len.trim().parse::<usize>().unwrap() + 2);
+        }
+    }
+    assert_eq!(raw.read_line(), format!(":{}\r\n", value.len()), "STRLEN ran before the SET it follows");
+}

@@ -164,3 +164,144 @@ fn a_burst_of_moved_answers_costs_one_topology_refresh() {
     let queries = topology_queries(&cluster);
     assert!((1..=4).contains(&queries), "{queries} topology queries for one burst of MOVED answers");
 }
+
+#[test]
+fn a_scripts_error_that_reads_like_a_redirect_is_not_followed() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
+    proxy.wait_routing();
+    let (slot, keys) = keys_in_one_slot("script", 2);
+    let mut c = proxy.connection();
+    let _: () = redis::cmd("SET").arg(&keys[1]).arg("real").query(&mut c).unwrap();
+    let other = cluster.other_master(slot);
+    for fake in [
+        "TRYAGAIN not really".to_string(),
+        format!("MOVED {slot} 127.0.0.1:{other}"),
+        format!("ASK {slot} 127.0.0.1:{other}"),
+    ] {
+        let script = format!("redis.call('INCR', KEYS[1]); return redis.error_reply('{fake}')");
+        let err = redis::cmd("EVAL").arg(&script).arg(1).arg(&keys[0]).query::<redis::Value>(&mut c).unwrap_err();
+        let kind = fake.split(' ').next().unwrap();
+        assert!(
+            format!("{err:?}").to_uppercase().contains(kind),
+            "{fake}: the script's own error reaches the client: {err:?}"
+        );
+    }
+    // Each script ran once: it was never sent again, nor to another node.
+    let count: i64 = redis::cmd("GET").arg(&keys[0]).query(&mut c).unwrap();
+    assert_eq!(count, 3);
+    let elsewhere: Option<i64> =
+        redis::cmd("GET").arg(&keys[0]).query(&mut cluster.node(other).connection()).unwrap_or(None);
+    assert_eq!(elsewhere, None);
+    // And nobody else was redirected by it.
+    for _ in 0..50 {
+        let value: String = redis::cmd("GET").arg(&keys[1]).query(&mut proxy.connection()).unwrap();
+        assert_eq!(value, "real");
+    }
+}
+
+#[test]
+fn a_host_less_moved_goes_to_the_answering_nodes_host() {
+    // Nodes that do not know their endpoint answer "MOVED <slot> :<port>".
+    let cluster = Cluster::start_with(3, 0, &["--cluster-preferred-endpoint-type", "unknown-endpoint"]);
+    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
+    proxy.wait_routing();
+    let (slot, keys) = keys_in_one_slot("hostless", 1);
+    let mut c = proxy.connection();
+    let _: () = redis::cmd("SET").arg(&keys[0]).arg("v").query(&mut c).unwrap();
+    cluster.migrate_slot(slot, cluster.other_master(slot), || {});
+    let value: String = redis::cmd("GET").arg(&keys[0]).query(&mut c).unwrap();
+    assert_eq!(value, "v");
+}
+
+#[test]
+fn a_retried_request_never_runs_after_a_later_one() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
+    proxy.wait_routing();
+    let slot = slotgate::cluster::key_slot(b"t").number();
+    let mut c = proxy.connection();
+    let _: () = redis::cmd("MSET").arg("{t}a").arg("old").arg("{t}b").arg("old").query(&mut c).unwrap();
+    // The slot is half migrated: {t}b moved, {t}a not yet. MSET of both gets TRYAGAIN.
+    let (from, to) = (cluster.owner(slot), cluster.other_master(slot));
+    let (from_id, to_id) = (cluster.node(from).id(), cluster.node(to).id());
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&from_id)
+        .query(&mut cluster.node(to).connection())
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&to_id)
+        .query(&mut cluster.node(from).connection())
+        .unwrap();
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(to)
+        .arg("{t}b")
+        .arg(0)
+        .arg(5000)
+        .query(&mut cluster.node(from).connection())
+        .unwrap();
+    let mut raw = support::raw::Raw::connect(proxy.port);
+    raw.send(b"*5\r\n$4\r\nMSET\r\n$4\r\n{t}a\r\n$3\r\nnew\r\n$4\r\n{t}b\r\n$3\r\nnew\r\n*2\r\n$3\r\nGET\r\n$4\r\n{t}b\r\n*2\r\n$3\r\nGET\r\n$4\r\n{t}a\r\n");
+    let mset = raw.read_line();
+    let (b, a) = (read_bulk(&mut raw), read_bulk(&mut raw));
+    if mset == "+OK\r\n" {
+        assert_eq!((b.as_str(), a.as_str()), ("new", "new"), "the MSET ran before the GETs after it");
+    } else {
+        assert!(mset.starts_with("-TRYAGAIN"), "{mset}");
+        assert_eq!((b.as_str(), a.as_str()), ("old", "old"), "a refused MSET left both keys as they were");
+    }
+    for node in [from, to] {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("STABLE")
+            .query(&mut cluster.node(node).connection())
+            .unwrap();
+    }
+}
+
+fn read_bulk(raw: &mut support::raw::Raw) -> String {
+    let header = raw.read_line();
+    let len: usize = header.trim_start_matches('$').trim().parse().unwrap_or_else(|_| panic!("not a bulk: {header}"));
+    let data = raw.read_exact(len + 2);
+    String::from_utf8_lossy(&data[..len]).into_owned()
+}
+
+#[test]
+fn a_hung_node_costs_only_its_own_requests_a_timeout() {
+    let mut cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds(), &["--request-timeout-ms", "500", "--retry-timeout-ms", "200"]);
+    proxy.wait_routing();
+    let (hung_slot, hung_keys) = keys_in_one_slot("hung", 1);
+    let hung = cluster.owner(hung_slot);
+    let healthy_key = (0..)
+        .map(|i| format!("healthy:{i}"))
+        .find(|k| cluster.owner(slotgate::cluster::key_slot(k.as_bytes()).number()) != hung)
+        .unwrap();
+    let mut c = proxy.connection();
+    let _: () = redis::cmd("SET").arg(&hung_keys[0]).arg("v").query(&mut c).unwrap();
+    cluster.node(hung).pause();
+    let started = std::time::Instant::now();
+    let err = redis::cmd("GET").arg(&hung_keys[0]).query::<Option<String>>(&mut c).unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.to_string().contains("no reply within 500 ms"), "{err}");
+    assert!(waited < Duration::from_secs(3), "the timeout took {waited:?}");
+    // Other masters' slots answer at once meanwhile.
+    let mut other = proxy.connection();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let _: () = redis::cmd("SET").arg(&healthy_key).arg("x").query(&mut other).unwrap();
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
+    cluster.node_mut(hung).resume();
+    support::wait_for("the node to answer through slotgate again", Duration::from_secs(10), || {
+        redis::cmd("GET").arg(&hung_keys[0]).query::<Option<String>>(&mut c).is_ok_and(|v| v.as_deref() == Some("v"))
+    });
+}

@@ -8,6 +8,9 @@
 //! get an error marked [`Retry::NotSafe`] (they may have run) and those never
 //! written get [`Retry::Safe`]; nothing is ever sent twice from here.
 //!
+//! A node that answers nothing for `request_timeout` is taken as hung and
+//! treated like a broken connection.
+//!
 //! Connections are opened on demand: the task waits for a first request,
 //! connects (and says `HELLO 3` for a RESP3 connection), and reconnects with
 //! backoff after a failure, failing requests at once while the node is down.
@@ -75,7 +78,7 @@ async fn run(addr: NodeAddr, protocol: Protocol, queue: Arc<Mailbox<Outbound>>, 
         }
         failures = 0;
         let mut conn = Connection::new(stream, std::mem::take(&mut batch));
-        let result = conn.serve(&queue).await;
+        let result = conn.serve(&queue, settings.request_timeout).await;
         let cause: Arc<str> = match &result {
             Ok(()) => "the node left the cluster map; connection closed".into(),
             Err(cause) => {
@@ -168,6 +171,8 @@ struct InFlight {
     reply_to: Option<ReplyTo>,
     /// Offset in the connection's output stream just past this request.
     end: u64,
+    /// When it was queued here, for the request timeout.
+    queued_at: Instant,
 }
 
 struct Connection {
@@ -200,28 +205,34 @@ impl Connection {
     }
 
     fn queue_batch(&mut self) {
+        // One clock read per batch: the timeout is coarse by design.
+        let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
         for out in batch.drain(..) {
-            self.queue(out);
+            if out.asking {
+                self.append(ASKING, None, now);
+            }
+            self.append(&out.frame, Some(out.reply_to), now);
         }
         self.batch = batch;
     }
 
-    fn queue(&mut self, out: Outbound) {
-        if out.asking {
-            self.append(ASKING, None);
-        }
-        self.append(&out.frame, Some(out.reply_to));
-    }
-
-    fn append(&mut self, frame: &[u8], reply_to: Option<ReplyTo>) {
+    fn append(&mut self, frame: &[u8], reply_to: Option<ReplyTo>, queued_at: Instant) {
         self.unwritten.extend_from_slice(frame);
         self.queued += frame.len() as u64;
-        self.in_flight.push_back(InFlight { reply_to, end: self.queued });
+        self.in_flight.push_back(InFlight { reply_to, end: self.queued, queued_at });
+    }
+
+    /// Has the oldest request waited longer than `limit`?
+    fn overdue(&self, limit: Duration) -> bool {
+        self.in_flight.front().is_some_and(|oldest| oldest.queued_at.elapsed() > limit)
     }
 
     /// Runs until the queue closes (`Ok`) or the connection fails (`Err`).
-    async fn serve(&mut self, queue: &Mailbox<Outbound>) -> Result<(), String> {
+    async fn serve(&mut self, queue: &Mailbox<Outbound>, request_timeout: Duration) -> Result<(), String> {
+        // Checked a few times per timeout period, only while requests wait.
+        let mut check = tokio::time::interval(request_timeout / 4);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.read.capacity() - self.read.len() < MIN_READ {
                 self.read.reserve(READ_CHUNK);
@@ -244,6 +255,11 @@ impl Connection {
                         return Ok(());
                     }
                     self.queue_batch();
+                }
+                _ = check.tick(), if !self.in_flight.is_empty() => {
+                    if self.overdue(request_timeout) {
+                        return Err(format!("no reply within {} ms", request_timeout.as_millis()));
+                    }
                 }
             }
         }

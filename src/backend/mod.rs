@@ -24,6 +24,9 @@ pub struct BackendSettings {
     /// uses the same one, so its requests to a node stay in order.
     pub connections_per_node: usize,
     pub connect_timeout: Duration,
+    /// A node that has not answered a request for this long is taken as hung:
+    /// its connection is closed and reopened, its requests fail.
+    pub request_timeout: Duration,
 }
 
 /// One request on its way to a node.

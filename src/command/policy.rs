@@ -13,8 +13,9 @@ pub enum Route {
     Local(Local),
     /// Goes to the master of its keys' slot.
     Keyed(Keyed),
-    /// Has no keys and needs no cluster-wide view: any master answers it.
-    AnyMaster,
+    /// Has no keys and needs no cluster-wide view: any master answers it,
+    /// if its arguments pass the guard.
+    AnyMaster(Guard),
     /// Not routed; the client gets an error naming the command and this reason.
     Refused(&'static str),
 }
@@ -48,7 +49,59 @@ pub struct Keyed {
     pub finder: KeyFinder,
     /// Redis's `multi_shard` request policy: the command could be split per slot.
     pub splittable: bool,
+    /// It runs user code (EVAL, FCALL: `@scripting` with keys), whose error
+    /// replies may read like cluster redirects without being them.
+    pub runs_scripts: bool,
     pub blocking: Blocking,
+}
+
+/// A check on the arguments of a command any master may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    None,
+    /// CONFIG GET: only parameters that are the same on every node and
+    /// harmless to show; never passwords, never the cluster's own settings.
+    ConfigParameters,
+}
+
+/// What CONFIG GET may read through slotgate (exact names, no patterns).
+const CONFIG_READABLE: &[&str] = &[
+    "appendfsync",
+    "appendonly",
+    "hash-max-listpack-entries",
+    "hash-max-listpack-value",
+    "list-max-listpack-size",
+    "lua-time-limit",
+    "busy-reply-threshold",
+    "maxmemory",
+    "maxmemory-policy",
+    "proto-max-bulk-len",
+    "save",
+    "set-max-intset-entries",
+    "slowlog-log-slower-than",
+    "slowlog-max-len",
+    "stream-node-max-bytes",
+    "stream-node-max-entries",
+    "timeout",
+    "zset-max-listpack-entries",
+    "zset-max-listpack-value",
+];
+
+impl Guard {
+    /// Ok, or why these arguments are refused.
+    pub fn check(self, req: &Request) -> Result<(), &'static str> {
+        match self {
+            Guard::None => Ok(()),
+            Guard::ConfigParameters => {
+                let readable = |name: &[u8]| CONFIG_READABLE.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name));
+                if req.args().skip(2).all(readable) {
+                    Ok(())
+                } else {
+                    Err("only some parameters can be read through slotgate, by exact name (no patterns)")
+                }
+            }
+        }
+    }
 }
 
 /// Whether a keyed command may block its connection.
@@ -134,18 +187,55 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("watch", Route::Refused(TRANSACTIONS)),
     ("unwatch", Route::Refused(TRANSACTIONS)),
     ("wait", Route::Refused(BLOCKING)),
-    ("publish", Route::AnyMaster),
+    ("publish", Route::AnyMaster(Guard::None)),
     // Every master runs the same configuration: one answers for all
     // (redis-benchmark and many clients read it on connect).
-    ("config|get", Route::AnyMaster),
-    ("spublish", Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::Never })),
-    ("xread", Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::WithBlockOption })),
+    ("config|get", Route::AnyMaster(Guard::ConfigParameters)),
+    (
+        "spublish",
+        Route::Keyed(Keyed {
+            finder: KeyFinder::Specs,
+            splittable: false,
+            runs_scripts: false,
+            blocking: Blocking::Never,
+        }),
+    ),
+    (
+        "xread",
+        Route::Keyed(Keyed {
+            finder: KeyFinder::Specs,
+            splittable: false,
+            runs_scripts: false,
+            blocking: Blocking::WithBlockOption,
+        }),
+    ),
     (
         "xreadgroup",
-        Route::Keyed(Keyed { finder: KeyFinder::Specs, splittable: false, blocking: Blocking::WithBlockOption }),
+        Route::Keyed(Keyed {
+            finder: KeyFinder::Specs,
+            splittable: false,
+            runs_scripts: false,
+            blocking: Blocking::WithBlockOption,
+        }),
     ),
-    ("sort", Route::Keyed(Keyed { finder: KeyFinder::Sort, splittable: false, blocking: Blocking::Never })),
-    ("sort_ro", Route::Keyed(Keyed { finder: KeyFinder::Sort, splittable: false, blocking: Blocking::Never })),
+    (
+        "sort",
+        Route::Keyed(Keyed {
+            finder: KeyFinder::Sort,
+            splittable: false,
+            runs_scripts: false,
+            blocking: Blocking::Never,
+        }),
+    ),
+    (
+        "sort_ro",
+        Route::Keyed(Keyed {
+            finder: KeyFinder::Sort,
+            splittable: false,
+            runs_scripts: false,
+            blocking: Blocking::Never,
+        }),
+    ),
     ("migrate", Route::Refused(ADMIN)),
 ];
 
@@ -169,6 +259,7 @@ pub fn route_of(command: &Command) -> Route {
         return Route::Keyed(Keyed {
             finder: KeyFinder::Specs,
             splittable: command.tips.request == RequestPolicy::MultiShard,
+            runs_scripts: command.acl.contains(super::spec::acl::SCRIPTING),
             blocking: Blocking::Never,
         });
     }
@@ -178,7 +269,7 @@ pub fn route_of(command: &Command) -> Route {
     if command.flags.contains(flag::ADMIN) || command.acl.contains(super::spec::acl::DANGEROUS) {
         return Route::Refused(ADMIN);
     }
-    Route::AnyMaster
+    Route::AnyMaster(Guard::None)
 }
 
 #[cfg(test)]
@@ -231,11 +322,37 @@ mod tests {
     }
 
     #[test]
+    fn only_script_commands_run_user_code() {
+        for name in ["eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"] {
+            assert!(matches!(route(name), Route::Keyed(Keyed { runs_scripts: true, .. })), "{name}");
+        }
+        for name in ["get", "set", "mget", "sort", "xread", "spublish"] {
+            assert!(matches!(route(name), Route::Keyed(Keyed { runs_scripts: false, .. })), "{name}");
+        }
+    }
+
+    #[test]
+    fn config_get_reads_only_harmless_parameters() {
+        let check = |args: &[&str]| Guard::ConfigParameters.check(&Request::from_args(args));
+        assert!(check(&["CONFIG", "GET", "save"]).is_ok());
+        assert!(check(&["CONFIG", "GET", "APPENDONLY", "maxmemory"]).is_ok());
+        for refused in [
+            &["CONFIG", "GET", "masterauth"][..],
+            &["CONFIG", "GET", "*"],
+            &["CONFIG", "GET", "save", "requirepass"],
+            &["CONFIG", "GET", "cluster-enabled"],
+            &["CONFIG", "GET", "*pass*"],
+        ] {
+            assert!(check(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn keyless_commands_go_to_any_master_or_stay_local() {
         for name in
             ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish", "config|get"]
         {
-            assert_eq!(route(name), Route::AnyMaster, "{name}");
+            assert!(matches!(route(name), Route::AnyMaster(_)), "{name}");
         }
         assert_eq!(route("ping"), Route::Local(Local::Ping));
         // Refused with state, so that what follows a refused MULTI never runs.

@@ -1,7 +1,12 @@
 //! Routing a request to its node, and what happens to its answer: the reply
 //! itself, or a redirect (MOVED, ASK), or a refusal to retry later
 //! (TRYAGAIN, CLUSTERDOWN, a node that could not be reached), within the
-//! redirect budget. Only what the node provably did not run is sent again.
+//! redirect budget and the retry window.
+//!
+//! Only what a node provably did not run is sent again. A redirect is that
+//! proof only when no user code could have written it: the error replies of
+//! scripts and functions (EVAL, FCALL) are passed to the client as they are,
+//! and a MOVED or ASK must name the slot the request was sent for.
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -29,7 +34,10 @@ impl Session {
         match entry.route {
             Route::Local(local) => self.local(local, entry.command.name, &request),
             Route::Refused(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
-            Route::AnyMaster => self.forward(request, Target::AnyMaster),
+            Route::AnyMaster(guard) => match guard.check(&request) {
+                Ok(()) => self.forward(request, Target::AnyMaster, false),
+                Err(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
+            },
             Route::Keyed(keyed) => self.forward_keyed(entry.command, keyed, request),
         }
     }
@@ -59,14 +67,14 @@ impl Session {
         };
         self.keys = keys;
         match target {
-            Ok(target) => self.forward(request, target),
+            Ok(target) => self.forward(request, target, keyed.runs_scripts),
             Err(error) => self.reply_error(error),
         }
     }
 
     /// Sends a new request to its target and gives it a place in the order.
-    fn forward(&mut self, request: Request, target: Target) {
-        let seq = self.pending.push(Entry::new(target));
+    fn forward(&mut self, request: Request, target: Target, runs_scripts: bool) {
+        let seq = self.pending.push(Entry::new(target, runs_scripts));
         let routes = self.routes.clone();
         self.send(seq, request, target, &routes);
     }
@@ -76,6 +84,7 @@ impl Session {
         let node = match target {
             Target::Slot(slot) => routes.master(slot),
             Target::AnyMaster => routes.any_master(self.client.id),
+            Target::Local => None,
         };
         match node {
             Some(node) => self.send_to(seq, request, node, false),
@@ -98,12 +107,16 @@ impl Session {
                 self.in_flight += 1;
                 if let Some(entry) = self.pending.get_mut(seq) {
                     entry.request = Some(request);
+                    entry.node = Some(node.addr().clone());
                 }
             }
+            // The connection has closed (its node left the map): never sent, so retry.
             Err(_) => {
-                let cause = "node connection task is gone".into();
-                let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
-                self.fail(seq, ClientError::NodeUnreachable(error));
+                if !self.retry_later(seq, &request) {
+                    let cause = "its connection is closed".into();
+                    let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
+                    self.fail(seq, ClientError::NodeUnreachable(error));
+                }
             }
         }
     }
@@ -124,25 +137,37 @@ impl Session {
         let Some(request) = entry.request.take() else { return };
         match completion.reply {
             Reply::Frame(reply) => {
-                let redirect = if reply.first() == Some(&b'-') { Redirect::parse(&reply) } else { None };
+                let redirect = match reply.first() {
+                    Some(b'-') => Redirect::parse(&reply, entry.node.as_ref()),
+                    _ => None,
+                };
+                let Some(redirect) = redirect else {
+                    entry.reply = Some(reply);
+                    return;
+                };
+                let trusted = !entry.runs_scripts;
+                let (target, hops_left) = (entry.target, entry.redirects < max_redirects);
                 match redirect {
-                    Some(Redirect::Moved { slot, addr }) if entry.redirects < max_redirects => {
+                    Redirect::Moved { slot, addr } if trusted && hops_left && target == Target::Slot(slot) => {
                         entry.redirects += 1;
                         self.ctx.pool.topology().moved(slot, addr.clone());
                         let node = self.ctx.pool.node(&addr);
                         self.send_to(seq, request, &node, false);
                     }
-                    Some(Redirect::Ask { addr, .. }) if entry.redirects < max_redirects => {
+                    Redirect::Ask { slot, addr } if trusted && hops_left && target == Target::Slot(slot) => {
                         entry.redirects += 1;
                         let node = self.ctx.pool.node(&addr);
                         self.send_to(seq, request, &node, true);
                     }
-                    Some(retry @ (Redirect::TryAgain | Redirect::ClusterDown)) if self.retry_later(seq, &request) => {
-                        if retry == Redirect::ClusterDown {
+                    Redirect::TryAgain | Redirect::ClusterDown if trusted && self.retry_later(seq, &request) => {
+                        if redirect == Redirect::ClusterDown {
                             self.ctx.pool.topology().refresh();
                         }
                     }
+                    // Passed on as the node said it. If it was a real redirect
+                    // (a script's, say), the map is refreshed for next time.
                     _ => {
+                        self.ctx.pool.topology().refresh();
                         if let Some(entry) = self.pending.get_mut(seq) {
                             entry.reply = Some(reply);
                         }
@@ -162,37 +187,40 @@ impl Session {
     }
 
     /// Schedules entry `seq` to be sent again after a backoff, unless its
-    /// retry window (opened at its first retry) is over.
+    /// retry window (opened at its first retry) is over, or a later request
+    /// to the same target has already gone out (the retry would run after
+    /// it: the client gets the cluster's error instead).
     fn retry_later(&mut self, seq: u64, request: &Request) -> bool {
         let now = Instant::now();
         let window = self.ctx.settings.retry_timeout;
         let Some(entry) = self.pending.get_mut(seq) else { return false };
-        if now >= *entry.retry_until.get_or_insert(now + window) {
+        let target = entry.target;
+        if now >= *entry.retry_until.get_or_insert(now + window) || self.pending.later_sent_to(seq, target) {
             return false;
         }
+        let Some(entry) = self.pending.get_mut(seq) else { return false };
         entry.retries = entry.retries.saturating_add(1);
+        entry.retrying = true;
         entry.request = Some(request.clone());
         let at = now + retry_delay(entry.retries);
-        self.retries.push((at, seq));
+        // Kept in request order: a retry never overtakes an earlier one.
+        let place = self.retries.partition_point(|&(_, waiting)| waiting < seq);
+        self.retries.insert(place, (at, seq));
         true
     }
 
-    /// Sends again every request whose backoff has passed, by the newest routes.
+    /// Sends again, in request order, every waiting request whose backoff
+    /// has passed, by the newest routes; stops at the first that must wait.
     pub(super) fn retry_due(&mut self) {
         let now = Instant::now();
-        let mut due = Vec::new();
-        self.retries.retain(|&(at, seq)| {
-            if at <= now {
-                due.push((at, seq));
-            }
-            at > now
-        });
-        due.sort_unstable();
-        // Retries follow the newest map; new requests keep waiting for the
-        // session's in-flight ones before they switch (see "Ordering").
         let routes = self.ctx.pool.routes();
-        for (_, seq) in due {
+        while let Some(&(at, seq)) = self.retries.front() {
+            if at > now {
+                break;
+            }
+            self.retries.pop_front();
             let Some(entry) = self.pending.get_mut(seq) else { continue };
+            entry.retrying = false;
             let target = entry.target;
             if let Some(request) = entry.request.take() {
                 self.send(seq, request, target, &routes);

@@ -44,7 +44,7 @@ impl Session {
             }
             Local::Reset => {
                 self.refused_multi = false;
-                self.client.protocol = Protocol::Resp2;
+                self.switch_protocol(Protocol::Resp2);
                 self.client.name = None;
                 write::simple(&mut out, "RESET");
                 Ok(())
@@ -113,7 +113,7 @@ impl Session {
         if let Some(name) = name {
             self.client.name = valid_name(name)?;
         }
-        self.client.protocol = protocol;
+        self.switch_protocol(protocol);
         let version = self.ctx.pool.topology().redis_version();
         let version = version.as_deref().unwrap_or(REDIS_VERSION);
         write::map(out, protocol, 7);
@@ -132,6 +132,15 @@ impl Session {
         write::bulk(out, b"modules");
         write::array(out, 0);
         Ok(())
+    }
+
+    /// Later requests travel on the node connections of `protocol`: they wait
+    /// for those in flight on the old ones (see "Ordering" in the session).
+    fn switch_protocol(&mut self, protocol: Protocol) {
+        if protocol != self.client.protocol {
+            self.client.protocol = protocol;
+            self.protocol_switch = true;
+        }
     }
 
     /// CLIENT SETINFO LIB-NAME|LIB-VER value (Redis 7.2; clients send it on connect).

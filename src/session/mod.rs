@@ -8,9 +8,11 @@
 //! the slot map changes, a session first waits for its in-flight requests
 //! before routing new ones with the new map, so a request routed by the new
 //! map can never overtake an earlier one still travelling by the old map.
-//! One window remains, as in every cluster client: a request retried after
-//! `-TRYAGAIN` (a multi-key command in a migrating slot) runs after the
-//! client's later requests that were already on their way.
+//! A change of protocol (HELLO, RESET) switches node connections and waits
+//! the same way. While a request waits for a retry (TRYAGAIN, CLUSTERDOWN, an
+//! unreachable node) no new request is routed, retries go in request order,
+//! and a request is not retried at all when a later one to the same slot has
+//! already gone out: the client then gets the cluster's own error.
 //!
 //! # Cancel safety
 //! The loop's `select!` arms are `recv`, `write_buf`, a readiness-then-`read_buf`
@@ -20,6 +22,7 @@ mod dispatch;
 mod local;
 mod pending;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -82,7 +85,10 @@ struct Session {
     /// Requests handed to node connections and not yet answered.
     in_flight: usize,
     /// Requests waiting for a retry after a backoff: (when, sequence number).
-    retries: Vec<(Instant, u64)>,
+    retries: VecDeque<(Instant, u64)>,
+    /// The protocol changed: new requests wait until those in flight are
+    /// answered, since they travel on another node connection.
+    protocol_switch: bool,
     /// Where node connections leave this session's replies.
     mailbox: Arc<Mailbox<Completion>>,
     /// A MULTI was refused: every command until EXEC or DISCARD is refused
@@ -117,7 +123,8 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
             break;
         }
         let reading = !session.eof && session.wants_input() && output.len() < MAX_UNSENT;
-        let retry_at = session.retries.iter().map(|(at, _)| *at).min();
+        // Retries go in request order: the oldest waiting one sets the time.
+        let retry_at = session.retries.front().map(|&(at, _)| at);
         tokio::select! {
             biased;
             _ = std::future::poll_fn(|cx| mailbox.poll_take(cx, &mut arrived)) => {
@@ -175,7 +182,8 @@ impl Session {
             routes,
             pending: Pending::default(),
             in_flight: 0,
-            retries: Vec::new(),
+            retries: VecDeque::new(),
+            protocol_switch: false,
             mailbox,
             refused_multi: false,
             closing: false,
@@ -187,20 +195,29 @@ impl Session {
         }
     }
 
-    /// Whether new requests may be routed now (see "Ordering").
-    fn routes_current(&mut self) -> bool {
-        if self.routes.version() == self.ctx.pool.topology().version() {
+    /// Whether new requests may be routed now (see "Ordering"): not while
+    /// a retry waits, nor across a change of slot map or of protocol before
+    /// everything in flight is answered.
+    fn may_route(&mut self) -> bool {
+        if !self.retries.is_empty() {
+            return false;
+        }
+        let map_changed = self.routes.version() != self.ctx.pool.topology().version();
+        if !(map_changed || self.protocol_switch) {
             return true;
         }
         if self.in_flight > 0 {
             return false;
         }
-        self.routes = self.ctx.pool.routes();
+        self.protocol_switch = false;
+        if map_changed {
+            self.routes = self.ctx.pool.routes();
+        }
         true
     }
 
     fn wants_input(&mut self) -> bool {
-        !self.closing && self.pending.len() < self.ctx.settings.max_pipeline && self.routes_current()
+        !self.closing && self.pending.len() < self.ctx.settings.max_pipeline && self.may_route()
     }
 
     fn finished(&self) -> bool {

@@ -8,17 +8,20 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
-use crate::cluster::Slot;
+use crate::cluster::{NodeAddr, Slot};
 use crate::resp::Request;
 
-/// Where a request goes when it must be sent again.
+/// Where a request goes, which is also what it must stay ordered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// The master of this slot.
     Slot(Slot),
     /// Any master (keyless commands).
     AnyMaster,
+    /// Answered by slotgate itself.
+    Local,
 }
 
 /// One request the client is waiting on.
@@ -29,25 +32,47 @@ pub struct Entry {
     /// The request, kept while a redirect or retry may need to send it again.
     pub request: Option<Request>,
     pub target: Target,
+    /// The command runs user code (EVAL, FCALL): its error replies may look
+    /// like redirects without being them.
+    pub runs_scripts: bool,
+    /// The node it was last sent to (host-less redirects name its host).
+    pub node: Option<NodeAddr>,
     /// MOVED/ASK hops so far.
     pub redirects: u8,
-    /// Retries after TRYAGAIN, CLUSTERDOWN or an unreachable node, and until
-    /// when they may go on.
+    /// Retries after TRYAGAIN, CLUSTERDOWN or an unreachable node, whether
+    /// one is waiting now, and until when they may go on.
     pub retries: u8,
-    pub retry_until: Option<tokio::time::Instant>,
+    pub retrying: bool,
+    pub retry_until: Option<Instant>,
     /// Close the connection once this reply is written (QUIT, protocol errors).
     pub close_after: bool,
 }
 
 impl Entry {
     /// A request about to be sent to `target`.
-    pub fn new(target: Target) -> Entry {
-        Entry { reply: None, request: None, target, redirects: 0, retries: 0, retry_until: None, close_after: false }
+    pub fn new(target: Target, runs_scripts: bool) -> Entry {
+        Entry {
+            reply: None,
+            request: None,
+            target,
+            runs_scripts,
+            node: None,
+            redirects: 0,
+            retries: 0,
+            retrying: false,
+            retry_until: None,
+            close_after: false,
+        }
     }
 
     /// A reply slotgate already has (a local command, an error).
     pub fn ready(reply: Bytes) -> Entry {
-        Entry { reply: Some(reply), ..Entry::new(Target::AnyMaster) }
+        Entry { reply: Some(reply), ..Entry::new(Target::Local, false) }
+    }
+
+    /// Has it reached a node (answered, or on its way and not waiting for a retry)?
+    fn sent(&self) -> bool {
+        self.reply.is_some() || (self.request.is_some() && !self.retrying)
     }
 }
 
@@ -83,6 +108,15 @@ impl Pending {
         self.entries.back_mut()
     }
 
+    /// Has a request sent after `seq` to the same target already reached a
+    /// node? Then sending `seq` again would run it after that one.
+    pub fn later_sent_to(&self, seq: u64, target: Target) -> bool {
+        let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
+            return false;
+        };
+        self.entries.iter().skip(index + 1).any(|entry| entry.target == target && entry.sent())
+    }
+
     /// The front entry, if its reply is ready.
     pub fn pop_ready(&mut self) -> Option<Entry> {
         if self.entries.front()?.reply.is_some() {
@@ -98,15 +132,15 @@ impl Pending {
 mod tests {
     use super::*;
 
-    fn waiting() -> Entry {
-        Entry::new(Target::AnyMaster)
+    fn waiting(target: Target) -> Entry {
+        Entry { request: Some(Request::from_args(&["GET", "k"])), ..Entry::new(target, false) }
     }
 
     #[test]
     fn replies_leave_in_request_order() {
         let mut pending = Pending::default();
-        let a = pending.push(waiting());
-        let b = pending.push(waiting());
+        let a = pending.push(waiting(Target::AnyMaster));
+        let b = pending.push(waiting(Target::AnyMaster));
         assert_eq!((a, b), (0, 1));
         pending.get_mut(b).unwrap().reply = Some(Bytes::from_static(b"+B\r\n"));
         assert!(pending.pop_ready().is_none());
@@ -114,7 +148,21 @@ mod tests {
         assert_eq!(pending.pop_ready().unwrap().reply.unwrap(), "+A\r\n");
         assert_eq!(pending.pop_ready().unwrap().reply.unwrap(), "+B\r\n");
         assert!(pending.is_empty());
-        assert_eq!(pending.push(waiting()), 2);
+        assert_eq!(pending.push(waiting(Target::AnyMaster)), 2);
         assert!(pending.get_mut(1).is_none());
+    }
+
+    #[test]
+    fn later_requests_to_the_same_slot_are_found() {
+        let (s1, s2) = (Target::Slot(Slot::new(1).unwrap()), Target::Slot(Slot::new(2).unwrap()));
+        let mut pending = Pending::default();
+        let first = pending.push(waiting(s1));
+        pending.push(waiting(s2));
+        pending.push(Entry::ready(Bytes::from_static(b"+PONG\r\n")));
+        assert!(!pending.later_sent_to(first, s1));
+        let later = pending.push(waiting(s1));
+        assert!(pending.later_sent_to(first, s1));
+        pending.get_mut(later).unwrap().retrying = true;
+        assert!(!pending.later_sent_to(first, s1), "a later request waiting for its own retry has not been sent");
     }
 }
