@@ -39,6 +39,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const MIN_READ: usize = 8 * 1024;
 /// Stop taking requests while this much is waiting to be written.
 const MAX_UNWRITTEN: usize = 4 * 1024 * 1024;
+/// The largest single reply accepted from a node (Redis values stop at 512 MB).
+const MAX_REPLY: usize = 1024 * 1024 * 1024;
 /// Room for requests taken from the queue at once (it grows when needed).
 const BATCH: usize = 512;
 
@@ -73,12 +75,18 @@ async fn run(addr: NodeAddr, protocol: Protocol, queue: Arc<Mailbox<Outbound>>, 
                 continue;
             }
         };
-        if failures > 0 {
-            tracing::info!(node = %addr, "connected to node again");
-        }
-        failures = 0;
         let mut conn = Connection::new(stream, std::mem::take(&mut batch));
         let result = conn.serve(&queue, settings.request_timeout).await;
+        // Only a connection that answered counts as recovered: a node that
+        // accepts and closes at once (max clients reached) keeps backing off.
+        if conn.answered {
+            if failures > 0 {
+                tracing::info!(node = %addr, "node answers again");
+            }
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
+        }
         let cause: Arc<str> = match &result {
             Ok(()) => "the node left the cluster map; connection closed".into(),
             Err(cause) => {
@@ -89,6 +97,9 @@ async fn run(addr: NodeAddr, protocol: Protocol, queue: Arc<Mailbox<Outbound>>, 
         conn.fail_in_flight(&addr, &cause);
         batch = conn.batch;
         if result.is_ok() {
+            return;
+        }
+        if failures > 0 && !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures)).await {
             return;
         }
     }
@@ -185,6 +196,8 @@ struct Connection {
     queued: u64,
     written: u64,
     batch: Vec<Outbound>,
+    /// The node has answered at least one request on this connection.
+    answered: bool,
 }
 
 impl Connection {
@@ -199,6 +212,7 @@ impl Connection {
             queued: 0,
             written: 0,
             batch: first,
+            answered: false,
         };
         conn.queue_batch();
         conn
@@ -267,6 +281,14 @@ impl Connection {
 
     /// Hands every complete reply in the read buffer to its request.
     fn complete_replies(&mut self) -> Result<(), String> {
+        let result = self.take_replies();
+        if result.is_ok() && self.read.len() > MAX_REPLY {
+            return Err("reply larger than 1 GB".into());
+        }
+        result
+    }
+
+    fn take_replies(&mut self) -> Result<(), String> {
         while let Some(frame) = self.scanner.scan(&self.read).map_err(|e| format!("unreadable reply: {e}"))? {
             let reply = self.read.split_to(frame.len).freeze();
             if frame.push {
@@ -275,6 +297,7 @@ impl Connection {
             let Some(entry) = self.in_flight.pop_front() else {
                 return Err("reply without a request".into());
             };
+            self.answered = true;
             if let Some(reply_to) = entry.reply_to {
                 reply_to.send(Reply::Frame(reply));
             }

@@ -2,6 +2,7 @@
 //! with the rules of Redis's `sdssplitargs`: whitespace separates, double
 //! quotes understand `\n \r \t \b \a \\ \"` and `\xHH`, single quotes only
 //! `\'`, and a closing quote must be followed by whitespace or the end.
+//! (A NUL byte never reaches here: see the parser's inline state.)
 
 /// The arguments of one inline line, or `None` for unbalanced quotes.
 pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
@@ -60,7 +61,7 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                 } else {
                     current.push(c);
                 }
-            } else if is_space(c) {
+            } else if ends_word(c) {
                 break;
             } else if c == b'"' {
                 in_double = true;
@@ -73,6 +74,12 @@ pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         }
         args.push(current);
     }
+}
+
+/// What ends an unquoted word in `sdssplitargs` (not `\v` or `\f`, which
+/// only count as space between words).
+fn ends_word(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// C's `isspace` in the "C" locale.
@@ -110,6 +117,12 @@ mod tests {
         assert_eq!(split(r"echo 'it\'s'"), Some(vec!["echo".into(), "it's".into()]));
         assert_eq!(split(r#"echo a"b c""#), Some(vec!["echo".into(), "ab c".into()]));
         assert_eq!(split(r#"echo """#), Some(vec!["echo".into(), "".into()]));
+    }
+
+    #[test]
+    fn only_some_spaces_end_a_word() {
+        assert_eq!(split("get a\x0bb"), Some(vec!["get".into(), "a\x0bb".into()]));
+        assert_eq!(split("\x0b\x0cget a"), Some(vec!["get".into(), "a".into()]));
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct ReplyScanner {
     open: Vec<u64>,
     /// The current frame is a push.
     push: bool,
+    /// Where the search for the end of the current header line resumes, so
+    /// a long line arriving in pieces is scanned once.
+    line_scan: usize,
 }
 
 impl ReplyScanner {
@@ -52,9 +55,12 @@ impl ReplyScanner {
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
             };
-            let Some(cr) = memchr::memchr(b'\r', &buf[self.pos..]).map(|i| i + self.pos) else {
+            let from = self.line_scan.max(self.pos);
+            let Some(cr) = memchr::memchr(b'\r', &buf[from..]).map(|i| i + from) else {
+                self.line_scan = buf.len();
                 return Ok(None);
             };
+            self.line_scan = cr;
             if cr + 1 >= buf.len() {
                 return Ok(None);
             }
@@ -107,6 +113,7 @@ impl ReplyScanner {
                         let frame = ReplyFrame { len: self.pos, push: self.push };
                         self.pos = 0;
                         self.push = false;
+                        self.line_scan = 0;
                         return Ok(Some(frame));
                     }
                     Some(left) if *left > 1 => {
@@ -195,6 +202,19 @@ mod tests {
             };
             assert_eq!(got, whole[0], "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_long_line_in_pieces_is_scanned_once() {
+        let mut line = b"-ERR ".to_vec();
+        line.extend(vec![b'x'; 100_000]);
+        let mut scanner = ReplyScanner::default();
+        for end in (1000..line.len()).step_by(1000) {
+            assert_eq!(scanner.scan(&line[..end]), Ok(None));
+            assert!(scanner.line_scan >= end - 1000, "the search resumes where it stopped");
+        }
+        line.extend(b"\r\n+OK\r\n");
+        assert_eq!(scanner.scan(&line).unwrap().map(|f| f.len), Some(line.len() - 5));
     }
 
     #[test]

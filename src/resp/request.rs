@@ -186,11 +186,15 @@ impl RequestParser {
                 },
                 State::Multibulk { .. } => return self.parse_multibulk(buf),
                 State::Inline { scanned } => {
-                    let Some(newline) = memchr::memchr(b'\n', &buf[*scanned..]).map(|i| i + *scanned) else {
+                    // Redis looks for the newline with strchr, which stops at a
+                    // NUL byte: a line with a NUL never completes (until the size
+                    // limit), and so never runs here either.
+                    let searchable = memchr::memchr(0, &buf[*scanned..]).map_or(buf.len(), |nul| *scanned + nul);
+                    let Some(newline) = memchr::memchr(b'\n', &buf[*scanned..searchable]).map(|i| i + *scanned) else {
                         if buf.len() > self.limits.max_inline_len {
                             return Err(ProtocolError::TooBigInline);
                         }
-                        *scanned = buf.len();
+                        *scanned = searchable;
                         return Ok(None);
                     };
                     let line_end = if newline > 0 && buf[newline - 1] == b'\r' { newline - 1 } else { newline };

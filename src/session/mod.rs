@@ -40,6 +40,8 @@ use pending::Pending;
 /// Read at least this much at a time, growing to `MAX_READ` for busy clients.
 const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 64 * 1024;
+/// The most one read reserves ahead for a large argument still arriving.
+const MAX_RESERVE: usize = 1024 * 1024;
 /// Stop reading requests while this much output waits for a slow reader.
 const MAX_UNSENT: usize = 64 * 1024 * 1024;
 
@@ -149,7 +151,10 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                 if input.capacity() == input.len() {
                     reader.readable().await?;
                 }
-                input.reserve(read_size.max(session.parser.wanted().saturating_sub(input.len())));
+                // A large argument is read in steps, so a length header alone
+                // reserves at most MAX_RESERVE, whatever it announces.
+                let wanted = session.parser.wanted().saturating_sub(input.len()).min(MAX_RESERVE);
+                input.reserve(read_size.max(wanted));
                 reader.read_buf(&mut input).await
             }, if reading => match read {
                 // Requests already received are still answered, as Redis does.

@@ -74,6 +74,16 @@ fn inline_requests_become_multibulk() {
 }
 
 #[test]
+fn an_inline_line_with_a_nul_never_completes_like_redis() {
+    let (reqs, err) = parse_all(b"set a b\0c d\r\nget a\r\n");
+    assert_eq!((reqs.len(), err), (0, None), "nothing runs, as with strchr in Redis");
+    let mut input = b"ping\0".to_vec();
+    input.extend(vec![b'x'; 70_000]);
+    input.extend(b"\r\n");
+    assert_eq!(parse_all(&input).1, Some(ProtocolError::TooBigInline));
+}
+
+#[test]
 fn empty_multibulks_are_skipped_like_redis() {
     let (reqs, err) = parse_all(b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n");
     assert_eq!(reqs, vec![args(&["PING"])]);
