@@ -223,22 +223,8 @@ fn a_retried_request_never_runs_after_a_later_one() {
     let mut c = proxy.connection();
     let _: () = redis::cmd("MSET").arg("{t}a").arg("old").arg("{t}b").arg("old").query(&mut c).unwrap();
     // The slot is half migrated: {t}b moved, {t}a not yet. MSET of both gets TRYAGAIN.
-    let (from, to) = (cluster.owner(slot), cluster.other_master(slot));
-    let (from_id, to_id) = (cluster.node(from).id(), cluster.node(to).id());
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("IMPORTING")
-        .arg(&from_id)
-        .query(&mut cluster.node(to).connection())
-        .unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("SETSLOT")
-        .arg(slot)
-        .arg("MIGRATING")
-        .arg(&to_id)
-        .query(&mut cluster.node(from).connection())
-        .unwrap();
+    let to = cluster.other_master(slot);
+    let from = cluster.begin_migration(slot, to);
     let _: () = redis::cmd("MIGRATE")
         .arg("127.0.0.1")
         .arg(to)

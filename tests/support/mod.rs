@@ -327,14 +327,9 @@ impl Cluster {
     /// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE.
     /// `between_keys` runs after each key moved (to let traffic hit the ASK window).
     pub fn migrate_slot(&self, slot: u16, to: u16, mut between_keys: impl FnMut()) {
-        let from = self.owner(slot);
-        let (from_id, to_id) = (self.node(from).id(), self.node(to).id());
+        let from = self.begin_migration(slot, to);
+        let to_id = self.node(to).id();
         let mut source = self.node(from).connection();
-        let mut target = self.node(to).connection();
-        let _: () =
-            redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("IMPORTING").arg(&from_id).query(&mut target).unwrap();
-        let _: () =
-            redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("MIGRATING").arg(&to_id).query(&mut source).unwrap();
         loop {
             let keys: Vec<Vec<u8>> =
                 redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(1).query(&mut source).unwrap();
@@ -351,6 +346,25 @@ impl Cluster {
             between_keys();
         }
         self.assign_slot(slot, &to_id, to);
+    }
+
+    /// Opens the move of `slot` to the master on `to` (IMPORTING there,
+    /// MIGRATING at the owner) without moving keys; returns the owner's port.
+    pub fn begin_migration(&self, slot: u16, to: u16) -> u16 {
+        let from = self.owner(slot);
+        let (from_id, to_id) = (self.node(from).id(), self.node(to).id());
+        let setslot = |port: u16, state: &str, id: &str| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(id)
+                .query(&mut self.node(port).connection())
+                .unwrap();
+        };
+        setslot(to, "IMPORTING", &from_id);
+        setslot(from, "MIGRATING", &to_id);
+        from
     }
 
     /// `CLUSTER SETSLOT slot NODE id` on the new owner first, then everywhere.
