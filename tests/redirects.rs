@@ -12,6 +12,14 @@ use std::time::Duration;
 
 use support::{Cluster, Proxy, runtime};
 
+/// A cluster and a slotgate that must learn every move from redirects
+/// alone (its periodic topology refresh is a minute away).
+fn cluster_behind_slotgate(cluster: Cluster) -> (Cluster, Proxy) {
+    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
+    proxy.wait_routing();
+    (cluster, proxy)
+}
+
 /// Keys `{tag}:0..count` all in one slot.
 fn keys_in_one_slot(tag: &str, count: usize) -> (u16, Vec<String>) {
     let slot = slotgate::cluster::key_slot(tag.as_bytes()).number();
@@ -20,10 +28,7 @@ fn keys_in_one_slot(tag: &str, count: usize) -> (u16, Vec<String>) {
 
 #[test]
 fn a_slot_migrated_key_by_key_under_traffic_causes_no_client_error() {
-    let cluster = Cluster::start(3, 1);
-    // A long refresh interval: slotgate must learn the move from redirects alone.
-    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
-    proxy.wait_routing();
+    let (cluster, proxy) = cluster_behind_slotgate(Cluster::start(3, 1));
     let (slot, keys) = keys_in_one_slot("mig", 300);
     let mut c = proxy.connection();
     for (i, key) in keys.iter().enumerate() {
@@ -98,9 +103,7 @@ fn a_slot_migrated_key_by_key_under_traffic_causes_no_client_error() {
 
 #[test]
 fn moved_after_setslot_node_is_followed_transparently() {
-    let cluster = Cluster::start(3, 0);
-    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
-    proxy.wait_routing();
+    let (cluster, proxy) = cluster_behind_slotgate(Cluster::start(3, 0));
     let (slot, keys) = keys_in_one_slot("moved", 20);
     let mut c = proxy.connection();
     for key in &keys {
@@ -136,9 +139,7 @@ fn topology_queries(cluster: &Cluster) -> u64 {
 
 #[test]
 fn a_burst_of_moved_answers_costs_one_topology_refresh() {
-    let cluster = Cluster::start(3, 0);
-    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
-    proxy.wait_routing();
+    let (cluster, proxy) = cluster_behind_slotgate(Cluster::start(3, 0));
     let (slot, keys) = keys_in_one_slot("burst", 1);
     let _: () = redis::cmd("SET").arg(&keys[0]).arg("v").query(&mut proxy.connection()).unwrap();
     cluster.migrate_slot(slot, cluster.other_master(slot), || {});
@@ -167,9 +168,7 @@ fn a_burst_of_moved_answers_costs_one_topology_refresh() {
 
 #[test]
 fn a_scripts_error_that_reads_like_a_redirect_is_not_followed() {
-    let cluster = Cluster::start(3, 0);
-    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
-    proxy.wait_routing();
+    let (cluster, proxy) = cluster_behind_slotgate(Cluster::start(3, 0));
     let (slot, keys) = keys_in_one_slot("script", 2);
     let mut c = proxy.connection();
     let _: () = redis::cmd("SET").arg(&keys[1]).arg("real").query(&mut c).unwrap();
@@ -203,9 +202,8 @@ fn a_scripts_error_that_reads_like_a_redirect_is_not_followed() {
 #[test]
 fn a_host_less_moved_goes_to_the_answering_nodes_host() {
     // Nodes that do not know their endpoint answer "MOVED <slot> :<port>".
-    let cluster = Cluster::start_with(3, 0, &["--cluster-preferred-endpoint-type", "unknown-endpoint"]);
-    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
-    proxy.wait_routing();
+    let (cluster, proxy) =
+        cluster_behind_slotgate(Cluster::start_with(3, 0, &["--cluster-preferred-endpoint-type", "unknown-endpoint"]));
     let (slot, keys) = keys_in_one_slot("hostless", 1);
     let mut c = proxy.connection();
     let _: () = redis::cmd("SET").arg(&keys[0]).arg("v").query(&mut c).unwrap();
@@ -216,9 +214,7 @@ fn a_host_less_moved_goes_to_the_answering_nodes_host() {
 
 #[test]
 fn a_retried_request_never_runs_after_a_later_one() {
-    let cluster = Cluster::start(3, 0);
-    let proxy = Proxy::start(&cluster.seeds(), &["--topology-refresh-ms", "60000"]);
-    proxy.wait_routing();
+    let (cluster, proxy) = cluster_behind_slotgate(Cluster::start(3, 0));
     let slot = slotgate::cluster::key_slot(b"t").number();
     let mut c = proxy.connection();
     let _: () = redis::cmd("MSET").arg("{t}a").arg("old").arg("{t}b").arg("old").query(&mut c).unwrap();

@@ -7,14 +7,13 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Cluster, Proxy, free_port, wait_for};
+use support::{Cluster, Proxy, free_port, seed_list, wait_for};
 
 #[test]
 fn without_a_cluster_commands_get_a_clear_clusterdown() {
     // Seeds where nothing listens.
     let seeds: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let seed_list = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let proxy = Proxy::start(&seed_list, &[]);
+    let proxy = Proxy::start(&seed_list(&seeds), &[]);
     let mut c = proxy.connection();
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG", "local commands work without a cluster");
@@ -32,8 +31,7 @@ fn without_a_cluster_commands_get_a_clear_clusterdown() {
 #[test]
 fn slotgate_waits_for_a_cluster_that_starts_on_its_seed_ports() {
     let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let seeds = cluster_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-    let proxy = Proxy::start(&seeds, &[]);
+    let proxy = Proxy::start(&seed_list(&cluster_ports), &[]);
     let mut c = proxy.connection();
     assert!(redis::cmd("SET").arg("k").arg("v").query::<()>(&mut c).is_err());
     std::thread::sleep(Duration::from_millis(300));

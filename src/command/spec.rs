@@ -32,11 +32,6 @@ impl Command {
         self.subcommands.iter().find(|sub| sub.name.as_bytes()[base..].eq_ignore_ascii_case(name))
     }
 
-    /// The name Redis uses in its error messages (`get`, `client|setname`).
-    pub fn full_name(&self) -> &'static str {
-        self.name
-    }
-
     /// The container's name (`client` for `client|setname`), or the name itself.
     pub fn container_name(&self) -> &'static str {
         self.name.split('|').next().unwrap_or(self.name)

@@ -268,6 +268,6 @@ fn lookup_error(error: LookupError, request: Request) -> ClientError {
         LookupError::UnknownSubcommand(container) => {
             ClientError::UnknownSubcommand(container.name, request.arg_bytes(1).unwrap_or_default())
         }
-        LookupError::WrongArity(command) => ClientError::WrongArity(command.full_name()),
+        LookupError::WrongArity(command) => ClientError::WrongArity(command.name),
     }
 }

@@ -284,7 +284,7 @@ impl Cluster {
 
     /// Seed list for slotgate's `--cluster`.
     pub fn seeds(&self) -> String {
-        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+        seed_list(&self.nodes.iter().map(|n| n.port).collect::<Vec<_>>())
     }
 
     pub fn node(&self, port: u16) -> &Node {
@@ -390,6 +390,11 @@ impl Cluster {
     }
 }
 
+/// `127.0.0.1:<port>,...` for slotgate's `--cluster`.
+pub fn seed_list(ports: &[u16]) -> String {
+    ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+}
+
 /// `CLUSTER INFO` as a map.
 pub fn cluster_info(port: u16) -> HashMap<String, String> {
     let Ok(mut connection) = connect(port) else { return HashMap::new() };
@@ -475,11 +480,6 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
