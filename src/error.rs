@@ -24,8 +24,8 @@ pub enum ClientError {
     /// A command sent after a refused MULTI: it must not run on its own.
     AfterRefusedMulti(&'static str),
     CrossSlot,
-    /// A command that could be split per slot, which slotgate does not do yet.
-    CrossSlotSplit(&'static str),
+    InvalidCursor,
+    InvalidSlot,
     /// No cluster topology has been discovered yet; the last failure if any.
     NoTopology(Option<String>),
     SlotNotServed,
@@ -83,11 +83,8 @@ impl fmt::Display for ClientError {
                  supported yet); nothing runs until EXEC or DISCARD"
             ),
             ClientError::CrossSlot => f.write_str("CROSSSLOT Keys in request don't hash to the same slot"),
-            ClientError::CrossSlotSplit(name) => write!(
-                f,
-                "CROSSSLOT Keys in request don't hash to the same slot (slotgate does not split '{name}' across slots yet; \
-                 give the keys one {{hash tag}})"
-            ),
+            ClientError::InvalidCursor => f.write_str("ERR invalid cursor"),
+            ClientError::InvalidSlot => f.write_str("ERR Invalid slot"),
             ClientError::NoTopology(None) => f.write_str("CLUSTERDOWN slotgate has not discovered the cluster yet"),
             ClientError::NoTopology(Some(why)) => {
                 write!(f, "CLUSTERDOWN slotgate has not discovered the cluster yet: {why}")

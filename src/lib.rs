@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod resp;
 pub mod server;
 pub mod session;

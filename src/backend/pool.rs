@@ -64,6 +64,8 @@ impl Node {
 pub struct Routes {
     pub map: Arc<SlotMap>,
     masters: Vec<Arc<Node>>,
+    /// One slot per master, in slot order (see [`SlotMap::first_slots`]).
+    first_slots: Vec<Slot>,
 }
 
 impl Routes {
@@ -73,6 +75,12 @@ impl Routes {
 
     pub fn master(&self, slot: Slot) -> Option<&Arc<Node>> {
         self.map.shard_index(slot).map(|index| &self.masters[index])
+    }
+
+    /// One slot of each master, in slot order: a request for every master
+    /// goes to these slots' masters.
+    pub fn first_slots(&self) -> &[Slot] {
+        &self.first_slots
     }
 
     /// A master for a command that any master can answer; `pick` spreads them.
@@ -95,7 +103,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(topology: Arc<Topology>, settings: BackendSettings) -> Pool {
-        let routes = Arc::new(Routes { map: Arc::new(SlotMap::empty()), masters: Vec::new() });
+        let routes = Arc::new(Routes { map: Arc::new(SlotMap::empty()), masters: Vec::new(), first_slots: Vec::new() });
         Pool { topology, settings: Arc::new(settings), nodes: Mutex::default(), routes: Mutex::new(routes) }
     }
 
@@ -109,7 +117,8 @@ impl Pool {
         if routes.version() != self.topology.version() {
             let map = self.topology.snapshot();
             let masters = map.shards().iter().map(|shard| self.node(&shard.master)).collect();
-            *routes = Arc::new(Routes { map, masters });
+            let first_slots = map.first_slots();
+            *routes = Arc::new(Routes { map, masters, first_slots });
         }
         routes.clone()
     }

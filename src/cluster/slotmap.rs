@@ -120,6 +120,20 @@ impl SlotMap {
         }
     }
 
+    /// The first slot of each shard that serves any, in slot order: where a
+    /// command for every master is sent, one per master.
+    pub fn first_slots(&self) -> Vec<Slot> {
+        let mut seen = vec![false; self.shards.len()];
+        let mut out = Vec::with_capacity(self.shards.len());
+        for (slot, &index) in self.slots.iter().enumerate() {
+            if let Some(seen) = seen.get_mut(usize::from(index)).filter(|seen| !**seen) {
+                *seen = true;
+                out.extend(Slot::new(slot as u16));
+            }
+        }
+        out
+    }
+
     pub fn master(&self, slot: Slot) -> Option<&NodeAddr> {
         self.shard_index(slot).map(|index| &self.shards[index].master)
     }
@@ -164,6 +178,8 @@ mod tests {
         assert_eq!(map.master(Slot::new(6000).unwrap()).map(NodeAddr::as_str), Some("b:1"));
         assert_eq!(map.master(Slot::new(16383).unwrap()).map(NodeAddr::as_str), Some("a:1"));
         assert_eq!(map.served_slots(), SLOT_COUNT);
+        let firsts: Vec<u16> = map.first_slots().iter().map(|s| s.index() as u16).collect();
+        assert_eq!(firsts, vec![0, 5461]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! cluster client (answered locally, refused, or routed by a special rule).
 //! It says what kind of routing a command needs, never where.
 
-use super::spec::{Command, RequestPolicy, flag};
+use super::spec::{Command, RequestPolicy, ResponsePolicy, flag};
 use crate::resp::Request;
 
 /// The routing kind of a command.
@@ -16,8 +16,39 @@ pub enum Route {
     /// Has no keys and needs no cluster-wide view: any master answers it,
     /// if its arguments pass the guard.
     AnyMaster(Guard),
+    /// Needs every master (KEYS, DBSIZE, FLUSHALL, SCRIPT LOAD, ...); their
+    /// answers are combined into one.
+    Broadcast(Combine),
+    /// SCAN: one master at a time, the cursor saying which.
+    Scan,
+    /// CLUSTER COUNTKEYSINSLOT: the master of the slot named by argument 2.
+    SlotArgument,
     /// Not routed; the client gets an error naming the command and this reason.
     Refused(&'static str),
+}
+
+/// How the answers of several nodes become the one reply a single server
+/// would give: Redis's response policies, plus the few special ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// MGET: the values, in the order the keys were asked for.
+    InKeyOrder,
+    /// DEL, EXISTS, DBSIZE: the sum of the counts.
+    Sum,
+    /// MSET, FLUSHALL, SCRIPT LOAD: the first answer, unless one failed.
+    AllSucceeded,
+    /// SCRIPT KILL, FUNCTION KILL: the first success, else the first error.
+    OneSucceeded,
+    /// SCRIPT EXISTS: element by element, true only where every node says so.
+    LogicalAnd,
+    /// LASTSAVE: the oldest.
+    Min,
+    /// KEYS: every node's elements.
+    Concat,
+    /// RANDOMKEY: any node's key, null only when every node has none.
+    AnyNonNull,
+    /// INFO: one server's view, with counts summed and a proxy section.
+    Info,
 }
 
 /// Commands slotgate answers without a node.
@@ -34,6 +65,8 @@ pub enum Local {
     ClientGetName,
     ClientSetName,
     ClientSetInfo,
+    /// CLUSTER KEYSLOT: computed by slotgate.
+    ClusterKeySlot,
     /// READONLY, READWRITE, ASKING: the client believes it talks to a standalone server.
     ClusterOnly,
     /// MULTI, EXEC, DISCARD: refused until transactions are supported, but
@@ -47,8 +80,9 @@ pub enum Local {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keyed {
     pub finder: KeyFinder,
-    /// Redis's `multi_shard` request policy: the command could be split per slot.
-    pub splittable: bool,
+    /// Keys in several slots are split into one request per slot, whose
+    /// answers combine this way; `None`: all keys must share a slot.
+    pub split: Option<Combine>,
     /// It runs user code (EVAL, FCALL: `@scripting` with keys), whose error
     /// replies may read like cluster redirects without being them.
     pub runs_scripts: bool,
@@ -153,10 +187,10 @@ pub enum KeyFinder {
 pub const TRANSACTIONS: &str = "transactions are not supported yet";
 const PUBSUB: &str = "pub/sub is not supported yet";
 const BLOCKING: &str = "blocking commands are not supported yet";
-const CLUSTER_WIDE: &str = "commands that need every node are not supported yet";
+const PER_NODE: &str = "its answer describes one node and has no cluster-wide equivalent; ask the nodes";
 const ADMIN: &str = "administrative commands are not available through slotgate; run them against the nodes";
 const CLIENT: &str = "this CLIENT subcommand is not supported yet";
-const CLUSTER: &str = "slotgate presents the cluster as one server; CLUSTER commands are not available";
+const CLUSTER: &str = "slotgate presents the cluster as one server; of the CLUSTER commands only KEYSLOT, COUNTKEYSINSLOT and INFO are available";
 const ACL: &str = "ACL commands are not available through slotgate";
 const SCRIPT_DEBUG: &str = "script debugging needs a dedicated node connection; not supported";
 
@@ -179,6 +213,14 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("client|setname", Route::Local(Local::ClientSetName)),
     ("client|setinfo", Route::Local(Local::ClientSetInfo)),
     ("cluster", Route::Refused(CLUSTER)),
+    ("cluster|keyslot", Route::Local(Local::ClusterKeySlot)),
+    ("cluster|countkeysinslot", Route::SlotArgument),
+    ("cluster|info", Route::AnyMaster(Guard::None)),
+    ("scan", Route::Scan),
+    ("info", Route::Broadcast(Combine::Info)),
+    ("randomkey", Route::Broadcast(Combine::AnyNonNull)),
+    // Data is saved everywhere at least as recently as the oldest save.
+    ("lastsave", Route::Broadcast(Combine::Min)),
     ("acl", Route::Refused(ACL)),
     ("script|debug", Route::Refused(SCRIPT_DEBUG)),
     ("multi", Route::Local(Local::Multi)),
@@ -193,18 +235,13 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("config|get", Route::AnyMaster(Guard::ConfigParameters)),
     (
         "spublish",
-        Route::Keyed(Keyed {
-            finder: KeyFinder::Specs,
-            splittable: false,
-            runs_scripts: false,
-            blocking: Blocking::Never,
-        }),
+        Route::Keyed(Keyed { finder: KeyFinder::Specs, split: None, runs_scripts: false, blocking: Blocking::Never }),
     ),
     (
         "xread",
         Route::Keyed(Keyed {
             finder: KeyFinder::Specs,
-            splittable: false,
+            split: None,
             runs_scripts: false,
             blocking: Blocking::WithBlockOption,
         }),
@@ -213,31 +250,49 @@ const OVERRIDES: &[(&str, Route)] = &[
         "xreadgroup",
         Route::Keyed(Keyed {
             finder: KeyFinder::Specs,
-            splittable: false,
+            split: None,
             runs_scripts: false,
             blocking: Blocking::WithBlockOption,
         }),
     ),
     (
         "sort",
-        Route::Keyed(Keyed {
-            finder: KeyFinder::Sort,
-            splittable: false,
-            runs_scripts: false,
-            blocking: Blocking::Never,
-        }),
+        Route::Keyed(Keyed { finder: KeyFinder::Sort, split: None, runs_scripts: false, blocking: Blocking::Never }),
     ),
     (
         "sort_ro",
-        Route::Keyed(Keyed {
-            finder: KeyFinder::Sort,
-            splittable: false,
-            runs_scripts: false,
-            blocking: Blocking::Never,
-        }),
+        Route::Keyed(Keyed { finder: KeyFinder::Sort, split: None, runs_scripts: false, blocking: Blocking::Never }),
     ),
     ("migrate", Route::Refused(ADMIN)),
 ];
+
+/// How a `multi_shard` command's parts combine, if it can be split at all:
+/// only when each slot's part stands on its own. MSETNX (a minimum over
+/// parts) cannot: one part's keys could be set while another's are refused.
+fn split_of(command: &Command) -> Option<Combine> {
+    if command.tips.request != RequestPolicy::MultiShard {
+        return None;
+    }
+    match command.tips.response {
+        ResponsePolicy::Default => Some(Combine::InKeyOrder),
+        ResponsePolicy::AggSum => Some(Combine::Sum),
+        ResponsePolicy::AllSucceeded => Some(Combine::AllSucceeded),
+        _ => None,
+    }
+}
+
+/// How the answers of a command sent to every master combine.
+fn combine_of(command: &Command) -> Option<Combine> {
+    match command.tips.response {
+        ResponsePolicy::Default => Some(Combine::Concat),
+        ResponsePolicy::AggSum => Some(Combine::Sum),
+        ResponsePolicy::AllSucceeded => Some(Combine::AllSucceeded),
+        ResponsePolicy::OneSucceeded => Some(Combine::OneSucceeded),
+        ResponsePolicy::AggLogicalAnd => Some(Combine::LogicalAnd),
+        ResponsePolicy::AggMin => Some(Combine::Min),
+        _ => None,
+    }
+}
 
 /// The routing kind of `command` (a subcommand when the command has them).
 pub fn route_of(command: &Command) -> Route {
@@ -258,15 +313,19 @@ pub fn route_of(command: &Command) -> Route {
     if !command.key_specs.is_empty() {
         return Route::Keyed(Keyed {
             finder: KeyFinder::Specs,
-            splittable: command.tips.request == RequestPolicy::MultiShard,
+            split: split_of(command),
             runs_scripts: command.acl.contains(super::spec::acl::SCRIPTING),
             blocking: Blocking::Never,
         });
     }
-    if command.tips.request != RequestPolicy::Default {
-        return Route::Refused(CLUSTER_WIDE);
+    if command.flags.contains(flag::ADMIN) {
+        return Route::Refused(ADMIN);
     }
-    if command.flags.contains(flag::ADMIN) || command.acl.contains(super::spec::acl::DANGEROUS) {
+    if matches!(command.tips.request, RequestPolicy::AllShards | RequestPolicy::AllNodes) {
+        // Masters only: replicas get data, scripts and functions from them.
+        return combine_of(command).map_or(Route::Refused(PER_NODE), Route::Broadcast);
+    }
+    if command.tips.request != RequestPolicy::Default || command.acl.contains(super::spec::acl::DANGEROUS) {
         return Route::Refused(ADMIN);
     }
     Route::AnyMaster(Guard::None)
@@ -291,24 +350,50 @@ mod tests {
     #[test]
     fn data_commands_route_by_key() {
         for name in ["get", "set", "hset", "lpush", "sadd", "zadd", "xadd", "setbit", "pfadd", "geoadd", "expire"] {
-            assert!(matches!(route(name), Route::Keyed(Keyed { splittable: false, .. })), "{name}");
+            assert!(matches!(route(name), Route::Keyed(Keyed { split: None, .. })), "{name}");
         }
         for name in ["object|encoding", "memory|usage", "xinfo|stream", "xgroup|create", "eval", "fcall"] {
             assert!(matches!(route(name), Route::Keyed(_)), "{name}");
         }
-        for name in ["mget", "mset", "del", "exists", "touch", "unlink"] {
-            assert!(matches!(route(name), Route::Keyed(Keyed { splittable: true, .. })), "{name}");
+        assert!(matches!(route("mget"), Route::Keyed(Keyed { split: Some(Combine::InKeyOrder), .. })));
+        assert!(matches!(route("mset"), Route::Keyed(Keyed { split: Some(Combine::AllSucceeded), .. })));
+        for name in ["del", "exists", "touch", "unlink"] {
+            assert!(matches!(route(name), Route::Keyed(Keyed { split: Some(Combine::Sum), .. })), "{name}");
+        }
+        // All or nothing: cannot be split.
+        for name in ["msetnx", "rename", "smove", "sinterstore", "lmove", "pfmerge", "bitop"] {
+            assert!(matches!(route(name), Route::Keyed(Keyed { split: None, .. })), "{name}");
         }
     }
 
     #[test]
     fn what_a_shared_connection_cannot_carry_is_refused() {
-        for name in ["blpop", "bzpopmin", "watch", "subscribe", "client|tracking", "client|reply", "monitor", "wait"] {
+        for name in ["blpop", "bzpopmin", "watch", "subscribe", "client|tracking", "wait"] {
             assert!(matches!(route(name), Route::Refused(_)), "{name}");
         }
-        for name in ["keys", "dbsize", "flushall", "scan", "info", "cluster|slots", "config|set", "shutdown"] {
+        for name in ["cluster|slots", "cluster|nodes", "config|set", "shutdown", "debug", "monitor", "migrate"] {
             assert!(matches!(route(name), Route::Refused(_)), "{name}");
         }
+        for name in ["replicaof", "failover", "config|rewrite", "memory|stats", "function|stats", "slowlog|get"] {
+            assert!(matches!(route(name), Route::Refused(_)), "{name}");
+        }
+    }
+
+    #[test]
+    fn cluster_wide_commands_combine_by_their_response_policy() {
+        assert_eq!(route("keys"), Route::Broadcast(Combine::Concat));
+        assert_eq!(route("dbsize"), Route::Broadcast(Combine::Sum));
+        for name in ["flushall", "flushdb", "script|load", "script|flush", "function|load", "function|delete"] {
+            assert_eq!(route(name), Route::Broadcast(Combine::AllSucceeded), "{name}");
+        }
+        assert_eq!(route("script|exists"), Route::Broadcast(Combine::LogicalAnd));
+        assert_eq!(route("script|kill"), Route::Broadcast(Combine::OneSucceeded));
+        assert_eq!(route("randomkey"), Route::Broadcast(Combine::AnyNonNull));
+        assert_eq!(route("info"), Route::Broadcast(Combine::Info));
+        assert_eq!(route("lastsave"), Route::Broadcast(Combine::Min));
+        assert_eq!(route("scan"), Route::Scan);
+        assert_eq!(route("cluster|keyslot"), Route::Local(Local::ClusterKeySlot));
+        assert_eq!(route("cluster|countkeysinslot"), Route::SlotArgument);
     }
 
     #[test]

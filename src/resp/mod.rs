@@ -8,6 +8,7 @@
 mod inline;
 mod reply;
 mod request;
+pub mod value;
 pub mod write;
 
 pub use reply::{ReplyError, ReplyFrame, ReplyScanner};

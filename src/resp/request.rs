@@ -93,6 +93,14 @@ impl Request {
         Request { frame: out.freeze(), args: spans }
     }
 
+    /// A request made of `name` and `args` (a part of a split request).
+    pub fn from_name_and_args<'a>(name: &'a [u8], args: impl IntoIterator<Item = &'a [u8]>) -> Request {
+        let mut all: SmallVec<[&[u8]; 16]> = SmallVec::new();
+        all.push(name);
+        all.extend(args);
+        Request::from_args(&all)
+    }
+
     /// The request exactly as it goes to a node.
     pub fn frame(&self) -> &Bytes {
         &self.frame

@@ -11,13 +11,14 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::pending::{Entry, Target};
+use super::pending::{Entry, Group, Target};
 use super::{Session, retry_delay};
 use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes};
-use crate::cluster::{Redirect, key_slot};
-use crate::command::{self, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
+use crate::cluster::{Redirect, Slot, key_slot};
+use crate::command::{self, Combine, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
 use crate::error::ClientError;
-use crate::resp::Request;
+use crate::fanout::{self, Merge, ProxyInfo, ScanCursor};
+use crate::resp::{Request, parse_i64};
 
 impl Session {
     /// Decides what to do with one request, in the order it arrived.
@@ -39,6 +40,57 @@ impl Session {
                 Err(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
             },
             Route::Keyed(keyed) => self.forward_keyed(entry.command, keyed, request),
+            Route::Broadcast(combine) => self.broadcast(combine, request),
+            Route::Scan => self.scan(request),
+            Route::SlotArgument => {
+                match request.arg(2).and_then(parse_i64).and_then(|n| u16::try_from(n).ok()).and_then(Slot::new) {
+                    Some(slot) => self.forward(request, Target::Slot(slot), false),
+                    None => self.reply_error(ClientError::InvalidSlot),
+                }
+            }
+        }
+    }
+
+    /// Sends a copy of `request` to every master, its replies combined.
+    fn broadcast(&mut self, combine: Combine, request: Request) {
+        let slots = self.routes.first_slots().to_vec();
+        if slots.is_empty() {
+            return self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error()));
+        }
+        let merge = Merge::broadcast(combine, self.random(), || self.proxy_info(&request));
+        let parts = slots.into_iter().map(|slot| (Target::Slot(slot), request.clone())).collect();
+        self.forward_parts(parts, merge);
+    }
+
+    /// SCAN on the master its cursor names, with that master's own cursor.
+    fn scan(&mut self, request: Request) {
+        let slots = self.routes.first_slots();
+        if slots.is_empty() {
+            return self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error()));
+        }
+        let Ok((cursor, node_cursor)) = ScanCursor::parse(request.arg(1).unwrap_or_default(), slots.len()) else {
+            return self.reply_error(ClientError::InvalidCursor);
+        };
+        let target = Target::Slot(slots[usize::from(cursor.shard)]);
+        let node_cursor = itoa::Buffer::new().format(node_cursor).as_bytes().to_vec();
+        let args = std::iter::once(&node_cursor[..]).chain(request.args().skip(2));
+        let part = Request::from_name_and_args(request.name(), args);
+        self.forward_parts(vec![(target, part)], Merge::Scan(cursor));
+    }
+
+    /// Sends each part as a request of its own (with its own redirects and
+    /// retries); the client gets one reply, merged once all are answered.
+    fn forward_parts(&mut self, parts: Vec<(Target, Request)>, merge: Merge) {
+        let count = parts.len();
+        let routes = self.routes.clone();
+        let mut first = None;
+        for (target, request) in parts {
+            let seq = self.pending.push(Entry::new(target, false));
+            first.get_or_insert(seq);
+            self.send(seq, request, target, &routes);
+        }
+        if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
+            entry.group = Some(Box::new(Group { parts: count, merge }));
         }
     }
 
@@ -57,10 +109,8 @@ impl Session {
                     let slot = key_slot(request.arg(first).unwrap_or_default());
                     if rest.iter().all(|&at| key_slot(request.arg(at).unwrap_or_default()) == slot) {
                         Ok(Target::Slot(slot))
-                    } else if keyed.splittable {
-                        Err(ClientError::CrossSlotSplit(command.name))
                     } else {
-                        Err(ClientError::CrossSlot)
+                        Err(keyed.split.and_then(|combine| fanout::split_by_slot(command, combine, &request, &keys)))
                     }
                 }
             },
@@ -68,7 +118,11 @@ impl Session {
         self.keys = keys;
         match target {
             Ok(target) => self.forward(request, target, keyed.runs_scripts),
-            Err(error) => self.reply_error(error),
+            Err(Some(split)) => {
+                let parts = split.parts.into_iter().map(|(slot, part)| (Target::Slot(slot), part)).collect();
+                self.forward_parts(parts, split.merge);
+            }
+            Err(None) => self.reply_error(ClientError::CrossSlot),
         }
     }
 
@@ -253,6 +307,26 @@ impl Session {
             entry.close_after = true;
         }
         self.closing = true;
+    }
+}
+
+impl Session {
+    /// A cheap, unpredictable-enough number (RANDOMKEY's choice of master).
+    fn random(&self) -> u64 {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (u64::from(nanos.subsec_nanos()) ^ self.client.id.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// slotgate's section of INFO, if `request` asks for it.
+    fn proxy_info(&self, request: &Request) -> ProxyInfo {
+        let map = &self.routes.map;
+        let fields = vec![
+            ("slotgate_version", env!("CARGO_PKG_VERSION").to_string()),
+            ("cluster_masters", self.routes.first_slots().len().to_string()),
+            ("cluster_slots_served", map.served_slots().to_string()),
+            ("topology_version", map.version().to_string()),
+        ];
+        ProxyInfo { included: ProxyInfo::wanted(request.args().skip(1)), fields }
     }
 }
 

@@ -66,6 +66,11 @@ impl Session {
             }),
             Local::ClientSetInfo => self.set_info(request).map(|()| write::ok(&mut out)),
             Local::ClusterOnly => Err(ClientError::ClusterSupportDisabled),
+            Local::ClusterKeySlot => {
+                let slot = crate::cluster::key_slot(request.arg(2).unwrap_or_default());
+                write::integer(&mut out, slot.index() as i64);
+                Ok(())
+            }
             Local::Multi | Local::Exec | Local::Discard => {
                 self.refused_multi = local == Local::Multi;
                 Err(ClientError::Refused(name, TRANSACTIONS))

@@ -34,8 +34,9 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::backend::{Completion, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
+use crate::fanout;
 use crate::resp::{Limits, Protocol, RequestParser};
-use pending::Pending;
+use pending::{Pending, Ready};
 
 /// Read at least this much at a time, growing to `MAX_READ` for busy clients.
 const MIN_READ: usize = 4 * 1024;
@@ -250,13 +251,18 @@ impl Session {
 
     /// Moves replies that are ready, in order, to the output buffer.
     fn take_ready(&mut self, output: &mut BytesMut) {
-        while let Some(entry) = self.pending.pop_ready() {
-            if let Some(reply) = entry.reply {
-                output.extend_from_slice(&reply);
-            }
-            if entry.close_after {
-                // Nothing was taken after a QUIT or a protocol error.
-                self.closing = true;
+        while let Some(ready) = self.pending.pop_ready() {
+            match ready {
+                Ready::One(entry) => {
+                    if let Some(reply) = entry.reply {
+                        output.extend_from_slice(&reply);
+                    }
+                    if entry.close_after {
+                        // Nothing was taken after a QUIT or a protocol error.
+                        self.closing = true;
+                    }
+                }
+                Ready::Parts(group, replies) => fanout::merge(&group.merge, &replies, self.client.protocol, output),
             }
         }
     }

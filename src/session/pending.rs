@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::cluster::{NodeAddr, Slot};
+use crate::fanout::Merge;
 use crate::resp::Request;
 
 /// Where a request goes, which is also what it must stay ordered with.
@@ -46,6 +47,25 @@ pub struct Entry {
     pub retry_until: Option<Instant>,
     /// Close the connection once this reply is written (QUIT, protocol errors).
     pub close_after: bool,
+    /// The first part of a request sent in parts (split per slot, or to
+    /// every master): its parts are the entries from here on.
+    pub group: Option<Box<Group>>,
+}
+
+/// A request sent in parts: how many entries its parts take (this one
+/// included), and how their replies merge.
+#[derive(Debug)]
+pub struct Group {
+    pub parts: usize,
+    pub merge: Merge,
+}
+
+/// What leaves the front of the queue.
+#[derive(Debug)]
+pub enum Ready {
+    One(Entry),
+    /// Every part of a request has its reply, in part order.
+    Parts(Box<Group>, Vec<Bytes>),
 }
 
 impl Entry {
@@ -62,6 +82,7 @@ impl Entry {
             retrying: false,
             retry_until: None,
             close_after: false,
+            group: None,
         }
     }
 
@@ -117,14 +138,21 @@ impl Pending {
         self.entries.iter().skip(index + 1).any(|entry| entry.target == target && entry.sent())
     }
 
-    /// The front entry, if its reply is ready.
-    pub fn pop_ready(&mut self) -> Option<Entry> {
-        if self.entries.front()?.reply.is_some() {
+    /// The front request's reply, once it (all its parts) is ready.
+    pub fn pop_ready(&mut self) -> Option<Ready> {
+        let front = self.entries.front()?;
+        let Some(parts) = front.group.as_ref().map(|group| group.parts) else {
+            front.reply.as_ref()?;
             self.base += 1;
-            self.entries.pop_front()
-        } else {
-            None
+            return self.entries.pop_front().map(Ready::One);
+        };
+        if self.entries.len() < parts || self.entries.iter().take(parts).any(|entry| entry.reply.is_none()) {
+            return None;
         }
+        let group = self.entries.front_mut()?.group.take()?;
+        self.base += parts as u64;
+        let replies = self.entries.drain(..parts).filter_map(|entry| entry.reply).collect();
+        Some(Ready::Parts(group, replies))
     }
 }
 
@@ -145,11 +173,39 @@ mod tests {
         pending.get_mut(b).unwrap().reply = Some(Bytes::from_static(b"+B\r\n"));
         assert!(pending.pop_ready().is_none());
         pending.get_mut(a).unwrap().reply = Some(Bytes::from_static(b"+A\r\n"));
-        assert_eq!(pending.pop_ready().unwrap().reply.unwrap(), "+A\r\n");
-        assert_eq!(pending.pop_ready().unwrap().reply.unwrap(), "+B\r\n");
+        assert_eq!(reply(pending.pop_ready()), "+A\r\n");
+        assert_eq!(reply(pending.pop_ready()), "+B\r\n");
         assert!(pending.is_empty());
         assert_eq!(pending.push(waiting(Target::AnyMaster)), 2);
         assert!(pending.get_mut(1).is_none());
+    }
+
+    fn reply(ready: Option<Ready>) -> Bytes {
+        match ready {
+            Some(Ready::One(entry)) => entry.reply.unwrap(),
+            other => panic!("expected one reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_in_parts_leaves_when_every_part_is_answered() {
+        let mut pending = Pending::default();
+        let first = pending.push(waiting(Target::AnyMaster));
+        pending.get_mut(first).unwrap().group = Some(Box::new(Group { parts: 2, merge: Merge::Sum }));
+        let second = pending.push(waiting(Target::AnyMaster));
+        let after = pending.push(Entry::ready(Bytes::from_static(b"+PONG\r\n")));
+        pending.get_mut(first).unwrap().reply = Some(Bytes::from_static(b":1\r\n"));
+        assert!(pending.pop_ready().is_none());
+        pending.get_mut(second).unwrap().reply = Some(Bytes::from_static(b":2\r\n"));
+        match pending.pop_ready() {
+            Some(Ready::Parts(group, replies)) => {
+                assert_eq!(group.merge, Merge::Sum);
+                assert_eq!(replies, vec![Bytes::from_static(b":1\r\n"), Bytes::from_static(b":2\r\n")]);
+            }
+            other => panic!("expected the parts, got {other:?}"),
+        }
+        assert_eq!(after, 2);
+        assert_eq!(reply(pending.pop_ready()), "+PONG\r\n");
     }
 
     #[test]

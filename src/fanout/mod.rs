@@ -1,0 +1,264 @@
+//! Commands one node cannot answer alone, and the one reply a single server
+//! would give for them: multi-key commands split into one request per slot
+//! (MGET, MSET, DEL, ...), commands sent to every master (KEYS, DBSIZE,
+//! FLUSHALL, SCRIPT LOAD, INFO, ...), and SCAN's cursor across masters.
+//!
+//! Splitting makes requests; merging reads the parts' replies (already in
+//! the client's protocol, since node connections speak it) and writes one
+//! reply. Neither knows where the parts go: the session sends them.
+
+mod info;
+mod scan;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cluster::{Slot, key_slot};
+use crate::command::spec::FindKeys;
+use crate::command::{Combine, Command};
+use crate::resp::{Protocol, Request, value, write};
+
+pub use info::ProxyInfo;
+pub use scan::{InvalidCursor, ScanCursor};
+
+/// How the replies of a request's parts become its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    /// MGET: for each key asked for, the index of the part that has it.
+    InKeyOrder(Vec<u16>),
+    Sum,
+    AllSucceeded,
+    OneSucceeded,
+    LogicalAnd,
+    Min,
+    Concat,
+    /// RANDOMKEY: which of the non-null answers to take.
+    AnyNonNull(u64),
+    /// INFO, with slotgate's own section for the sections asked for.
+    Info(Box<ProxyInfo>),
+    /// SCAN on one master: the node's cursor becomes slotgate's.
+    Scan(ScanCursor),
+}
+
+impl Merge {
+    /// The merge for a command sent to every master.
+    pub fn broadcast(combine: Combine, pick: u64, proxy: impl FnOnce() -> ProxyInfo) -> Merge {
+        match combine {
+            Combine::InKeyOrder | Combine::Concat => Merge::Concat,
+            Combine::Sum => Merge::Sum,
+            Combine::AllSucceeded => Merge::AllSucceeded,
+            Combine::OneSucceeded => Merge::OneSucceeded,
+            Combine::LogicalAnd => Merge::LogicalAnd,
+            Combine::Min => Merge::Min,
+            Combine::AnyNonNull => Merge::AnyNonNull(pick),
+            Combine::Info => Merge::Info(Box::new(proxy())),
+        }
+    }
+}
+
+/// One request per slot, in the order the slots first appear among the keys.
+#[derive(Debug)]
+pub struct Split {
+    pub parts: Vec<(Slot, Request)>,
+    pub merge: Merge,
+}
+
+/// Splits `request`, whose keys are at argument positions `keys` (in order),
+/// into one request per slot. Each key carries the arguments up to the next
+/// key (MSET's value). `None` when the arguments are not a plain list of keys
+/// (with their values) after the command name: then it is not split.
+pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, keys: &[usize]) -> Option<Split> {
+    let step = match command.key_specs.first()?.find {
+        FindKeys::Range { key_step, .. } => usize::try_from(key_step).ok().filter(|&s| s > 0)?,
+        _ => return None,
+    };
+    let plain = keys.iter().enumerate().all(|(i, &at)| at == 1 + i * step);
+    if !plain || request.argc() != 1 + keys.len() * step {
+        return None;
+    }
+    // Part index per slot, found by a short scan: a request has few slots
+    // compared with its keys, and a scan beats hashing for a handful.
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut owner: Vec<u16> = Vec::with_capacity(keys.len());
+    for &at in keys {
+        let slot = key_slot(request.arg(at)?);
+        let part = match slots.iter().position(|&s| s == slot) {
+            Some(part) => part,
+            None => {
+                slots.push(slot);
+                slots.len() - 1
+            }
+        };
+        owner.push(u16::try_from(part).ok()?);
+    }
+    let name = request.name();
+    let parts = slots
+        .iter()
+        .enumerate()
+        .map(|(part, &slot)| {
+            let args = owner
+                .iter()
+                .zip(keys)
+                .filter(|&(&p, _)| usize::from(p) == part)
+                .flat_map(|(_, &at)| (at..at + step).filter_map(|i| request.arg(i)));
+            (slot, Request::from_name_and_args(name, args))
+        })
+        .collect();
+    let merge = match combine {
+        Combine::InKeyOrder => Merge::InKeyOrder(owner),
+        Combine::Sum => Merge::Sum,
+        _ => Merge::AllSucceeded,
+    };
+    Some(Split { parts, merge })
+}
+
+/// Writes the reply made of the parts' `replies` (in part order).
+pub fn merge(merge: &Merge, replies: &[Bytes], protocol: Protocol, out: &mut BytesMut) {
+    let first_error = replies.iter().find(|r| value::is_error(r));
+    match merge {
+        Merge::OneSucceeded => {
+            let pick = replies.iter().find(|r| !value::is_error(r)).or(replies.first());
+            out.extend_from_slice(pick.map_or(&b"+OK\r\n"[..], |r| r));
+        }
+        _ if first_error.is_some() => out.extend_from_slice(first_error.map_or(&[][..], |r| r)),
+        Merge::AllSucceeded => out.extend_from_slice(replies.first().map_or(&b"+OK\r\n"[..], |r| r)),
+        Merge::Sum => match replies.iter().map(|r| value::integer(r)).sum::<Option<i64>>() {
+            Some(sum) => write::integer(out, sum),
+            None => unexpected(out),
+        },
+        Merge::Min => match replies.iter().map(|r| value::integer(r)).collect::<Option<Vec<_>>>() {
+            Some(all) => write::integer(out, all.into_iter().min().unwrap_or(0)),
+            None => unexpected(out),
+        },
+        Merge::InKeyOrder(owner) => in_key_order(owner, replies, out),
+        Merge::Concat => match replies.iter().map(|r| value::elements(r)).collect::<Option<Vec<_>>>() {
+            Some(all) => {
+                write::array(out, all.iter().map(Vec::len).sum());
+                all.iter().flatten().for_each(|e| out.extend_from_slice(e));
+            }
+            None => unexpected(out),
+        },
+        Merge::LogicalAnd => logical_and(replies, out),
+        Merge::AnyNonNull(pick) => {
+            let found: Vec<&Bytes> = replies.iter().filter(|r| !value::is_null(r)).collect();
+            match found.len() {
+                0 => write::null(out, protocol),
+                n => out.extend_from_slice(found[(*pick % n as u64) as usize]),
+            }
+        }
+        Merge::Info(proxy) => info::merge(proxy, replies, protocol, out),
+        Merge::Scan(cursor) => scan::merge(*cursor, replies, out),
+    }
+}
+
+fn in_key_order(owner: &[u16], replies: &[Bytes], out: &mut BytesMut) {
+    let Some(parts) = replies.iter().map(|r| value::elements(r)).collect::<Option<Vec<_>>>() else {
+        return unexpected(out);
+    };
+    let mut next = vec![0usize; parts.len()];
+    let mut values = Vec::with_capacity(owner.len());
+    for &part in owner {
+        let part = usize::from(part);
+        let Some(value) = parts.get(part).and_then(|p| p.get(next[part])) else {
+            return unexpected(out);
+        };
+        next[part] += 1;
+        values.push(*value);
+    }
+    write::array(out, values.len());
+    values.iter().for_each(|v| out.extend_from_slice(v));
+}
+
+fn logical_and(replies: &[Bytes], out: &mut BytesMut) {
+    let Some(parts) = replies.iter().map(|r| value::elements(r)).collect::<Option<Vec<_>>>() else {
+        return unexpected(out);
+    };
+    let len = parts.first().map_or(0, Vec::len);
+    if parts.iter().any(|p| p.len() != len) {
+        return unexpected(out);
+    }
+    write::array(out, len);
+    for i in 0..len {
+        let all = parts.iter().all(|p| value::integer(p[i]).is_some_and(|n| n != 0));
+        write::integer(out, i64::from(all));
+    }
+}
+
+/// A node answered a part in a shape its command never has.
+fn unexpected(out: &mut BytesMut) {
+    write::error(out, "ERR slotgate could not combine the nodes' replies: a node answered in an unexpected form");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Route, lookup};
+
+    fn split_args(args: &[&str]) -> Option<Split> {
+        let request = Request::from_args(args);
+        let entry = lookup(&request).ok()?;
+        let Route::Keyed(keyed) = entry.route else { return None };
+        let mut keys = crate::command::KeyPositions::new();
+        crate::command::key_positions(entry.command, keyed.finder, &request, &mut keys).ok()?;
+        split_by_slot(entry.command, keyed.split?, &request, &keys)
+    }
+
+    fn merged(merge: &Merge, replies: &[&str]) -> String {
+        let replies: Vec<Bytes> = replies.iter().map(|r| Bytes::copy_from_slice(r.as_bytes())).collect();
+        let mut out = BytesMut::new();
+        super::merge(merge, &replies, Protocol::Resp2, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn keys_are_grouped_by_slot_in_first_seen_order() {
+        // a and {a}x share a slot; b does not.
+        let split = split_args(&["MGET", "a", "b", "{a}x", "b"]).unwrap();
+        let parts: Vec<Vec<u8>> = split.parts.iter().map(|(_, r)| r.frame().to_vec()).collect();
+        assert_eq!(parts[0], Request::from_args(&["MGET", "a", "{a}x"]).frame().to_vec());
+        assert_eq!(parts[1], Request::from_args(&["MGET", "b", "b"]).frame().to_vec());
+        assert_eq!(split.parts[0].0, key_slot(b"a"));
+        assert_eq!(split.merge, Merge::InKeyOrder(vec![0, 1, 0, 1]));
+    }
+
+    #[test]
+    fn values_travel_with_their_keys() {
+        let split = split_args(&["mset", "a", "1", "b", "2", "{a}c", "3"]).unwrap();
+        assert_eq!(
+            split.parts[0].1.frame().to_vec(),
+            Request::from_args(&["mset", "a", "1", "{a}c", "3"]).frame().to_vec()
+        );
+        assert_eq!(split.parts[1].1.frame().to_vec(), Request::from_args(&["mset", "b", "2"]).frame().to_vec());
+        assert_eq!(split.merge, Merge::AllSucceeded);
+        assert_eq!(split_args(&["del", "a", "b"]).unwrap().merge, Merge::Sum);
+    }
+
+    #[test]
+    fn replies_merge_like_one_server() {
+        let order = Merge::InKeyOrder(vec![0, 1, 0, 1]);
+        assert_eq!(
+            merged(&order, &["*2\r\n$1\r\nA\r\n$-1\r\n", "*2\r\n$1\r\nB\r\n$2\r\nBB\r\n"]),
+            "*4\r\n$1\r\nA\r\n$1\r\nB\r\n$-1\r\n$2\r\nBB\r\n"
+        );
+        assert_eq!(merged(&Merge::Sum, &[":2\r\n", ":3\r\n"]), ":5\r\n");
+        assert_eq!(merged(&Merge::Min, &[":7\r\n", ":3\r\n"]), ":3\r\n");
+        assert_eq!(merged(&Merge::AllSucceeded, &["+OK\r\n", "+OK\r\n"]), "+OK\r\n");
+        assert_eq!(merged(&Merge::AllSucceeded, &["+OK\r\n", "-ERR no\r\n"]), "-ERR no\r\n");
+        assert_eq!(merged(&Merge::OneSucceeded, &["-NOTBUSY x\r\n", "+OK\r\n"]), "+OK\r\n");
+        assert_eq!(merged(&Merge::OneSucceeded, &["-NOTBUSY x\r\n", "-NOTBUSY y\r\n"]), "-NOTBUSY x\r\n");
+        assert_eq!(
+            merged(&Merge::Concat, &["*1\r\n$1\r\na\r\n", "*0\r\n", "*1\r\n$1\r\nb\r\n"]),
+            "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        assert_eq!(merged(&Merge::LogicalAnd, &["*2\r\n:1\r\n:1\r\n", "*2\r\n:1\r\n:0\r\n"]), "*2\r\n:1\r\n:0\r\n");
+        assert_eq!(merged(&Merge::AnyNonNull(5), &["$-1\r\n", "$1\r\nk\r\n"]), "$1\r\nk\r\n");
+        assert_eq!(merged(&Merge::AnyNonNull(5), &["$-1\r\n", "$-1\r\n"]), "$-1\r\n");
+    }
+
+    #[test]
+    fn odd_replies_give_an_error_not_a_panic() {
+        let order = Merge::InKeyOrder(vec![0, 0]);
+        assert!(merged(&order, &["*1\r\n$1\r\nA\r\n"]).starts_with("-ERR slotgate"));
+        assert!(merged(&Merge::Sum, &[":1\r\n", "+OK\r\n"]).starts_with("-ERR slotgate"));
+        assert!(merged(&Merge::LogicalAnd, &["*1\r\n:1\r\n", "*2\r\n:1\r\n:1\r\n"]).starts_with("-ERR slotgate"));
+    }
+}
