@@ -21,8 +21,13 @@ pub enum ClientError {
     WrongArity(&'static str),
     /// slotgate will not run this command, and why.
     Refused(&'static str, &'static str),
-    /// A command sent after a refused MULTI: it must not run on its own.
-    AfterRefusedMulti(&'static str),
+    /// Cannot be queued in a transaction that runs on one node, and why.
+    NotInTransaction(&'static str, &'static str),
+    NestedMulti,
+    ExecWithoutMulti,
+    DiscardWithoutMulti,
+    WatchInMulti,
+    ExecAbort,
     CrossSlot,
     InvalidCursor,
     InvalidSlot,
@@ -77,11 +82,14 @@ impl fmt::Display for ClientError {
             }
             ClientError::WrongArity(name) => write!(f, "ERR wrong number of arguments for '{name}' command"),
             ClientError::Refused(name, reason) => write!(f, "ERR slotgate cannot run '{name}': {reason}"),
-            ClientError::AfterRefusedMulti(name) => write!(
-                f,
-                "ERR slotgate cannot run '{name}': it follows a MULTI that was refused (transactions are not \
-                 supported yet); nothing runs until EXEC or DISCARD"
-            ),
+            ClientError::NotInTransaction(name, reason) => {
+                write!(f, "ERR slotgate cannot run '{name}' inside a transaction: {reason}")
+            }
+            ClientError::NestedMulti => f.write_str("ERR MULTI calls can not be nested"),
+            ClientError::ExecWithoutMulti => f.write_str("ERR EXEC without MULTI"),
+            ClientError::DiscardWithoutMulti => f.write_str("ERR DISCARD without MULTI"),
+            ClientError::WatchInMulti => f.write_str("ERR WATCH inside MULTI is not allowed"),
+            ClientError::ExecAbort => f.write_str("EXECABORT Transaction discarded because of previous errors."),
             ClientError::CrossSlot => f.write_str("CROSSSLOT Keys in request don't hash to the same slot"),
             ClientError::InvalidCursor => f.write_str("ERR invalid cursor"),
             ClientError::InvalidSlot => f.write_str("ERR Invalid slot"),

@@ -46,13 +46,27 @@ const BATCH: usize = 512;
 
 /// Starts the driver task of one connection and returns its queue; closing
 /// the queue ends the task.
-pub(super) fn spawn(addr: NodeAddr, protocol: Protocol, settings: Arc<BackendSettings>) -> Arc<Mailbox<Outbound>> {
+///
+/// `request_timeout` is `None` for a connection that may legitimately wait
+/// forever (a client's own connection for blocking commands).
+pub(super) fn spawn(
+    addr: NodeAddr,
+    protocol: Protocol,
+    settings: Arc<BackendSettings>,
+    request_timeout: Option<Duration>,
+) -> Arc<Mailbox<Outbound>> {
     let queue = Arc::new(Mailbox::default());
-    tokio::spawn(run(addr, protocol, queue.clone(), settings));
+    tokio::spawn(run(addr, protocol, queue.clone(), settings, request_timeout));
     queue
 }
 
-async fn run(addr: NodeAddr, protocol: Protocol, queue: Arc<Mailbox<Outbound>>, settings: Arc<BackendSettings>) {
+async fn run(
+    addr: NodeAddr,
+    protocol: Protocol,
+    queue: Arc<Mailbox<Outbound>>,
+    settings: Arc<BackendSettings>,
+    request_timeout: Option<Duration>,
+) {
     let mut failures: u32 = 0;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -76,7 +90,7 @@ async fn run(addr: NodeAddr, protocol: Protocol, queue: Arc<Mailbox<Outbound>>, 
             }
         };
         let mut conn = Connection::new(stream, std::mem::take(&mut batch));
-        let result = conn.serve(&queue, settings.request_timeout).await;
+        let result = conn.serve(&queue, request_timeout).await;
         // Only a connection that answered counts as recovered: a node that
         // accepts and closes at once (max clients reached) keeps backing off.
         if conn.answered {
@@ -243,9 +257,9 @@ impl Connection {
     }
 
     /// Runs until the queue closes (`Ok`) or the connection fails (`Err`).
-    async fn serve(&mut self, queue: &Mailbox<Outbound>, request_timeout: Duration) -> Result<(), String> {
+    async fn serve(&mut self, queue: &Mailbox<Outbound>, request_timeout: Option<Duration>) -> Result<(), String> {
         // Checked a few times per timeout period, only while requests wait.
-        let mut check = tokio::time::interval(request_timeout / 4);
+        let mut check = tokio::time::interval(request_timeout.unwrap_or(Duration::from_secs(3600)) / 4);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.read.capacity() - self.read.len() < MIN_READ {
@@ -270,9 +284,9 @@ impl Connection {
                     }
                     self.queue_batch();
                 }
-                _ = check.tick(), if !self.in_flight.is_empty() => {
-                    if self.overdue(request_timeout) {
-                        return Err(format!("no reply within {} ms", request_timeout.as_millis()));
+                _ = check.tick(), if request_timeout.is_some() && !self.in_flight.is_empty() => {
+                    if let Some(limit) = request_timeout.filter(|&limit| self.overdue(limit)) {
+                        return Err(format!("no reply within {} ms", limit.as_millis()));
                     }
                 }
             }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::cluster::NodeAddr;
 
 pub use mailbox::Mailbox;
-pub use pool::{Node, Pool, Routes};
+pub use pool::{Dedicated, Node, Pool, Routes};
 
 /// How node connections behave.
 #[derive(Debug, Clone)]

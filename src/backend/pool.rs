@@ -37,7 +37,7 @@ impl Node {
     fn new(addr: NodeAddr, settings: &Arc<BackendSettings>) -> Node {
         let connections = |protocol| {
             (0..settings.connections_per_node.max(1))
-                .map(|_| driver::spawn(addr.clone(), protocol, settings.clone()))
+                .map(|_| driver::spawn(addr.clone(), protocol, settings.clone(), Some(settings.request_timeout)))
                 .collect()
         };
         Node { resp2: connections(Protocol::Resp2), resp3: connections(Protocol::Resp3), addr }
@@ -56,6 +56,36 @@ impl Node {
         };
         let connection = &connections[(client_id % connections.len() as u64) as usize];
         connection.deliver(out)
+    }
+}
+
+/// A node connection of one client alone: its transaction, its blocking
+/// commands. Dropping it closes the connection, which is how a node learns
+/// that the client left (it discards the transaction, ends the block).
+#[derive(Debug)]
+pub struct Dedicated {
+    addr: NodeAddr,
+    queue: Arc<Mailbox<Outbound>>,
+}
+
+impl Dedicated {
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
+    /// Queues a request; gives it back if the connection's task is gone.
+    pub fn send(&self, out: Outbound) -> Result<(), Outbound> {
+        self.queue.deliver(out)
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        for out in self.queue.close() {
+            let cause = "the client's own node connection was closed".into();
+            let error = NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe };
+            out.reply_to.send(Reply::Failed(error));
+        }
     }
 }
 
@@ -121,6 +151,13 @@ impl Pool {
             *routes = Arc::new(Routes { map, masters, first_slots });
         }
         routes.clone()
+    }
+
+    /// A new connection to `addr` for one client alone. `blocking`: its
+    /// requests may wait for ever (BLPOP 0), so no request timeout applies.
+    pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol, blocking: bool) -> Dedicated {
+        let timeout = (!blocking).then_some(self.settings.request_timeout);
+        Dedicated { addr: addr.clone(), queue: driver::spawn(addr.clone(), protocol, self.settings.clone(), timeout) }
     }
 
     /// This worker's connections to the node at `addr`, made on first use.

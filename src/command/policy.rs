@@ -13,9 +13,11 @@ pub enum Route {
     Local(Local),
     /// Goes to the master of its keys' slot.
     Keyed(Keyed),
-    /// Has no keys and needs no cluster-wide view: any master answers it,
-    /// if its arguments pass the guard.
-    AnyMaster(Guard),
+    /// Has no keys and needs no cluster-wide view: any master answers it.
+    AnyMaster,
+    /// CONFIG GET: any master answers (every master runs the same
+    /// configuration), and only harmless parameters are shown of its answer.
+    ConfigGet,
     /// Needs every master (KEYS, DBSIZE, FLUSHALL, SCRIPT LOAD, ...); their
     /// answers are combined into one.
     Broadcast(Combine),
@@ -69,11 +71,13 @@ pub enum Local {
     ClusterKeySlot,
     /// READONLY, READWRITE, ASKING: the client believes it talks to a standalone server.
     ClusterOnly,
-    /// MULTI, EXEC, DISCARD: refused until transactions are supported, but
-    /// tracked so that commands queued after a refused MULTI never run.
+    /// The transaction commands: the session runs them on the client's own
+    /// node connection.
     Multi,
     Exec,
     Discard,
+    Watch,
+    Unwatch,
 }
 
 /// How a keyed command finds its keys and what it needs from them.
@@ -89,16 +93,8 @@ pub struct Keyed {
     pub blocking: Blocking,
 }
 
-/// A check on the arguments of a command any master may answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    None,
-    /// CONFIG GET: only parameters that are the same on every node and
-    /// harmless to show; never passwords, never the cluster's own settings.
-    ConfigParameters,
-}
-
-/// What CONFIG GET may read through slotgate (exact names, no patterns).
+/// What CONFIG GET shows through slotgate: parameters the same on every
+/// node and harmless to show; never passwords, never the cluster's own settings.
 const CONFIG_READABLE: &[&str] = &[
     "appendfsync",
     "appendonly",
@@ -121,27 +117,17 @@ const CONFIG_READABLE: &[&str] = &[
     "zset-max-listpack-value",
 ];
 
-impl Guard {
-    /// Ok, or why these arguments are refused.
-    pub fn check(self, req: &Request) -> Result<(), &'static str> {
-        match self {
-            Guard::None => Ok(()),
-            Guard::ConfigParameters => {
-                let readable = |name: &[u8]| CONFIG_READABLE.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name));
-                if req.args().skip(2).all(readable) {
-                    Ok(())
-                } else {
-                    Err("only some parameters can be read through slotgate, by exact name (no patterns)")
-                }
-            }
-        }
-    }
+/// May CONFIG GET show parameter `name` through slotgate?
+pub fn config_readable(name: &[u8]) -> bool {
+    CONFIG_READABLE.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Whether a keyed command may block its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blocking {
     Never,
+    /// BLPOP, BZPOPMIN, ...: Redis's `blocking` flag.
+    Always,
     /// XREAD and XREADGROUP block only with their BLOCK option.
     WithBlockOption,
 }
@@ -151,8 +137,10 @@ impl Blocking {
     /// GROUP takes two arguments and COUNT one, so names equal to "block"
     /// among them are not mistaken for the option.
     pub fn blocks(self, req: &Request) -> bool {
-        if self == Blocking::Never {
-            return false;
+        match self {
+            Blocking::Never => return false,
+            Blocking::Always => return true,
+            Blocking::WithBlockOption => {}
         }
         let mut i = 1;
         while let Some(arg) = req.arg(i) {
@@ -183,10 +171,8 @@ pub enum KeyFinder {
     Sort,
 }
 
-/// Why MULTI/EXEC/DISCARD/WATCH are refused (the session words it for the client).
-pub const TRANSACTIONS: &str = "transactions are not supported yet";
 const PUBSUB: &str = "pub/sub is not supported yet";
-const BLOCKING: &str = "blocking commands are not supported yet";
+const WAIT: &str = "its count would be about slotgate's node connections, not this client's writes";
 const PER_NODE: &str = "its answer describes one node and has no cluster-wide equivalent; ask the nodes";
 const ADMIN: &str = "administrative commands are not available through slotgate; run them against the nodes";
 const CLIENT: &str = "this CLIENT subcommand is not supported yet";
@@ -215,7 +201,7 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("cluster", Route::Refused(CLUSTER)),
     ("cluster|keyslot", Route::Local(Local::ClusterKeySlot)),
     ("cluster|countkeysinslot", Route::SlotArgument),
-    ("cluster|info", Route::AnyMaster(Guard::None)),
+    ("cluster|info", Route::AnyMaster),
     ("scan", Route::Scan),
     ("info", Route::Broadcast(Combine::Info)),
     ("randomkey", Route::Broadcast(Combine::AnyNonNull)),
@@ -226,13 +212,12 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("multi", Route::Local(Local::Multi)),
     ("exec", Route::Local(Local::Exec)),
     ("discard", Route::Local(Local::Discard)),
-    ("watch", Route::Refused(TRANSACTIONS)),
-    ("unwatch", Route::Refused(TRANSACTIONS)),
-    ("wait", Route::Refused(BLOCKING)),
-    ("publish", Route::AnyMaster(Guard::None)),
-    // Every master runs the same configuration: one answers for all
-    // (redis-benchmark and many clients read it on connect).
-    ("config|get", Route::AnyMaster(Guard::ConfigParameters)),
+    ("watch", Route::Local(Local::Watch)),
+    ("unwatch", Route::Local(Local::Unwatch)),
+    ("wait", Route::Refused(WAIT)),
+    ("publish", Route::AnyMaster),
+    // redis-benchmark and many clients read it on connect.
+    ("config|get", Route::ConfigGet),
     (
         "spublish",
         Route::Keyed(Keyed { finder: KeyFinder::Specs, split: None, runs_scripts: false, blocking: Blocking::Never }),
@@ -304,9 +289,6 @@ pub fn route_of(command: &Command) -> Route {
     if let Some((_, route)) = overridden {
         return *route;
     }
-    if command.flags.contains(flag::BLOCKING) {
-        return Route::Refused(BLOCKING);
-    }
     if command.flags.contains(flag::PUBSUB) {
         return Route::Refused(PUBSUB);
     }
@@ -315,7 +297,7 @@ pub fn route_of(command: &Command) -> Route {
             finder: KeyFinder::Specs,
             split: split_of(command),
             runs_scripts: command.acl.contains(super::spec::acl::SCRIPTING),
-            blocking: Blocking::Never,
+            blocking: if command.flags.contains(flag::BLOCKING) { Blocking::Always } else { Blocking::Never },
         });
     }
     if command.flags.contains(flag::ADMIN) {
@@ -328,7 +310,7 @@ pub fn route_of(command: &Command) -> Route {
     if command.tips.request != RequestPolicy::Default || command.acl.contains(super::spec::acl::DANGEROUS) {
         return Route::Refused(ADMIN);
     }
-    Route::AnyMaster(Guard::None)
+    Route::AnyMaster
 }
 
 #[cfg(test)]
@@ -368,7 +350,10 @@ mod tests {
 
     #[test]
     fn what_a_shared_connection_cannot_carry_is_refused() {
-        for name in ["blpop", "bzpopmin", "watch", "subscribe", "client|tracking", "wait"] {
+        for name in ["blpop", "bzpopmin", "blmove", "brpoplpush", "blmpop", "bzmpop"] {
+            assert!(matches!(route(name), Route::Keyed(Keyed { blocking: Blocking::Always, .. })), "{name}");
+        }
+        for name in ["subscribe", "client|tracking", "wait"] {
             assert!(matches!(route(name), Route::Refused(_)), "{name}");
         }
         for name in ["cluster|slots", "cluster|nodes", "config|set", "shutdown", "debug", "monitor", "migrate"] {
@@ -417,18 +402,12 @@ mod tests {
     }
 
     #[test]
-    fn config_get_reads_only_harmless_parameters() {
-        let check = |args: &[&str]| Guard::ConfigParameters.check(&Request::from_args(args));
-        assert!(check(&["CONFIG", "GET", "save"]).is_ok());
-        assert!(check(&["CONFIG", "GET", "APPENDONLY", "maxmemory"]).is_ok());
-        for refused in [
-            &["CONFIG", "GET", "masterauth"][..],
-            &["CONFIG", "GET", "*"],
-            &["CONFIG", "GET", "save", "requirepass"],
-            &["CONFIG", "GET", "cluster-enabled"],
-            &["CONFIG", "GET", "*pass*"],
-        ] {
-            assert!(check(refused).is_err(), "{refused:?}");
+    fn config_get_shows_only_harmless_parameters() {
+        for name in ["save", "APPENDONLY", "maxmemory"] {
+            assert!(config_readable(name.as_bytes()), "{name}");
+        }
+        for name in ["masterauth", "requirepass", "cluster-enabled", "*", "dir"] {
+            assert!(!config_readable(name.as_bytes()), "{name}");
         }
     }
 
@@ -437,7 +416,7 @@ mod tests {
         for name in
             ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish", "config|get"]
         {
-            assert!(matches!(route(name), Route::AnyMaster(_)), "{name}");
+            assert!(matches!(route(name), Route::AnyMaster | Route::ConfigGet), "{name}");
         }
         assert_eq!(route("ping"), Route::Local(Local::Ping));
         // Refused with state, so that what follows a refused MULTI never runs.

@@ -37,6 +37,8 @@ pub enum Merge {
     Info(Box<ProxyInfo>),
     /// SCAN on one master: the node's cursor becomes slotgate's.
     Scan(ScanCursor),
+    /// CONFIG GET: only the parameters slotgate shows.
+    ConfigReadable,
 }
 
 impl Merge {
@@ -147,7 +149,21 @@ pub fn merge(merge: &Merge, replies: &[Bytes], protocol: Protocol, out: &mut Byt
         }
         Merge::Info(proxy) => info::merge(proxy, replies, protocol, out),
         Merge::Scan(cursor) => scan::merge(*cursor, replies, out),
+        Merge::ConfigReadable => config_readable(replies, protocol, out),
     }
+}
+
+/// CONFIG GET's name/value pairs, less those slotgate does not show.
+fn config_readable(replies: &[Bytes], protocol: Protocol, out: &mut BytesMut) {
+    let Some(pairs) = replies.first().and_then(|r| value::elements(r)) else {
+        return unexpected(out);
+    };
+    let shown: Vec<&[&[u8]]> = pairs
+        .chunks(2)
+        .filter(|pair| pair.len() == 2 && value::text(pair[0]).is_some_and(crate::command::config_readable))
+        .collect();
+    write::map(out, protocol, shown.len());
+    shown.iter().flat_map(|pair| pair.iter()).for_each(|part| out.extend_from_slice(part));
 }
 
 fn in_key_order(owner: &[u16], replies: &[Bytes], out: &mut BytesMut) {
@@ -252,6 +268,8 @@ mod tests {
         assert_eq!(merged(&Merge::LogicalAnd, &["*2\r\n:1\r\n:1\r\n", "*2\r\n:1\r\n:0\r\n"]), "*2\r\n:1\r\n:0\r\n");
         assert_eq!(merged(&Merge::AnyNonNull(5), &["$-1\r\n", "$1\r\nk\r\n"]), "$1\r\nk\r\n");
         assert_eq!(merged(&Merge::AnyNonNull(5), &["$-1\r\n", "$-1\r\n"]), "$-1\r\n");
+        let config = "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nmasterauth\r\n$6\r\nsecret\r\n";
+        assert_eq!(merged(&Merge::ConfigReadable, &[config]), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
     }
 
     #[test]

@@ -38,14 +38,17 @@ pub fn text(frame: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The elements of an array, set or push reply, each a complete frame.
-/// `None` for any other reply (a null array included).
+/// The elements of an array, set or push reply, each a complete frame (a
+/// RESP3 map's keys and values alternate). `None` for any other reply (a
+/// null array included).
 pub fn elements(frame: &[u8]) -> Option<Vec<&[u8]>> {
-    if !matches!(frame.first()?, b'*' | b'~' | b'>') {
-        return None;
-    }
+    let per_entry = match frame.first()? {
+        b'*' | b'~' | b'>' => 1,
+        b'%' => 2,
+        _ => return None,
+    };
     let cr = memchr::memchr(b'\r', frame)?;
-    let count = usize::try_from(parse_i64(&frame[1..cr])?).ok()?;
+    let count = usize::try_from(parse_i64(&frame[1..cr])?).ok()?.checked_mul(per_entry)?;
     let mut at = cr + 2;
     // Never trust a count to size an allocation: each element takes 3 bytes at least.
     let mut out = Vec::with_capacity(count.min(frame.len() / 3));
@@ -82,6 +85,7 @@ mod tests {
         let got = elements(frame).unwrap();
         assert_eq!(got, vec![&b"$1\r\na\r\n"[..], b"_\r\n", b"*2\r\n:1\r\n:2\r\n"]);
         assert_eq!(elements(b"*0\r\n"), Some(vec![]));
+        assert_eq!(elements(b"%1\r\n+a\r\n:1\r\n"), Some(vec![&b"+a\r\n"[..], b":1\r\n"]));
         assert_eq!(elements(b"*-1\r\n"), None);
         assert_eq!(elements(b":1\r\n"), None);
         assert_eq!(elements(b"*5\r\n:1\r\n"), None, "a count beyond the frame is not trusted");

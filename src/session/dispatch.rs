@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::pending::{Entry, Group, Target};
+use super::transaction::Conn;
 use super::{Session, retry_delay};
 use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes};
 use crate::cluster::{Redirect, Slot, key_slot};
@@ -25,20 +26,34 @@ impl Session {
     pub(super) fn handle(&mut self, request: Request) {
         let entry = match self.commands.lookup(&request) {
             Ok(entry) => entry,
-            Err(error) => return self.reply_error(lookup_error(error, request)),
+            Err(error) => {
+                // Redis refuses it at once, and EXEC will abort.
+                self.tx.dirty |= self.tx.multi;
+                return self.reply_error(lookup_error(error, request));
+            }
         };
-        if self.refused_multi
-            && !matches!(entry.route, Route::Local(Local::Exec | Local::Discard | Local::Reset | Local::Quit))
+        if self.tx.multi
+            && !matches!(
+                entry.route,
+                Route::Local(Local::Multi | Local::Exec | Local::Discard | Local::Watch | Local::Quit | Local::Reset)
+            )
         {
-            return self.reply_error(ClientError::AfterRefusedMulti(entry.command.name));
+            return self.queue_in_transaction(entry, request);
+        }
+        let shared = match entry.route {
+            Route::Local(_) | Route::Refused(_) => false,
+            Route::Keyed(keyed) => !keyed.blocking.blocks(&request),
+            _ => true,
+        };
+        if shared && !self.use_conn(Conn::Shared) {
+            self.parked = Some(request);
+            return;
         }
         match entry.route {
-            Route::Local(local) => self.local(local, entry.command.name, &request),
+            Route::Local(local) => self.local(local, entry.command, request),
             Route::Refused(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
-            Route::AnyMaster(guard) => match guard.check(&request) {
-                Ok(()) => self.forward(request, Target::AnyMaster, false),
-                Err(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
-            },
+            Route::AnyMaster => self.forward(request, Target::AnyMaster, false),
+            Route::ConfigGet => self.forward_parts(vec![(Target::AnyMaster, request)], Merge::ConfigReadable),
             Route::Keyed(keyed) => self.forward_keyed(entry.command, keyed, request),
             Route::Broadcast(combine) => self.broadcast(combine, request),
             Route::Scan => self.scan(request),
@@ -95,10 +110,6 @@ impl Session {
     }
 
     fn forward_keyed(&mut self, command: &'static command::Command, keyed: Keyed, request: Request) {
-        if keyed.blocking.blocks(&request) {
-            let reason = "blocking commands are not supported yet";
-            return self.reply_error(ClientError::Refused(command.name, reason));
-        }
         let mut keys = std::mem::take(&mut self.keys);
         let target = match key_positions(command, keyed.finder, &request, &mut keys) {
             // Redis finds no keys here either and answers with its own error.
@@ -117,6 +128,7 @@ impl Session {
         };
         self.keys = keys;
         match target {
+            Ok(Target::Slot(slot)) if keyed.blocking.blocks(&request) => self.forward_blocking(slot, request),
             Ok(target) => self.forward(request, target, keyed.runs_scripts),
             Err(Some(split)) => {
                 let parts = split.parts.into_iter().map(|(slot, part)| (Target::Slot(slot), part)).collect();
@@ -138,7 +150,7 @@ impl Session {
         let node = match target {
             Target::Slot(slot) => routes.master(slot),
             Target::AnyMaster => routes.any_master(self.client.id),
-            Target::Local => None,
+            Target::Local | Target::Dedicated => None,
         };
         match node {
             Some(node) => self.send_to(seq, request, node, false),
@@ -188,6 +200,21 @@ impl Session {
         let seq = completion.seq;
         let max_redirects = self.ctx.settings.max_redirects;
         let Some(entry) = self.pending.get_mut(seq) else { return };
+        if entry.target == Target::Dedicated {
+            // This client's own connection: passed on as it is, never retried.
+            match completion.reply {
+                Reply::Frame(reply) => entry.reply = Some(reply),
+                Reply::Failed(error) => {
+                    let error = match error.retry {
+                        Retry::Safe => ClientError::NodeUnreachable(error),
+                        Retry::NotSafe => ClientError::NodeLost(error),
+                    };
+                    self.fail(seq, error);
+                    self.dedicated_lost();
+                }
+            }
+            return;
+        }
         let Some(request) = entry.request.take() else { return };
         match completion.reply {
             Reply::Frame(reply) => {
@@ -283,7 +310,7 @@ impl Session {
     }
 
     /// Completes entry `seq` with a slotgate error.
-    fn fail(&mut self, seq: u64, error: ClientError) {
+    pub(super) fn fail(&mut self, seq: u64, error: ClientError) {
         if let Some(entry) = self.pending.get_mut(seq) {
             entry.request = None;
             entry.reply = Some(error_bytes(&error));

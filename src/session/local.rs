@@ -1,17 +1,20 @@
 //! Commands slotgate answers itself, about its own client: PING, ECHO,
-//! HELLO, AUTH, SELECT, QUIT, RESET and CLIENT ID/GETNAME/SETNAME/SETINFO.
+//! HELLO, AUTH, SELECT, QUIT, RESET, CLUSTER KEYSLOT and CLIENT
+//! ID/GETNAME/SETNAME/SETINFO; the transaction commands are passed on to
+//! [`super::transaction`].
 //! Replies follow Redis 7 word for word, in the client's protocol.
 
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
-use crate::command::{Local, REDIS_VERSION, TRANSACTIONS};
+use crate::command::{Command, Local, REDIS_VERSION};
 use crate::error::ClientError;
 use crate::resp::{Protocol, Request, parse_i64, write};
 
 impl Session {
-    /// Answers `request`, the command `name`, itself.
-    pub(super) fn local(&mut self, local: Local, name: &'static str, request: &Request) {
+    /// Answers `request`, a `command` slotgate runs itself.
+    pub(super) fn local(&mut self, local: Local, command: &'static Command, request: Request) {
+        let request = &request;
         let mut out = std::mem::take(&mut self.local);
         let result = match local {
             Local::Ping => {
@@ -43,7 +46,7 @@ impl Session {
                 return self.close_after_last();
             }
             Local::Reset => {
-                self.refused_multi = false;
+                self.drop_dedicated();
                 self.switch_protocol(Protocol::Resp2);
                 self.client.name = None;
                 write::simple(&mut out, "RESET");
@@ -71,10 +74,11 @@ impl Session {
                 write::integer(&mut out, slot.index() as i64);
                 Ok(())
             }
-            Local::Multi | Local::Exec | Local::Discard => {
-                self.refused_multi = local == Local::Multi;
-                Err(ClientError::Refused(name, TRANSACTIONS))
-            }
+            Local::Multi => return self.multi(request.clone()),
+            Local::Exec => return self.exec(request.clone()),
+            Local::Discard => return self.discard(request.clone()),
+            Local::Watch => return self.watch(command, request.clone()),
+            Local::Unwatch => return self.unwatch(request.clone()),
         };
         match result {
             Ok(()) => self.reply(out.split().freeze()),

@@ -21,6 +21,7 @@
 mod dispatch;
 mod local;
 mod pending;
+mod transaction;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,11 +33,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
-use crate::backend::{Completion, Mailbox, Pool, Routes};
+use crate::backend::{Completion, Dedicated, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
 use crate::fanout;
-use crate::resp::{Limits, Protocol, RequestParser};
+use crate::resp::{Limits, Protocol, Request, RequestParser};
 use pending::{Pending, Ready};
+use transaction::{Conn, Transaction};
 
 /// Read at least this much at a time, growing to `MAX_READ` for busy clients.
 const MIN_READ: usize = 4 * 1024;
@@ -94,9 +96,16 @@ struct Session {
     protocol_switch: bool,
     /// Where node connections leave this session's replies.
     mailbox: Arc<Mailbox<Completion>>,
-    /// A MULTI was refused: every command until EXEC or DISCARD is refused
-    /// too, so that no part of the would-be transaction runs.
-    refused_multi: bool,
+    /// The connection the last request went on; switching waits for
+    /// everything in flight (see "Ordering").
+    conn: Conn,
+    /// This client's own node connection, with whether it is for blocking
+    /// commands and its protocol; kept for reuse.
+    dedicated: Option<(Dedicated, bool, Protocol)>,
+    tx: Transaction,
+    /// A request that waits for the requests in flight before it can go
+    /// (it needs another connection than theirs).
+    parked: Option<Request>,
     /// Stop taking requests: QUIT, a protocol error, or input ended.
     closing: bool,
     /// The client will send nothing more (it shut down its side).
@@ -125,7 +134,10 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
         if session.finished() && output.is_empty() {
             break;
         }
-        let reading = !session.eof && session.wants_input() && output.len() < MAX_UNSENT;
+        // A blocked client is still read from (within limits), so that
+        // slotgate notices at once when it goes away.
+        let blocked = session.blocked() && input.len() < MAX_READ;
+        let reading = !session.eof && (session.wants_input() || blocked) && output.len() < MAX_UNSENT;
         // Retries go in request order: the oldest waiting one sets the time.
         let retry_at = session.retries.front().map(|&(at, _)| at);
         tokio::select! {
@@ -158,7 +170,9 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                 input.reserve(read_size.max(wanted));
                 reader.read_buf(&mut input).await
             }, if reading => match read {
-                // Requests already received are still answered, as Redis does.
+                // A blocked client that leaves frees its node connection at
+                // once; otherwise requests already received are still answered.
+                Ok(0) if session.blocked() => break,
                 Ok(0) => session.eof = true,
                 Ok(n) => {
                     if n >= read_size {
@@ -191,7 +205,10 @@ impl Session {
             retries: VecDeque::new(),
             protocol_switch: false,
             mailbox,
-            refused_multi: false,
+            conn: Conn::Shared,
+            dedicated: None,
+            tx: Transaction::default(),
+            parked: None,
             closing: false,
             eof: false,
             commands: LookupCache::default(),
@@ -223,7 +240,10 @@ impl Session {
     }
 
     fn wants_input(&mut self) -> bool {
-        !self.closing && self.pending.len() < self.ctx.settings.max_pipeline && self.may_route()
+        !self.closing
+            && self.pending.len() < self.ctx.settings.max_pipeline
+            && (self.parked.is_none() || self.in_flight == 0)
+            && self.may_route()
     }
 
     fn finished(&self) -> bool {
@@ -233,6 +253,10 @@ impl Session {
     /// Routes every complete request in `input`, as far as limits allow.
     fn process_input(&mut self, input: &mut BytesMut) {
         while self.wants_input() {
+            if let Some(request) = self.parked.take() {
+                self.handle(request);
+                continue;
+            }
             match self.parser.parse(input) {
                 Ok(Some(request)) => self.handle(request),
                 Ok(None) => {

@@ -23,6 +23,8 @@ pub enum Target {
     AnyMaster,
     /// Answered by slotgate itself.
     Local,
+    /// The client's own node connection (transactions, blocking commands).
+    Dedicated,
 }
 
 /// One request the client is waiting on.

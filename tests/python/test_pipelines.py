@@ -96,36 +96,11 @@ def test_pipelines_interleave_with_plain_commands(r, keys):
         assert r.get(keys.k(f"{round_}:9")) == f"{round_}-9".encode()
 
 
-def test_transaction_pipeline_is_refused_with_a_clear_error(r, config, keys):
-    """redis-py's default pipeline wraps the commands in MULTI/EXEC, which
-    slotgate does not support yet: the client must get a ResponseError
-    naming transactions, not a hang or a dropped connection."""
-    key = keys.k("tx")
+def test_transaction_pipeline_runs_on_one_slot(r, config, keys):
+    """redis-py's default pipeline wraps the commands in MULTI/EXEC: on keys
+    of one slot it runs as one transaction (test_transactions.py has more)."""
+    a, b = keys.t("a"), keys.t("b")
     pipe = r.pipeline()  # transaction=True is redis-py's default
-    pipe.set(key, "1")
-    pipe.incr(key)
-    with pytest.raises(redis.ResponseError) as error:
-        pipe.execute()
-    message = str(error.value)
-    assert r.get(key) is None, "no command of a refused transaction may run"
-    assert "transactions" in message, f"[{config.label}] error does not mention transactions: {message!r}"
-    assert "slotgate cannot run" in message, f"[{config.label}] {message!r}"
-    assert r.ping() is True, "the client must still work after the refused transaction"
-
-    with pytest.raises(redis.ResponseError, match="transactions"):
-        r.execute_command("MULTI")
-    with pytest.raises(redis.ResponseError, match="transactions"):
-        r.execute_command("EXEC")
-    with pytest.raises(redis.ResponseError, match="transactions"):
-        r.execute_command("WATCH", key)
-    assert r.ping() is True
-
-
-def test_transaction_helper_is_refused(r, keys):
-    def work(pipe):
-        pipe.multi()
-        pipe.set(keys.k("never"), "x")
-
-    with pytest.raises(redis.ResponseError, match="transactions"):
-        r.transaction(work, keys.k("watched"))
+    pipe.set(a, "1").incr(a).mget(a, b)
+    assert pipe.execute() == [True, 2, [b"2", None]], f"[{config.label}]"
     assert r.ping() is True
