@@ -10,6 +10,14 @@
 # and through slotgate, interleaved over BENCH_ROUNDS rounds. Prints a markdown table of
 # medians (req/s, p50, p99, slotgate CPU µs per request, ratio) with the tracked targets,
 # and saves it to bench-results/bench-<timestamp>.md (plus the raw samples as .json).
+#
+# Scenarios: SET and GET, and MSET/MGET of 10 keys across slots (-t mset, and a custom
+# MGET of 10 key:__rand_int__), each at -P 1 and -P 16. A cross-slot MSET/MGET cannot run
+# against the cluster directly, so there the x10 rows run what a cluster-aware client must:
+# 10 single-key SETs/GETs per request, pipelined (details in bench.py, multi_key_test).
+# The fan-out target: slotgate CPU per 10-key MGET <= 4 x per GET, in the same run. A
+# multi-key row that slotgate answers with an error (CROSSSLOT: no splitting) shows n/a.
+#
 # Everything it started is stopped by PID on exit, Ctrl-C included.
 #
 #   --quick   few requests and one round: a smoke test of the script, not a measurement
