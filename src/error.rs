@@ -24,6 +24,8 @@ pub enum ClientError {
     /// Cannot be queued in a transaction that runs on one node, and why.
     NotInTransaction(&'static str, &'static str),
     NestedMulti,
+    /// A RESP2 client with subscriptions sent another command.
+    Subscribed(&'static str),
     ExecWithoutMulti,
     DiscardWithoutMulti,
     WatchInMulti,
@@ -86,6 +88,10 @@ impl fmt::Display for ClientError {
                 write!(f, "ERR slotgate cannot run '{name}' inside a transaction: {reason}")
             }
             ClientError::NestedMulti => f.write_str("ERR MULTI calls can not be nested"),
+            ClientError::Subscribed(name) => write!(
+                f,
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            ),
             ClientError::ExecWithoutMulti => f.write_str("ERR EXEC without MULTI"),
             ClientError::DiscardWithoutMulti => f.write_str("ERR DISCARD without MULTI"),
             ClientError::WatchInMulti => f.write_str("ERR WATCH inside MULTI is not allowed"),

@@ -15,14 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Pool;
 use crate::cluster::Topology;
 use crate::config::Config;
-use crate::session::{self, Context};
+use crate::session::{self, Context, Scripts};
 
 /// Serves clients from `listener` until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
     let topology = Topology::start(config.topology());
     let client_ids = Arc::new(AtomicU64::new(0));
+    let scripts = Arc::new(Scripts::default());
     let workers = (0..config.worker_threads())
-        .map(|index| spawn_worker(index, &config, topology.clone(), client_ids.clone(), shutdown.clone()))
+        .map(|index| {
+            spawn_worker(index, &config, topology.clone(), client_ids.clone(), scripts.clone(), shutdown.clone())
+        })
         .collect::<io::Result<Vec<_>>>()?;
     tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), seeds = ?config.cluster, "slotgate ready");
     let mut next = 0;
@@ -54,6 +57,7 @@ fn spawn_worker(
     config: &Config,
     topology: Arc<Topology>,
     client_ids: Arc<AtomicU64>,
+    scripts: Arc<Scripts>,
     shutdown: CancellationToken,
 ) -> io::Result<mpsc::UnboundedSender<std::net::TcpStream>> {
     let (clients, mut incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
@@ -62,7 +66,7 @@ fn spawn_worker(
     let settings = config.session();
     std::thread::Builder::new().name(format!("slotgate-worker-{index}")).spawn(move || {
         runtime.block_on(async move {
-            let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, client_ids });
+            let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, client_ids, scripts });
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,

@@ -53,11 +53,23 @@ pub(super) fn spawn(
     addr: NodeAddr,
     protocol: Protocol,
     settings: Arc<BackendSettings>,
-    request_timeout: Option<Duration>,
+    mode: Mode,
 ) -> Arc<Mailbox<Outbound>> {
     let queue = Arc::new(Mailbox::default());
-    tokio::spawn(run(addr, protocol, queue.clone(), settings, request_timeout));
+    tokio::spawn(run(addr, protocol, queue.clone(), settings, mode));
     queue
+}
+
+/// How replies are matched to requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// One reply per request, in order; a node silent for the timeout
+    /// (if any) is taken as hung.
+    Pipelined { request_timeout: Option<Duration> },
+    /// A subscribed connection: confirmations and messages come as the node
+    /// pleases, so every frame goes to the client that sent the last
+    /// request, and no timeout applies.
+    Subscriber,
 }
 
 async fn run(
@@ -65,7 +77,7 @@ async fn run(
     protocol: Protocol,
     queue: Arc<Mailbox<Outbound>>,
     settings: Arc<BackendSettings>,
-    request_timeout: Option<Duration>,
+    mode: Mode,
 ) {
     let mut failures: u32 = 0;
     let mut batch = Vec::with_capacity(BATCH);
@@ -89,7 +101,11 @@ async fn run(
                 continue;
             }
         };
-        let mut conn = Connection::new(stream, std::mem::take(&mut batch));
+        let mut conn = Connection::new(stream, std::mem::take(&mut batch), mode);
+        let request_timeout = match mode {
+            Mode::Pipelined { request_timeout } => request_timeout,
+            Mode::Subscriber => None,
+        };
         let result = conn.serve(&queue, request_timeout).await;
         // Only a connection that answered counts as recovered: a node that
         // accepts and closes at once (max clients reached) keeps backing off.
@@ -212,11 +228,14 @@ struct Connection {
     batch: Vec<Outbound>,
     /// The node has answered at least one request on this connection.
     answered: bool,
+    mode: Mode,
+    /// Subscriber mode: where every frame goes.
+    sink: Option<ReplyTo>,
 }
 
 impl Connection {
     /// A fresh connection, with the first requests to write.
-    fn new(stream: TcpStream, first: Vec<Outbound>) -> Connection {
+    fn new(stream: TcpStream, first: Vec<Outbound>, mode: Mode) -> Connection {
         let mut conn = Connection {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
@@ -227,6 +246,8 @@ impl Connection {
             written: 0,
             batch: first,
             answered: false,
+            mode,
+            sink: None,
         };
         conn.queue_batch();
         conn
@@ -237,6 +258,12 @@ impl Connection {
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
         for out in batch.drain(..) {
+            if self.mode == Mode::Subscriber {
+                self.unwritten.extend_from_slice(&out.frame);
+                self.queued += out.frame.len() as u64;
+                self.sink = Some(out.reply_to);
+                continue;
+            }
             if out.asking {
                 self.append(ASKING, None, now);
             }
@@ -305,6 +332,11 @@ impl Connection {
     fn take_replies(&mut self) -> Result<(), String> {
         while let Some(frame) = self.scanner.scan(&self.read).map_err(|e| format!("unreadable reply: {e}"))? {
             let reply = self.read.split_to(frame.len).freeze();
+            if let Some(sink) = &self.sink {
+                self.answered = true;
+                sink.clone().send(Reply::Frame(reply));
+                continue;
+            }
             if frame.push {
                 continue;
             }
@@ -321,6 +353,9 @@ impl Connection {
 
     /// Errors for everything still pending: written requests may have run.
     fn fail_in_flight(&mut self, addr: &NodeAddr, cause: &Arc<str>) {
+        if let Some(sink) = self.sink.take() {
+            fail(sink, addr, cause, Retry::NotSafe);
+        }
         for entry in self.in_flight.drain(..) {
             let retry = if entry.end <= self.written { Retry::NotSafe } else { Retry::Safe };
             if let Some(reply_to) = entry.reply_to {

@@ -37,7 +37,10 @@ impl Node {
     fn new(addr: NodeAddr, settings: &Arc<BackendSettings>) -> Node {
         let connections = |protocol| {
             (0..settings.connections_per_node.max(1))
-                .map(|_| driver::spawn(addr.clone(), protocol, settings.clone(), Some(settings.request_timeout)))
+                .map(|_| {
+                    let mode = driver::Mode::Pipelined { request_timeout: Some(settings.request_timeout) };
+                    driver::spawn(addr.clone(), protocol, settings.clone(), mode)
+                })
                 .collect()
         };
         Node { resp2: connections(Protocol::Resp2), resp3: connections(Protocol::Resp3), addr }
@@ -156,8 +159,16 @@ impl Pool {
     /// A new connection to `addr` for one client alone. `blocking`: its
     /// requests may wait for ever (BLPOP 0), so no request timeout applies.
     pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol, blocking: bool) -> Dedicated {
-        let timeout = (!blocking).then_some(self.settings.request_timeout);
-        Dedicated { addr: addr.clone(), queue: driver::spawn(addr.clone(), protocol, self.settings.clone(), timeout) }
+        let request_timeout = (!blocking).then_some(self.settings.request_timeout);
+        let mode = driver::Mode::Pipelined { request_timeout };
+        Dedicated { addr: addr.clone(), queue: driver::spawn(addr.clone(), protocol, self.settings.clone(), mode) }
+    }
+
+    /// A new subscribed connection to `addr` for one client: every frame
+    /// the node sends on it goes to that client's session.
+    pub fn subscriber(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
+        let mode = driver::Mode::Subscriber;
+        Dedicated { addr: addr.clone(), queue: driver::spawn(addr.clone(), protocol, self.settings.clone(), mode) }
     }
 
     /// This worker's connections to the node at `addr`, made on first use.

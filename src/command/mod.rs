@@ -16,7 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
 pub use keys::{InvalidKeys, KeyPositions, key_positions};
-pub use policy::{Blocking, Combine, KeyFinder, Keyed, Local, Route, config_readable};
+pub use policy::{Blocking, Combine, KeyFinder, Keyed, Local, PubSub, Route, config_readable};
 pub use spec::Command;
 pub use table::{COMMANDS, REDIS_VERSION};
 

@@ -25,8 +25,24 @@ pub enum Route {
     Scan,
     /// CLUSTER COUNTKEYSINSLOT: the master of the slot named by argument 2.
     SlotArgument,
+    /// SUBSCRIBE and its kin: the session keeps the client's subscriptions.
+    PubSub(PubSub),
+    /// PUBLISH: to the node where slotgate's subscribers listen, so that
+    /// its count of receivers includes them.
+    Publish,
     /// Not routed; the client gets an error naming the command and this reason.
     Refused(&'static str),
+}
+
+/// The commands that change a client's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSub {
+    Subscribe,
+    PSubscribe,
+    SSubscribe,
+    Unsubscribe,
+    PUnsubscribe,
+    SUnsubscribe,
 }
 
 /// How the answers of several nodes become the one reply a single server
@@ -51,6 +67,10 @@ pub enum Combine {
     AnyNonNull,
     /// INFO: one server's view, with counts summed and a proxy section.
     Info,
+    /// PUBSUB CHANNELS: every node's elements, each once.
+    Union,
+    /// PUBSUB NUMSUB: `[name, count, ...]` with the counts summed.
+    PairSum,
 }
 
 /// Commands slotgate answers without a node.
@@ -171,7 +191,6 @@ pub enum KeyFinder {
     Sort,
 }
 
-const PUBSUB: &str = "pub/sub is not supported yet";
 const WAIT: &str = "its count would be about slotgate's node connections, not this client's writes";
 const PER_NODE: &str = "its answer describes one node and has no cluster-wide equivalent; ask the nodes";
 const ADMIN: &str = "administrative commands are not available through slotgate; run them against the nodes";
@@ -215,7 +234,18 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("watch", Route::Local(Local::Watch)),
     ("unwatch", Route::Local(Local::Unwatch)),
     ("wait", Route::Refused(WAIT)),
-    ("publish", Route::AnyMaster),
+    ("publish", Route::Publish),
+    ("subscribe", Route::PubSub(PubSub::Subscribe)),
+    ("psubscribe", Route::PubSub(PubSub::PSubscribe)),
+    ("ssubscribe", Route::PubSub(PubSub::SSubscribe)),
+    ("unsubscribe", Route::PubSub(PubSub::Unsubscribe)),
+    ("punsubscribe", Route::PubSub(PubSub::PUnsubscribe)),
+    ("sunsubscribe", Route::PubSub(PubSub::SUnsubscribe)),
+    ("pubsub|channels", Route::Broadcast(Combine::Union)),
+    ("pubsub|shardchannels", Route::Broadcast(Combine::Union)),
+    ("pubsub|numsub", Route::Broadcast(Combine::PairSum)),
+    ("pubsub|shardnumsub", Route::Broadcast(Combine::PairSum)),
+    ("pubsub|numpat", Route::Broadcast(Combine::Sum)),
     // redis-benchmark and many clients read it on connect.
     ("config|get", Route::ConfigGet),
     (
@@ -289,9 +319,6 @@ pub fn route_of(command: &Command) -> Route {
     if let Some((_, route)) = overridden {
         return *route;
     }
-    if command.flags.contains(flag::PUBSUB) {
-        return Route::Refused(PUBSUB);
-    }
     if !command.key_specs.is_empty() {
         return Route::Keyed(Keyed {
             finder: KeyFinder::Specs,
@@ -353,7 +380,7 @@ mod tests {
         for name in ["blpop", "bzpopmin", "blmove", "brpoplpush", "blmpop", "bzmpop"] {
             assert!(matches!(route(name), Route::Keyed(Keyed { blocking: Blocking::Always, .. })), "{name}");
         }
-        for name in ["subscribe", "client|tracking", "wait"] {
+        for name in ["client|tracking", "wait"] {
             assert!(matches!(route(name), Route::Refused(_)), "{name}");
         }
         for name in ["cluster|slots", "cluster|nodes", "config|set", "shutdown", "debug", "monitor", "migrate"] {
@@ -413,9 +440,7 @@ mod tests {
 
     #[test]
     fn keyless_commands_go_to_any_master_or_stay_local() {
-        for name in
-            ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "publish", "config|get"]
-        {
+        for name in ["time", "lolwut", "command", "command|count", "command|info", "command|docs", "config|get"] {
             assert!(matches!(route(name), Route::AnyMaster | Route::ConfigGet), "{name}");
         }
         assert_eq!(route("ping"), Route::Local(Local::Ping));

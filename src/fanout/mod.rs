@@ -39,6 +39,8 @@ pub enum Merge {
     Scan(ScanCursor),
     /// CONFIG GET: only the parameters slotgate shows.
     ConfigReadable,
+    Union,
+    PairSum,
 }
 
 impl Merge {
@@ -53,6 +55,8 @@ impl Merge {
             Combine::Min => Merge::Min,
             Combine::AnyNonNull => Merge::AnyNonNull(pick),
             Combine::Info => Merge::Info(Box::new(proxy())),
+            Combine::Union => Merge::Union,
+            Combine::PairSum => Merge::PairSum,
         }
     }
 }
@@ -150,6 +154,38 @@ pub fn merge(merge: &Merge, replies: &[Bytes], protocol: Protocol, out: &mut Byt
         Merge::Info(proxy) => info::merge(proxy, replies, protocol, out),
         Merge::Scan(cursor) => scan::merge(*cursor, replies, out),
         Merge::ConfigReadable => config_readable(replies, protocol, out),
+        Merge::Union => match replies.iter().map(|r| value::elements(r)).collect::<Option<Vec<_>>>() {
+            Some(all) => {
+                let mut seen = std::collections::HashSet::new();
+                let unique: Vec<&[u8]> = all.iter().flatten().copied().filter(|e| seen.insert(*e)).collect();
+                write::array(out, unique.len());
+                unique.iter().for_each(|e| out.extend_from_slice(e));
+            }
+            None => unexpected(out),
+        },
+        Merge::PairSum => pair_sum(replies, out),
+    }
+}
+
+/// `[name, count, ...]` from every node (same names, same order), counts summed.
+fn pair_sum(replies: &[Bytes], out: &mut BytesMut) {
+    let Some(parts) = replies.iter().map(|r| value::elements(r)).collect::<Option<Vec<_>>>() else {
+        return unexpected(out);
+    };
+    let Some(first) = parts.first() else { return write::array(out, 0) };
+    if parts.iter().any(|p| p.len() != first.len()) {
+        return unexpected(out);
+    }
+    write::array(out, first.len());
+    for (i, element) in first.iter().enumerate() {
+        if i % 2 == 0 {
+            out.extend_from_slice(element);
+            continue;
+        }
+        match parts.iter().map(|p| value::integer(p[i])).sum::<Option<i64>>() {
+            Some(sum) => write::integer(out, sum),
+            None => return unexpected(out),
+        }
     }
 }
 
@@ -268,6 +304,12 @@ mod tests {
         assert_eq!(merged(&Merge::LogicalAnd, &["*2\r\n:1\r\n:1\r\n", "*2\r\n:1\r\n:0\r\n"]), "*2\r\n:1\r\n:0\r\n");
         assert_eq!(merged(&Merge::AnyNonNull(5), &["$-1\r\n", "$1\r\nk\r\n"]), "$1\r\nk\r\n");
         assert_eq!(merged(&Merge::AnyNonNull(5), &["$-1\r\n", "$-1\r\n"]), "$-1\r\n");
+        assert_eq!(
+            merged(&Merge::Union, &["*2\r\n$1\r\na\r\n$1\r\nb\r\n", "*1\r\n$1\r\na\r\n"]),
+            "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+        let numsub = "*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n";
+        assert_eq!(merged(&Merge::PairSum, &[numsub, numsub]), "*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:0\r\n");
         let config = "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nmasterauth\r\n$6\r\nsecret\r\n";
         assert_eq!(merged(&Merge::ConfigReadable, &[config]), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
     }

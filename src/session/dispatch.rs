@@ -12,14 +12,15 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::pending::{Entry, Group, Target};
-use super::transaction::Conn;
+use super::pubsub::SUBSCRIBER_SEQ;
+use super::transaction::{Conn, UNANSWERED};
 use super::{Session, retry_delay};
 use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes};
 use crate::cluster::{Redirect, Slot, key_slot};
 use crate::command::{self, Combine, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
 use crate::error::ClientError;
 use crate::fanout::{self, Merge, ProxyInfo, ScanCursor};
-use crate::resp::{Request, parse_i64};
+use crate::resp::{Protocol, Request, parse_i64};
 
 impl Session {
     /// Decides what to do with one request, in the order it arrived.
@@ -40,8 +41,14 @@ impl Session {
         {
             return self.queue_in_transaction(entry, request);
         }
+        if self.client.protocol == Protocol::Resp2
+            && self.subs.active()
+            && !matches!(entry.route, Route::PubSub(_) | Route::Local(Local::Ping | Local::Quit | Local::Reset))
+        {
+            return self.reply_error(ClientError::Subscribed(entry.command.name));
+        }
         let shared = match entry.route {
-            Route::Local(_) | Route::Refused(_) => false,
+            Route::Local(_) | Route::Refused(_) | Route::PubSub(_) => false,
             Route::Keyed(keyed) => !keyed.blocking.blocks(&request),
             _ => true,
         };
@@ -54,9 +61,24 @@ impl Session {
             Route::Refused(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
             Route::AnyMaster => self.forward(request, Target::AnyMaster, false),
             Route::ConfigGet => self.forward_parts(vec![(Target::AnyMaster, request)], Merge::ConfigReadable),
-            Route::Keyed(keyed) => self.forward_keyed(entry.command, keyed, request),
-            Route::Broadcast(combine) => self.broadcast(combine, request),
+            Route::Keyed(keyed) => {
+                if keyed.runs_scripts && matches!(entry.command.name, "eval" | "eval_ro") {
+                    self.ctx.scripts.remember(request.arg_bytes(1).unwrap_or_default());
+                }
+                self.forward_keyed(entry.command, keyed, request)
+            }
+            Route::Broadcast(combine) => {
+                if entry.command.name == "script|load" {
+                    self.ctx.scripts.remember(request.arg_bytes(2).unwrap_or_default());
+                }
+                self.broadcast(combine, request)
+            }
             Route::Scan => self.scan(request),
+            Route::PubSub(kind) => self.pubsub(kind, request),
+            Route::Publish => match self.routes.first_slots().first() {
+                Some(&slot) => self.forward(request, Target::Slot(slot), false),
+                None => self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error())),
+            },
             Route::SlotArgument => {
                 match request.arg(2).and_then(parse_i64).and_then(|n| u16::try_from(n).ok()).and_then(Slot::new) {
                     Some(slot) => self.forward(request, Target::Slot(slot), false),
@@ -190,7 +212,12 @@ impl Session {
     /// Takes a batch of node answers (leaving `arrived` empty for reuse).
     pub(super) fn complete_all(&mut self, arrived: &mut Vec<Completion>) {
         for completion in arrived.drain(..) {
-            self.complete(completion);
+            match completion.seq.checked_sub(SUBSCRIBER_SEQ) {
+                Some(index) if completion.seq != UNANSWERED => {
+                    self.subscriber_event(index as usize, completion.reply);
+                }
+                _ => self.complete(completion),
+            }
         }
     }
 
@@ -218,6 +245,9 @@ impl Session {
         let Some(request) = entry.request.take() else { return };
         match completion.reply {
             Reply::Frame(reply) => {
+                if entry.runs_scripts && !entry.healed && reply.starts_with(b"-NOSCRIPT") {
+                    return self.heal_noscript(seq, request, reply);
+                }
                 let redirect = match reply.first() {
                     Some(b'-') => Redirect::parse(&reply, entry.node.as_ref()),
                     _ => None,
@@ -265,6 +295,29 @@ impl Session {
                 self.fail(seq, error);
             }
         }
+    }
+
+    /// EVALSHA of a script this node never saw: if slotgate saw it, load it
+    /// there and send the EVALSHA again behind it on the same connection
+    /// (NOSCRIPT proves it did not run). Otherwise the client gets NOSCRIPT.
+    fn heal_noscript(&mut self, seq: u64, request: Request, reply: Bytes) {
+        let evalsha =
+            request.name().eq_ignore_ascii_case(b"evalsha") || request.name().eq_ignore_ascii_case(b"evalsha_ro");
+        let body = request.arg(1).filter(|_| evalsha).and_then(|sha| self.ctx.scripts.body(sha));
+        let Some(entry) = self.pending.get_mut(seq) else { return };
+        let (Some(body), Some(addr)) = (body, entry.node.clone()) else {
+            entry.reply = Some(reply);
+            return;
+        };
+        entry.healed = true;
+        let node = self.ctx.pool.node(&addr);
+        let load = Request::from_args(&[&b"SCRIPT"[..], b"LOAD", &body]);
+        let reply_to = ReplyTo { session: self.mailbox.clone(), seq: UNANSWERED };
+        let out = Outbound { frame: load.frame().clone(), asking: false, reply_to };
+        if node.send(self.client.protocol, self.client.id, out).is_ok() {
+            self.in_flight += 1;
+        }
+        self.send_to(seq, request, &node, false);
     }
 
     /// Schedules entry `seq` to be sent again after a backoff, unless its

@@ -17,6 +17,13 @@ impl Session {
         let request = &request;
         let mut out = std::mem::take(&mut self.local);
         let result = match local {
+            Local::Ping if self.client.protocol == Protocol::Resp2 && self.subs.active() => {
+                // Subscribed RESP2 clients get PING's answer as a message-like array.
+                write::array(&mut out, 2);
+                write::bulk(&mut out, b"pong");
+                write::bulk(&mut out, request.arg(1).unwrap_or_default());
+                Ok(())
+            }
             Local::Ping => {
                 match request.arg(1) {
                     None => write::simple(&mut out, "PONG"),
@@ -47,6 +54,7 @@ impl Session {
             }
             Local::Reset => {
                 self.drop_dedicated();
+                self.drop_subscriptions();
                 self.switch_protocol(Protocol::Resp2);
                 self.client.name = None;
                 write::simple(&mut out, "RESET");

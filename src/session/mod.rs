@@ -21,6 +21,8 @@
 mod dispatch;
 mod local;
 mod pending;
+mod pubsub;
+mod scripts;
 mod transaction;
 
 use std::collections::VecDeque;
@@ -38,6 +40,7 @@ use crate::command::{KeyPositions, LookupCache};
 use crate::fanout;
 use crate::resp::{Limits, Protocol, Request, RequestParser};
 use pending::{Pending, Ready};
+pub use scripts::Scripts;
 use transaction::{Conn, Transaction};
 
 /// Read at least this much at a time, growing to `MAX_READ` for busy clients.
@@ -68,6 +71,8 @@ pub struct Context {
     pub settings: SessionSettings,
     /// Client ids, unique across workers.
     pub client_ids: Arc<AtomicU64>,
+    /// Scripts seen by any worker, to heal NOSCRIPT.
+    pub scripts: Arc<Scripts>,
 }
 
 /// A client's connection state, as CLIENT and HELLO see it.
@@ -103,6 +108,7 @@ struct Session {
     /// commands and its protocol; kept for reuse.
     dedicated: Option<(Dedicated, bool, Protocol)>,
     tx: Transaction,
+    subs: pubsub::Subscriptions,
     /// A request that waits for the requests in flight before it can go
     /// (it needs another connection than theirs).
     parked: Option<Request>,
@@ -208,6 +214,7 @@ impl Session {
             conn: Conn::Shared,
             dedicated: None,
             tx: Transaction::default(),
+            subs: pubsub::Subscriptions::default(),
             parked: None,
             closing: false,
             eof: false,

@@ -42,6 +42,8 @@ pub struct Entry {
     pub node: Option<NodeAddr>,
     /// MOVED/ASK hops so far.
     pub redirects: u8,
+    /// A NOSCRIPT was healed once (the script loaded on the node).
+    pub healed: bool,
     /// Retries after TRYAGAIN, CLUSTERDOWN or an unreachable node, whether
     /// one is waiting now, and until when they may go on.
     pub retries: u8,
@@ -80,6 +82,7 @@ impl Entry {
             runs_scripts,
             node: None,
             redirects: 0,
+            healed: false,
             retries: 0,
             retrying: false,
             retry_until: None,

@@ -26,7 +26,7 @@ use crate::resp::Request;
 
 /// A sequence number no entry has: the reply to a request slotgate sends on
 /// its own account (the DISCARD of an aborted transaction) is dropped.
-const UNANSWERED: u64 = u64::MAX;
+pub(super) const UNANSWERED: u64 = u64::MAX;
 
 /// The connection a request travels on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,10 @@ impl Session {
     pub(super) fn queue_in_transaction(&mut self, entry: &'static CommandEntry, request: Request) {
         let result = match entry.route {
             Route::Keyed(keyed) => self.keys_slot(entry.command, keyed.finder, &request),
-            Route::AnyMaster => Ok(None),
+            Route::AnyMaster | Route::Publish => Ok(None),
+            Route::PubSub(_) => {
+                Err(ClientError::NotInTransaction(entry.command.name, "subscriptions are per connection"))
+            }
             // The node queues these like any command, and EXEC answers them.
             Route::Local(Local::Ping | Local::Echo) => Ok(None),
             Route::Refused(why) => Err(ClientError::Refused(entry.command.name, why)),

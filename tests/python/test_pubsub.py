@@ -34,7 +34,8 @@ def _next(p, sharded=False, timeout=WAIT):
 
 
 def _confirmations(p, n, sharded=False, timeout=WAIT):
-    """The next `n` subscribe/unsubscribe confirmations, in order."""
+    """The next `n` subscribe/unsubscribe confirmations, in order (messages
+    that arrive meanwhile are skipped)."""
     got = []
     deadline = time.monotonic() + timeout
     while len(got) < n and time.monotonic() < deadline:
@@ -42,7 +43,7 @@ def _confirmations(p, n, sharded=False, timeout=WAIT):
             msg = p.get_sharded_message(timeout=0.1)
         else:
             msg = p.get_message(timeout=0.1)
-        if msg is not None:
+        if msg is not None and msg["type"].endswith("subscribe"):
             got.append((msg["type"], msg["channel"] if msg["pattern"] is None else msg["pattern"], msg["data"]))
     return got
 

@@ -1,4 +1,4 @@
-"""What slotgate does not run (yet: pub/sub and some CLIENT subcommands;
+"""What slotgate does not run (yet: some CLIENT subcommands;
 for good: WAIT and administrative commands) is refused
 with `ERR slotgate cannot run '<cmd>': <reason>`: a ResponseError, never a
 hang or a dropped connection, and the same client keeps working."""
@@ -14,8 +14,6 @@ from conftest import proxy_client
 # Blocking calls use a 5 s timeout: were one forwarded, it would come back
 # after 5 s with None instead of an error, and fail the time check below.
 REFUSED = [
-    ("subscribe", lambda r, k: r.execute_command("SUBSCRIBE", "ch"), "subscribe", "pub/sub"),
-    ("psubscribe", lambda r, k: r.execute_command("PSUBSCRIBE", "ch*"), "psubscribe", "pub/sub"),
     ("wait", lambda r, k: r.execute_command("WAIT", 1, 5000), "wait", "node connections"),
     ("client-list", lambda r, k: r.client_list(), "client|list", "CLIENT subcommand"),
     ("cluster-nodes", lambda r, k: r.execute_command("CLUSTER", "NODES"), "cluster|nodes", "CLUSTER commands"),

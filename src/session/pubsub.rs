@@ -1,0 +1,310 @@
+//! Pub/sub for one client: its subscriptions, and the subscribed node
+//! connections that carry its messages (one per client, measured simpler
+//! and cheaper at the fan-outs legacy applications use than a shared
+//! subscriber that would copy every message to each client).
+//!
+//! SUBSCRIBE and PSUBSCRIBE go to one node for every slotgate client (the
+//! master of the first slot): in Redis Cluster any node receives every
+//! PUBLISH, and PUBLISH through slotgate goes to that node too, so its count
+//! of receivers includes slotgate's subscribers. SSUBSCRIBE goes to the
+//! master of the channel's slot, one connection per such node.
+//!
+//! slotgate keeps the subscription sets itself and writes the confirmations
+//! (`subscribe`, `unsubscribe`, ... with the client's count across all its
+//! connections); each is released in the client's reply order once the
+//! node has confirmed. Messages are queued behind the replies already owed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use super::Session;
+use super::pending::{Entry, Target};
+use crate::backend::{Dedicated, Outbound, Reply, ReplyTo};
+use crate::cluster::{NodeAddr, key_slot};
+use crate::command::PubSub;
+use crate::error::ClientError;
+use crate::resp::{Protocol, Request, value, write};
+
+/// Sequence numbers from here on name a subscribed connection (by index),
+/// not a request: every frame on it arrives with that number.
+pub(super) const SUBSCRIBER_SEQ: u64 = u64::MAX - 2048;
+/// Redis Cluster has at most 1000 masters; one more for SUBSCRIBE.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// One subscribed node connection.
+#[derive(Debug)]
+struct Subscriber {
+    conn: Dedicated,
+    /// Requests waiting for confirmations: (sequence number, frames to come).
+    awaiting: VecDeque<(u64, usize)>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    channels: HashSet<Bytes>,
+    patterns: HashSet<Bytes>,
+    /// Shard channels, with the index of their connection.
+    shard_channels: HashMap<Bytes, usize>,
+    /// Index 0: SUBSCRIBE/PSUBSCRIBE; then one per SSUBSCRIBE node.
+    conns: Vec<Option<Subscriber>>,
+    /// Confirmations written for a request: how many connections must
+    /// still confirm before they are released.
+    prepared: HashMap<u64, (usize, Bytes)>,
+}
+
+impl Subscriptions {
+    /// Subscribed to anything: RESP2 then allows only pub/sub commands.
+    pub fn active(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
+    }
+
+    fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+}
+
+impl Session {
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UNSUBSCRIBEs.
+    pub(super) fn pubsub(&mut self, kind: PubSub, request: Request) {
+        let protocol = self.client.protocol;
+        let name = kind_name(kind);
+        let args: Vec<Bytes> = (1..request.argc()).filter_map(|i| request.arg_bytes(i)).collect();
+        let mut out = BytesMut::new();
+        // (connection index, request to send, confirmations it gives).
+        let mut sends: Vec<(usize, Request, usize)> = Vec::new();
+        match kind {
+            PubSub::Subscribe | PubSub::PSubscribe => {
+                let Some(index) = self.subscriber_for(0, None) else { return };
+                let subs = &mut self.subs;
+                for channel in &args {
+                    let set = if kind == PubSub::Subscribe { &mut subs.channels } else { &mut subs.patterns };
+                    set.insert(channel.clone());
+                    confirmation(&mut out, protocol, name, Some(channel), subs.count());
+                }
+                sends.push((index, request, args.len()));
+            }
+            PubSub::Unsubscribe | PubSub::PUnsubscribe => {
+                let patterns = kind == PubSub::PUnsubscribe;
+                let subs = &mut self.subs;
+                let all = args.is_empty();
+                let gone: Vec<Bytes> = match (all, patterns) {
+                    (false, _) => args.clone(),
+                    (true, false) => subs.channels.iter().cloned().collect(),
+                    (true, true) => subs.patterns.iter().cloned().collect(),
+                };
+                // As Redis: one confirmation per channel, with the count after it.
+                for channel in &gone {
+                    let set = if patterns { &mut subs.patterns } else { &mut subs.channels };
+                    set.remove(channel);
+                    confirmation(&mut out, protocol, name, Some(channel), subs.count());
+                }
+                if gone.is_empty() {
+                    confirmation(&mut out, protocol, name, None, subs.count());
+                }
+                if subs.conns.first().is_some_and(Option::is_some) {
+                    let expected = if all { gone.len().max(1) } else { gone.len() };
+                    sends.push((0, request, expected));
+                }
+            }
+            PubSub::SSubscribe => {
+                let mut slots = args.iter().map(|c| key_slot(c));
+                let slot = slots.next();
+                if slots.any(|s| Some(s) != slot) {
+                    return self.reply_error(ClientError::CrossSlot);
+                }
+                let Some(addr) = slot.and_then(|slot| self.routes.master(slot)).map(|n| n.addr().clone()) else {
+                    return self.reply_error(ClientError::SlotNotServed);
+                };
+                let Some(index) = self.subscriber_for(1, Some(addr)) else { return };
+                for channel in &args {
+                    self.subs.shard_channels.insert(channel.clone(), index);
+                    confirmation(&mut out, protocol, name, Some(channel), self.subs.shard_channels.len());
+                }
+                sends.push((index, request, args.len()));
+            }
+            PubSub::SUnsubscribe => {
+                let subs = &mut self.subs;
+                let gone: Vec<Bytes> =
+                    if args.is_empty() { subs.shard_channels.keys().cloned().collect() } else { args.clone() };
+                let mut by_conn: HashMap<usize, Vec<Bytes>> = HashMap::new();
+                for channel in &gone {
+                    if let Some(index) = subs.shard_channels.remove(channel) {
+                        by_conn.entry(index).or_default().push(channel.clone());
+                    }
+                    confirmation(&mut out, protocol, name, Some(channel), subs.shard_channels.len());
+                }
+                if gone.is_empty() {
+                    confirmation(&mut out, protocol, name, None, 0);
+                }
+                for (index, channels) in by_conn {
+                    let count = channels.len();
+                    let args = std::iter::once(&b"SUNSUBSCRIBE"[..]).chain(channels.iter().map(|c| &c[..]));
+                    let args: Vec<&[u8]> = args.collect();
+                    sends.push((index, Request::from_args(&args), count));
+                }
+            }
+        }
+        let seq = self.pending.push(Entry::new(Target::Local, false));
+        let reply = out.freeze();
+        sends.retain(|&(_, _, expected)| expected > 0);
+        if sends.is_empty() {
+            if let Some(entry) = self.pending.get_mut(seq) {
+                entry.reply = Some(reply);
+            }
+            return;
+        }
+        self.subs.prepared.insert(seq, (sends.len(), reply));
+        for (index, request, expected) in sends {
+            let Some(Some(sub)) = self.subs.conns.get_mut(index) else { continue };
+            sub.awaiting.push_back((seq, expected));
+            let reply_to = ReplyTo { session: self.mailbox.clone(), seq: SUBSCRIBER_SEQ + index as u64 };
+            let out = Outbound { frame: request.frame().clone(), asking: false, reply_to };
+            if sub.conn.send(out).is_err() {
+                self.subscriber_lost();
+                return;
+            }
+        }
+    }
+
+    /// The index of the subscribed connection to use: `0` for SUBSCRIBE
+    /// (to the first slot's master), or the one to `addr`, opened if needed.
+    fn subscriber_for(&mut self, first: usize, addr: Option<NodeAddr>) -> Option<usize> {
+        let addr = match addr {
+            Some(addr) => addr,
+            None => {
+                if let Some(Some(_)) = self.subs.conns.first() {
+                    return Some(0);
+                }
+                let slot = self.routes.first_slots().first().copied();
+                match slot.and_then(|slot| self.routes.master(slot)) {
+                    Some(node) => node.addr().clone(),
+                    None => {
+                        self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error()));
+                        return None;
+                    }
+                }
+            }
+        };
+        if self.subs.conns.is_empty() {
+            self.subs.conns.push(None);
+        }
+        let found = self
+            .subs
+            .conns
+            .iter()
+            .enumerate()
+            .skip(first)
+            .find(|(_, s)| s.as_ref().is_some_and(|s| s.conn.addr() == &addr));
+        if let Some((index, _)) = found {
+            return Some(index);
+        }
+        let index = if first == 0 {
+            0
+        } else if self.subs.conns.len() < MAX_CONNECTIONS {
+            self.subs.conns.push(None);
+            self.subs.conns.len() - 1
+        } else {
+            self.reply_error(ClientError::Refused("ssubscribe", "too many nodes for one client"));
+            return None;
+        };
+        let conn = self.ctx.pool.subscriber(&addr, self.client.protocol);
+        self.subs.conns[index] = Some(Subscriber { conn, awaiting: VecDeque::new() });
+        Some(index)
+    }
+
+    /// A frame from subscribed connection `index`.
+    pub(super) fn subscriber_event(&mut self, index: usize, reply: Reply) {
+        // A connection dropped on purpose (RESET) still says goodbye.
+        if !self.subs.conns.get(index).is_some_and(Option::is_some) {
+            return;
+        }
+        let frame = match reply {
+            Reply::Frame(frame) => frame,
+            Reply::Failed(_) => return self.subscriber_lost(),
+        };
+        let kind =
+            value::elements(&frame).and_then(|parts| parts.first().and_then(|k| value::text(k)).map(<[u8]>::to_vec));
+        let is_message = kind.as_deref().is_some_and(|k| {
+            k.eq_ignore_ascii_case(b"message")
+                || k.eq_ignore_ascii_case(b"pmessage")
+                || k.eq_ignore_ascii_case(b"smessage")
+        });
+        if is_message {
+            self.pending.push(Entry::ready(frame));
+            return;
+        }
+        let Some(Some(sub)) = self.subs.conns.get_mut(index) else { return };
+        let Some((seq, left)) = sub.awaiting.front_mut() else { return };
+        let seq = *seq;
+        // An error answers the whole request at once.
+        let error = value::is_error(&frame);
+        *left = left.saturating_sub(1);
+        if *left > 0 && !error {
+            return;
+        }
+        sub.awaiting.pop_front();
+        let Some((conns, reply)) = self.subs.prepared.get_mut(&seq) else { return };
+        *conns -= 1;
+        if error {
+            *reply = frame;
+        }
+        if *conns == 0 {
+            let reply = reply.clone();
+            self.subs.prepared.remove(&seq);
+            if let Some(entry) = self.pending.get_mut(seq) {
+                entry.reply = Some(reply);
+            }
+        }
+    }
+
+    /// A subscribed connection failed: the client's subscriptions are gone
+    /// with it, so it is closed once it has its replies, as if its server
+    /// had gone away.
+    fn subscriber_lost(&mut self) {
+        let prepared = std::mem::take(&mut self.subs.prepared);
+        for (seq, (_, reply)) in prepared {
+            if let Some(entry) = self.pending.get_mut(seq) {
+                entry.reply = Some(reply);
+            }
+        }
+        self.subs = Subscriptions::default();
+        self.close_after_last();
+    }
+
+    /// RESET: every subscription ends.
+    pub(super) fn drop_subscriptions(&mut self) {
+        let prepared = std::mem::take(&mut self.subs.prepared);
+        for (seq, (_, reply)) in prepared {
+            if let Some(entry) = self.pending.get_mut(seq) {
+                entry.reply = Some(reply);
+            }
+        }
+        self.subs = Subscriptions::default();
+    }
+}
+
+fn kind_name(kind: PubSub) -> &'static str {
+    match kind {
+        PubSub::Subscribe => "subscribe",
+        PubSub::PSubscribe => "psubscribe",
+        PubSub::SSubscribe => "ssubscribe",
+        PubSub::Unsubscribe => "unsubscribe",
+        PubSub::PUnsubscribe => "punsubscribe",
+        PubSub::SUnsubscribe => "sunsubscribe",
+    }
+}
+
+/// `[kind, channel, count]`: a push in RESP3, an array in RESP2.
+fn confirmation(out: &mut BytesMut, protocol: Protocol, kind: &str, channel: Option<&Bytes>, count: usize) {
+    match protocol {
+        Protocol::Resp2 => write::array(out, 3),
+        Protocol::Resp3 => write::header(out, b'>', 3),
+    }
+    write::bulk(out, kind.as_bytes());
+    match channel {
+        Some(channel) => write::bulk(out, channel),
+        None => write::null(out, protocol),
+    }
+    write::integer(out, count as i64);
+}
