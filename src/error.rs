@@ -24,6 +24,12 @@ pub enum ClientError {
     /// Cannot be queued in a transaction that runs on one node, and why.
     NotInTransaction(&'static str, &'static str),
     NestedMulti,
+    /// Too many commands queued before a transaction's first key.
+    TooManyHeld,
+    /// This client's own node connection is gone.
+    ConnectionClosed,
+    /// The nodes' answers to a split or broadcast request could not be combined.
+    Unmergeable(&'static str),
     /// A RESP2 client with subscriptions sent another command.
     Subscribed(&'static str),
     ExecWithoutMulti,
@@ -88,6 +94,13 @@ impl fmt::Display for ClientError {
                 write!(f, "ERR slotgate cannot run '{name}' inside a transaction: {reason}")
             }
             ClientError::NestedMulti => f.write_str("ERR MULTI calls can not be nested"),
+            ClientError::TooManyHeld => f.write_str(
+                "ERR slotgate holds too many commands before the transaction's first key; the transaction will abort",
+            ),
+            ClientError::ConnectionClosed => f.write_str("ERR this client's node connection is closed"),
+            ClientError::Unmergeable(what) => {
+                write!(f, "ERR slotgate could not combine the nodes' replies: {what}")
+            }
             ClientError::Subscribed(name) => write!(
                 f,
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"

@@ -148,3 +148,32 @@ fn a_client_that_leaves_mid_transaction_leaves_nothing_queued() {
     let replies: Vec<String> = redis::pipe().atomic().cmd("SET").arg(key).arg(2).query(&mut con).unwrap();
     assert_eq!(replies, vec!["OK"]);
 }
+
+/// Sends `input` in one write and reads until `replies` complete replies came back.
+fn pipelined(input: &[u8], replies: usize) -> Vec<Value> {
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", shared().proxy.port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(input).unwrap();
+    let mut parser = redis::Parser::new();
+    let mut reader = std::io::BufReader::new(raw);
+    (0..replies).map(|_| parser.parse_value(&mut reader).unwrap()).collect()
+}
+
+#[test]
+fn pipelined_transactions_keep_the_order_of_a_single_server() {
+    // The client's own write after WATCH, still in flight when MULTI
+    // arrives, must reach the node first: EXEC then fails, as on one server.
+    let replies = pipelined(
+        b"SET {tx:pipe}k 1\r\nWATCH {tx:pipe}k\r\nSET {tx:pipe}k 2\r\nMULTI\r\nINCR {tx:pipe}k\r\nEXEC\r\nGET {tx:pipe}k\r\n",
+        7,
+    );
+    assert_eq!(replies[5], Value::Nil, "EXEC after the client's own write to a watched key: {replies:?}");
+    assert_eq!(replies[6], Value::BulkString(b"2".to_vec()));
+    // UNWATCH inside MULTI is queued, as on one server.
+    let replies = pipelined(b"MULTI\r\nSET {tx:pipe}u 1\r\nUNWATCH\r\nEXEC\r\n", 4);
+    assert_eq!(replies[2], Value::SimpleString("QUEUED".into()), "{replies:?}");
+    assert_eq!(replies[3], Value::Array(vec![Value::Okay, Value::Okay]), "{replies:?}");
+    // RESET waits for a blocking command sent before it.
+    let replies = pipelined(b"BLPOP {tx:pipe}none 0.2\r\nRESET\r\nPING\r\n", 3);
+    assert_eq!(replies, vec![Value::Nil, Value::SimpleString("RESET".into()), Value::SimpleString("PONG".into())]);
+}

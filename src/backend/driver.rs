@@ -60,16 +60,34 @@ pub(super) fn spawn(
     queue
 }
 
-/// How replies are matched to requests.
+/// What a connection carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
-    /// One reply per request, in order; a node silent for the timeout
-    /// (if any) is taken as hung.
-    Pipelined { request_timeout: Option<Duration> },
-    /// A subscribed connection: confirmations and messages come as the node
-    /// pleases, so every frame goes to the client that sent the last
-    /// request, and no timeout applies.
+    /// Many clients' requests: one reply per request, in order; a node
+    /// silent for `request_timeout` is taken as hung; reconnects as needed.
+    Shared { request_timeout: Duration },
+    /// One client's own connection (its transaction, its blocking command):
+    /// replies in order, no timeout (BLPOP 0 waits for ever), and never
+    /// reopened: what the node holds for it (MULTI, WATCH) dies with it, so
+    /// once it breaks every later request fails.
+    Dedicated,
+    /// One client's subscribed connection: confirmations and messages come
+    /// as the node pleases, so every frame goes to the client; never reopened.
     Subscriber,
+}
+
+impl Mode {
+    fn request_timeout(self) -> Option<Duration> {
+        match self {
+            Mode::Shared { request_timeout } => Some(request_timeout),
+            Mode::Dedicated | Mode::Subscriber => None,
+        }
+    }
+
+    /// Does one break end the connection for good?
+    fn one_shot(self) -> bool {
+        !matches!(self, Mode::Shared { .. })
+    }
 }
 
 async fn run(
@@ -95,6 +113,9 @@ async fn run(
                 }
                 let cause: Arc<str> = cause.into();
                 fail_all(&mut batch, &addr, &cause);
+                if mode.one_shot() {
+                    return close_for_good(&queue, &addr, &cause);
+                }
                 if !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures)).await {
                     return;
                 }
@@ -102,11 +123,7 @@ async fn run(
             }
         };
         let mut conn = Connection::new(stream, std::mem::take(&mut batch), mode);
-        let request_timeout = match mode {
-            Mode::Pipelined { request_timeout } => request_timeout,
-            Mode::Subscriber => None,
-        };
-        let result = conn.serve(&queue, request_timeout).await;
+        let result = conn.serve(&queue, mode.request_timeout()).await;
         // Only a connection that answered counts as recovered: a node that
         // accepts and closes at once (max clients reached) keeps backing off.
         if conn.answered {
@@ -128,6 +145,9 @@ async fn run(
         batch = conn.batch;
         if result.is_ok() {
             return;
+        }
+        if mode.one_shot() {
+            return close_for_good(&queue, &addr, &cause);
         }
         if failures > 0 && !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures)).await {
             return;
@@ -155,6 +175,14 @@ async fn fail_while_backing_off(
                 fail_all(batch, addr, cause);
             }
         }
+    }
+}
+
+/// Ends a one-shot connection: whatever is queued or comes later fails
+/// (never sent, so safe to retry elsewhere).
+fn close_for_good(queue: &Mailbox<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
+    for out in queue.close() {
+        fail(out.reply_to, addr, cause, Retry::Safe);
     }
 }
 

@@ -38,7 +38,7 @@ impl Node {
         let connections = |protocol| {
             (0..settings.connections_per_node.max(1))
                 .map(|_| {
-                    let mode = driver::Mode::Pipelined { request_timeout: Some(settings.request_timeout) };
+                    let mode = driver::Mode::Shared { request_timeout: settings.request_timeout };
                     driver::spawn(addr.clone(), protocol, settings.clone(), mode)
                 })
                 .collect()
@@ -156,11 +156,11 @@ impl Pool {
         routes.clone()
     }
 
-    /// A new connection to `addr` for one client alone. `blocking`: its
-    /// requests may wait for ever (BLPOP 0), so no request timeout applies.
-    pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol, blocking: bool) -> Dedicated {
-        let request_timeout = (!blocking).then_some(self.settings.request_timeout);
-        let mode = driver::Mode::Pipelined { request_timeout };
+    /// A new connection to `addr` for one client alone (its transaction, its
+    /// blocking commands). Its requests may wait for ever (BLPOP 0), so no
+    /// request timeout applies; once broken, it stays closed.
+    pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
+        let mode = driver::Mode::Dedicated;
         Dedicated { addr: addr.clone(), queue: driver::spawn(addr.clone(), protocol, self.settings.clone(), mode) }
     }
 

@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::error::ClientError;
 use crate::resp::{Protocol, value, write};
 
 /// slotgate's own section, and whether the client asked for it.
@@ -36,7 +37,7 @@ pub(super) fn merge(proxy: &ProxyInfo, replies: &[Bytes], protocol: Protocol, ou
     else {
         return match replies.iter().find(|r| value::is_error(r)) {
             Some(error) => out.extend_from_slice(error),
-            None => write::error(out, "ERR slotgate could not read a node's INFO reply"),
+            None => ClientError::Unmergeable("a node's INFO reply is unreadable").write(out),
         };
     };
     let text = combine(proxy, &texts);
@@ -116,7 +117,7 @@ fn sum(fields: &[HashMap<&str, &str>], section: &str, field: &str) -> Option<i64
     if !summed(section, field) {
         return None;
     }
-    fields.iter().map(|f| f.get(field).and_then(|v| v.parse::<i64>().ok())).sum()
+    fields.iter().map(|f| f.get(field).and_then(|v| v.parse::<i64>().ok())).try_fold(0i64, |sum, n| sum.checked_add(n?))
 }
 
 /// `dbN:keys=K,expires=E,avg_ttl=T` lines summed over every master (a master
@@ -140,9 +141,9 @@ fn keyspace(texts: &[&str], out: &mut String) {
                 }
             };
             let total = &mut dbs[index].1;
-            total[0] += keys;
-            total[1] += expires;
-            total[2] += ttl.saturating_mul(expires);
+            total[0] = total[0].saturating_add(keys);
+            total[1] = total[1].saturating_add(expires);
+            total[2] = total[2].saturating_add(ttl.saturating_mul(expires));
         }
     }
     for (db, [keys, expires, ttl_weight]) in dbs {

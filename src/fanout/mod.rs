@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use crate::cluster::{Slot, key_slot};
 use crate::command::spec::FindKeys;
 use crate::command::{Combine, Command};
+use crate::error::ClientError;
 use crate::resp::{Protocol, Request, value, write};
 
 pub use info::ProxyInfo;
@@ -127,7 +128,7 @@ pub fn merge(merge: &Merge, replies: &[Bytes], protocol: Protocol, out: &mut Byt
         }
         _ if first_error.is_some() => out.extend_from_slice(first_error.map_or(&[][..], |r| r)),
         Merge::AllSucceeded => out.extend_from_slice(replies.first().map_or(&b"+OK\r\n"[..], |r| r)),
-        Merge::Sum => match replies.iter().map(|r| value::integer(r)).sum::<Option<i64>>() {
+        Merge::Sum => match checked_sum(replies.iter().map(|r| value::integer(r))) {
             Some(sum) => write::integer(out, sum),
             None => unexpected(out),
         },
@@ -182,7 +183,7 @@ fn pair_sum(replies: &[Bytes], out: &mut BytesMut) {
             out.extend_from_slice(element);
             continue;
         }
-        match parts.iter().map(|p| value::integer(p[i])).sum::<Option<i64>>() {
+        match checked_sum(parts.iter().map(|p| value::integer(p[i]))) {
             Some(sum) => write::integer(out, sum),
             None => return unexpected(out),
         }
@@ -235,9 +236,14 @@ fn logical_and(replies: &[Bytes], out: &mut BytesMut) {
     }
 }
 
+/// The sum of integers, `None` if one is missing or the sum overflows.
+fn checked_sum(mut values: impl Iterator<Item = Option<i64>>) -> Option<i64> {
+    values.try_fold(0i64, |sum, n| sum.checked_add(n?))
+}
+
 /// A node answered a part in a shape its command never has.
 fn unexpected(out: &mut BytesMut) {
-    write::error(out, "ERR slotgate could not combine the nodes' replies: a node answered in an unexpected form");
+    ClientError::Unmergeable("a node answered in an unexpected form").write(out);
 }
 
 #[cfg(test)]

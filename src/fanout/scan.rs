@@ -1,48 +1,51 @@
-//! SCAN across masters. slotgate's cursor holds which master is being
-//! scanned (in the order of their first slots) and that master's own cursor,
-//! so a full iteration visits every master once, each from 0 to 0, and
-//! every key Redis's SCAN guarantees on one node is returned here too.
+//! SCAN across masters. slotgate's cursor holds a slot of the master being
+//! scanned (its first slot when the scan reached it) and that master's own
+//! cursor, so a full iteration visits every master once, each from 0 to 0,
+//! in slot order, and returns every key Redis's SCAN guarantees on one node.
+//! Masters added or removed during the scan do not shift the others.
 
 use bytes::{Bytes, BytesMut};
 
+use crate::cluster::Slot;
+use crate::error::ClientError;
 use crate::resp::{value, write};
 
-/// Low bits of slotgate's cursor: the master's position. Redis Cluster
-/// supports at most 1000 nodes.
-const SHARD_BITS: u32 = 10;
+/// Low bits of slotgate's cursor: the slot (16384 = 2^14).
+const SLOT_BITS: u32 = 14;
 
-/// Where a SCAN continues: the master's position and how many there are.
+/// Where a SCAN is: the slot whose master is scanned, and the first slot
+/// of the master after it (none: it is the last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanCursor {
-    pub shard: u16,
-    pub shards: u16,
+    pub slot: Slot,
+    next: Option<Slot>,
 }
 
-/// The client's cursor names no master, or is not a number.
+/// The client's cursor is not a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidCursor;
 
 impl ScanCursor {
-    /// Reads a client's cursor, for a cluster of `shards` masters: where to
-    /// continue, and the cursor to send that master.
-    pub fn parse(cursor: &[u8], shards: usize) -> Result<(ScanCursor, u64), InvalidCursor> {
+    /// Reads a client's cursor, given each master's first slot (in slot
+    /// order): where to continue, and the cursor to send that master.
+    pub fn parse(cursor: &[u8], first_slots: &[Slot]) -> Result<(ScanCursor, u64), InvalidCursor> {
         let cursor: u64 = std::str::from_utf8(cursor).ok().and_then(|c| c.parse().ok()).ok_or(InvalidCursor)?;
-        let shard = (cursor & ((1 << SHARD_BITS) - 1)) as usize;
-        let shards = u16::try_from(shards).map_err(|_| InvalidCursor)?;
-        if shard >= usize::from(shards) {
-            return Err(InvalidCursor);
-        }
-        Ok((ScanCursor { shard: shard as u16, shards }, cursor >> SHARD_BITS))
+        let slot = match cursor {
+            // The start: the first master, wherever its slots begin.
+            0 => *first_slots.first().ok_or(InvalidCursor)?,
+            _ => Slot::new((cursor & ((1 << SLOT_BITS) - 1)) as u16).ok_or(InvalidCursor)?,
+        };
+        let next = first_slots.iter().copied().find(|&first| first > slot);
+        Ok((ScanCursor { slot, next }, cursor >> SLOT_BITS))
     }
 
     /// slotgate's cursor after the master answered with `node_cursor`.
-    fn next(self, node_cursor: u64) -> Option<u64> {
+    fn after(self, node_cursor: u64) -> Option<u64> {
         if node_cursor == 0 {
-            let next = self.shard + 1;
-            return Some(if next < self.shards { u64::from(next) } else { 0 });
+            return Some(self.next.map_or(0, |next| next.index() as u64));
         }
-        let shifted = node_cursor.checked_shl(SHARD_BITS).filter(|s| s >> SHARD_BITS == node_cursor)?;
-        Some(shifted | u64::from(self.shard))
+        let shifted = node_cursor.checked_shl(SLOT_BITS).filter(|s| s >> SLOT_BITS == node_cursor)?;
+        Some(shifted | self.slot.index() as u64)
     }
 }
 
@@ -52,7 +55,7 @@ pub(super) fn merge(cursor: ScanCursor, replies: &[Bytes], out: &mut BytesMut) {
         let parts = value::elements(reply)?;
         let [node_cursor, keys] = parts.as_slice() else { return None };
         let node_cursor = std::str::from_utf8(value::text(node_cursor)?).ok()?.parse().ok()?;
-        Some((cursor.next(node_cursor)?, *keys))
+        Some((cursor.after(node_cursor)?, *keys))
     });
     match answer {
         Some((next, keys)) => {
@@ -62,7 +65,7 @@ pub(super) fn merge(cursor: ScanCursor, replies: &[Bytes], out: &mut BytesMut) {
         }
         None => match replies.first() {
             Some(error) if value::is_error(error) => out.extend_from_slice(error),
-            _ => write::error(out, "ERR slotgate could not read a node's SCAN reply"),
+            _ => ClientError::Unmergeable("a node's SCAN reply is unreadable").write(out),
         },
     }
 }
@@ -71,33 +74,50 @@ pub(super) fn merge(cursor: ScanCursor, replies: &[Bytes], out: &mut BytesMut) {
 mod tests {
     use super::*;
 
+    fn slots(list: &[u16]) -> Vec<Slot> {
+        list.iter().filter_map(|&s| Slot::new(s)).collect()
+    }
+
     #[test]
     fn a_cursor_walks_every_master_once() {
-        let (at, node) = ScanCursor::parse(b"0", 3).unwrap();
-        assert_eq!((at, node), (ScanCursor { shard: 0, shards: 3 }, 0));
-        assert_eq!(at.next(17), Some(17 << SHARD_BITS));
-        let (at, node) = ScanCursor::parse((17u64 << SHARD_BITS).to_string().as_bytes(), 3).unwrap();
-        assert_eq!((at.shard, node), (0, 17));
-        assert_eq!(at.next(0), Some(1), "the next master, from its start");
-        let last = ScanCursor { shard: 2, shards: 3 };
-        assert_eq!(last.next(0), Some(0), "the end of the last master ends the iteration");
+        let masters = slots(&[0, 5461, 10923]);
+        let (at, node) = ScanCursor::parse(b"0", &masters).unwrap();
+        assert_eq!((at.slot.index(), node), (0, 0));
+        assert_eq!(at.after(17), Some(17 << SLOT_BITS));
+        let (at, node) = ScanCursor::parse((17u64 << SLOT_BITS).to_string().as_bytes(), &masters).unwrap();
+        assert_eq!((at.slot.index(), node), (0, 17));
+        assert_eq!(at.after(0), Some(5461), "the next master, from its start");
+        let (last, node) = ScanCursor::parse(b"10923", &masters).unwrap();
+        assert_eq!((last.slot.index(), node), (10923, 0));
+        assert_eq!(last.after(0), Some(0), "the end of the last master ends the iteration");
+    }
+
+    #[test]
+    fn masters_added_elsewhere_do_not_shift_the_scan() {
+        let (at, node) =
+            ScanCursor::parse(((5u64 << SLOT_BITS) | 5461).to_string().as_bytes(), &slots(&[0, 5461, 8000, 10923]))
+                .unwrap();
+        assert_eq!((at.slot.index(), node), (5461, 5));
+        assert_eq!(at.after(0), Some(8000));
     }
 
     #[test]
     fn bad_cursors_are_refused() {
-        assert_eq!(ScanCursor::parse(b"x", 3), Err(InvalidCursor));
-        assert_eq!(ScanCursor::parse(b"-1", 3), Err(InvalidCursor));
-        assert_eq!(ScanCursor::parse(b"5", 3), Err(InvalidCursor), "names a fifth master of three");
-        assert_eq!(ScanCursor { shard: 0, shards: 1 }.next(u64::MAX), None);
+        let masters = slots(&[0, 5461]);
+        assert_eq!(ScanCursor::parse(b"x", &masters), Err(InvalidCursor));
+        assert_eq!(ScanCursor::parse(b"-1", &masters), Err(InvalidCursor));
+        assert_eq!(ScanCursor::parse(b"0", &[]), Err(InvalidCursor));
+        let (at, _) = ScanCursor::parse(b"1", &masters).unwrap();
+        assert_eq!(at.after(u64::MAX), None);
     }
 
     #[test]
     fn the_reply_carries_slotgate_cursor() {
         let reply = Bytes::from_static(b"*2\r\n$2\r\n12\r\n*1\r\n$1\r\nk\r\n");
         let mut out = BytesMut::new();
-        merge(ScanCursor { shard: 1, shards: 3 }, &[reply], &mut out);
-        let expected =
-            format!("*2\r\n${}\r\n{}\r\n*1\r\n$1\r\nk\r\n", ((12u64 << 10) | 1).to_string().len(), (12u64 << 10) | 1);
-        assert_eq!(String::from_utf8_lossy(&out), expected);
+        let (at, _) = ScanCursor::parse(b"5461", &slots(&[0, 5461])).unwrap();
+        merge(at, &[reply], &mut out);
+        let cursor = ((12u64 << SLOT_BITS) | 5461).to_string();
+        assert_eq!(String::from_utf8_lossy(&out), format!("*2\r\n${}\r\n{cursor}\r\n*1\r\n$1\r\nk\r\n", cursor.len()));
     }
 }

@@ -47,6 +47,11 @@ impl Session {
         {
             return self.reply_error(ClientError::Subscribed(entry.command.name));
         }
+        // RESET drops this client's own connections: not under a request still on them.
+        if entry.route == Route::Local(Local::Reset) && self.in_flight > 0 {
+            self.parked = Some(request);
+            return;
+        }
         let shared = match entry.route {
             Route::Local(_) | Route::Refused(_) | Route::PubSub(_) => false,
             Route::Keyed(keyed) => !keyed.blocking.blocks(&request),
@@ -105,10 +110,10 @@ impl Session {
         if slots.is_empty() {
             return self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error()));
         }
-        let Ok((cursor, node_cursor)) = ScanCursor::parse(request.arg(1).unwrap_or_default(), slots.len()) else {
+        let Ok((cursor, node_cursor)) = ScanCursor::parse(request.arg(1).unwrap_or_default(), slots) else {
             return self.reply_error(ClientError::InvalidCursor);
         };
-        let target = Target::Slot(slots[usize::from(cursor.shard)]);
+        let target = Target::Slot(cursor.slot);
         let node_cursor = itoa::Buffer::new().format(node_cursor).as_bytes().to_vec();
         let args = std::iter::once(&node_cursor[..]).chain(request.args().skip(2));
         let part = Request::from_name_and_args(request.name(), args);
@@ -127,7 +132,7 @@ impl Session {
             self.send(seq, request, target, &routes);
         }
         if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
-            entry.group = Some(Box::new(Group { parts: count, merge }));
+            entry.group = Some(Box::new(Group { parts: count, merge, protocol: self.client.protocol }));
         }
     }
 
@@ -230,7 +235,13 @@ impl Session {
         if entry.target == Target::Dedicated {
             // This client's own connection: passed on as it is, never retried.
             match completion.reply {
-                Reply::Frame(reply) => entry.reply = Some(reply),
+                Reply::Frame(reply) => {
+                    if reply.starts_with(b"-MOVED") || reply.starts_with(b"-ASK") {
+                        // The next one goes where the slot is now.
+                        self.ctx.pool.topology().refresh();
+                    }
+                    entry.reply = Some(reply);
+                }
                 Reply::Failed(error) => {
                     let error = match error.retry {
                         Retry::Safe => ClientError::NodeUnreachable(error),

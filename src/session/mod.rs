@@ -104,9 +104,8 @@ struct Session {
     /// The connection the last request went on; switching waits for
     /// everything in flight (see "Ordering").
     conn: Conn,
-    /// This client's own node connection, with whether it is for blocking
-    /// commands and its protocol; kept for reuse.
-    dedicated: Option<(Dedicated, bool, Protocol)>,
+    /// This client's own node connection and its protocol, kept for reuse.
+    dedicated: Option<(Dedicated, Protocol)>,
     tx: Transaction,
     subs: pubsub::Subscriptions,
     /// A request that waits for the requests in flight before it can go
@@ -293,7 +292,7 @@ impl Session {
                         self.closing = true;
                     }
                 }
-                Ready::Parts(group, replies) => fanout::merge(&group.merge, &replies, self.client.protocol, output),
+                Ready::Parts(group, replies) => fanout::merge(&group.merge, &replies, group.protocol, output),
             }
         }
     }

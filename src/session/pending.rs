@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{NodeAddr, Slot};
 use crate::fanout::Merge;
-use crate::resp::Request;
+use crate::resp::{Protocol, Request};
 
 /// Where a request goes, which is also what it must stay ordered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,8 @@ pub struct Entry {
 pub struct Group {
     pub parts: usize,
     pub merge: Merge,
+    /// The client's protocol when it asked (the parts' replies are in it).
+    pub protocol: Protocol,
 }
 
 /// What leaves the front of the queue.
@@ -196,7 +198,8 @@ mod tests {
     fn a_request_in_parts_leaves_when_every_part_is_answered() {
         let mut pending = Pending::default();
         let first = pending.push(waiting(Target::AnyMaster));
-        pending.get_mut(first).unwrap().group = Some(Box::new(Group { parts: 2, merge: Merge::Sum }));
+        pending.get_mut(first).unwrap().group =
+            Some(Box::new(Group { parts: 2, merge: Merge::Sum, protocol: Protocol::Resp2 }));
         let second = pending.push(waiting(Target::AnyMaster));
         let after = pending.push(Entry::ready(Bytes::from_static(b"+PONG\r\n")));
         pending.get_mut(first).unwrap().reply = Some(Bytes::from_static(b":1\r\n"));

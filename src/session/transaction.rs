@@ -22,7 +22,7 @@ use crate::backend::{NodeError, Outbound, ReplyTo, Retry};
 use crate::cluster::{NodeAddr, Slot, key_slot};
 use crate::command::{self, Entry as CommandEntry, InvalidKeys, Local, Route, key_positions};
 use crate::error::ClientError;
-use crate::resp::Request;
+use crate::resp::{Protocol, Request};
 
 /// A sequence number no entry has: the reply to a request slotgate sends on
 /// its own account (the DISCARD of an aborted transaction) is dropped.
@@ -33,9 +33,8 @@ pub(super) const UNANSWERED: u64 = u64::MAX;
 pub(super) enum Conn {
     /// The worker's pipelined connections, shared with other clients.
     Shared,
-    /// This client's own connection to one node; `blocking` ones have no
-    /// request timeout.
-    Dedicated { addr: NodeAddr, blocking: bool },
+    /// This client's own connection to one node, in one protocol.
+    Dedicated { addr: NodeAddr, protocol: Protocol },
 }
 
 /// A transaction in progress (WATCH or MULTI seen, EXEC or DISCARD not yet).
@@ -45,6 +44,8 @@ pub(super) struct Transaction {
     pub multi: bool,
     /// The slot every key must hash to, once the first key is seen.
     slot: Option<Slot>,
+    /// The node it runs on, once started.
+    node: Option<NodeAddr>,
     /// The node has been sent WATCH or MULTI: later requests go straight there.
     started: bool,
     /// Requests held (already answered) until the node is known.
@@ -70,7 +71,7 @@ impl Session {
                 Err(ClientError::NotInTransaction(entry.command.name, "subscriptions are per connection"))
             }
             // The node queues these like any command, and EXEC answers them.
-            Route::Local(Local::Ping | Local::Echo) => Ok(None),
+            Route::Local(Local::Ping | Local::Echo | Local::Unwatch) => Ok(None),
             Route::Refused(why) => Err(ClientError::Refused(entry.command.name, why)),
             Route::Local(_) => Err(ClientError::NotInTransaction(entry.command.name, "it is about the connection")),
             Route::Broadcast(_) | Route::Scan => {
@@ -126,12 +127,28 @@ impl Session {
             return;
         }
         if self.tx.started {
-            let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-            self.send_dedicated(seq, request);
+            if self.tx_connection_ready(&request) {
+                let seq = self.pending.push(Entry::new(Target::Dedicated, false));
+                self.send_dedicated(seq, request);
+            }
+        } else if self.tx.held.len() >= self.ctx.settings.max_pipeline {
+            self.tx.dirty = true;
+            self.reply_error(ClientError::TooManyHeld);
         } else {
             self.tx.held.push(request);
             self.reply(Bytes::from_static(b"+QUEUED\r\n"));
         }
+    }
+
+    /// Whether requests of the started transaction may go now (everything
+    /// in flight elsewhere is answered); otherwise `request` is parked.
+    fn tx_connection_ready(&mut self, request: &Request) -> bool {
+        let Some(addr) = self.tx.node.clone() else { return true };
+        if self.use_conn(Conn::Dedicated { addr, protocol: self.client.protocol }) {
+            return true;
+        }
+        self.parked = Some(request.clone());
+        false
     }
 
     /// Opens the transaction on its node and sends what was held. False when
@@ -143,16 +160,22 @@ impl Session {
             None => routes.any_master(self.client.id),
         };
         let Some(addr) = node.map(|node| node.addr().clone()) else {
-            let error = ClientError::NoTopology(self.ctx.pool.topology().last_error());
-            self.tx = Transaction::default();
-            self.reply_error(error);
+            self.ctx.pool.topology().refresh();
+            if self.tx.multi {
+                // Like a command the node refuses: EXEC will abort.
+                self.tx.dirty = true;
+            } else {
+                self.tx = Transaction::default();
+            }
+            self.reply_error(ClientError::SlotNotServed);
             return false;
         };
-        if !self.use_conn(Conn::Dedicated { addr, blocking: false }) {
+        if !self.use_conn(Conn::Dedicated { addr: addr.clone(), protocol: self.client.protocol }) {
             self.parked = Some(request.clone());
             return false;
         }
         self.tx.started = true;
+        self.tx.node = Some(addr);
         for held in std::mem::take(&mut self.tx.held) {
             self.send_dedicated(UNANSWERED, held);
         }
@@ -162,6 +185,9 @@ impl Session {
     pub(super) fn multi(&mut self, request: Request) {
         if self.tx.multi {
             return self.reply_error(ClientError::NestedMulti);
+        }
+        if !self.tx_connection_ready(&request) {
+            return;
         }
         self.tx.multi = true;
         self.tx.dirty = false;
@@ -183,7 +209,8 @@ impl Session {
             self.abandon_transaction();
             return self.reply_error(ClientError::ExecAbort);
         }
-        if !self.tx.started && !self.start_transaction(&request) {
+        let ready = if self.tx.started { self.tx_connection_ready(&request) } else { self.start_transaction(&request) };
+        if !ready {
             return;
         }
         let seq = self.pending.push(Entry::new(Target::Dedicated, false));
@@ -196,6 +223,9 @@ impl Session {
             return self.reply_error(ClientError::DiscardWithoutMulti);
         }
         if self.tx.started {
+            if !self.tx_connection_ready(&request) {
+                return;
+            }
             let seq = self.pending.push(Entry::new(Target::Dedicated, false));
             self.send_dedicated(seq, request);
             self.tx = Transaction::default();
@@ -230,7 +260,8 @@ impl Session {
         self.tx.slot = Some(slot);
         // Parked (or failed) otherwise: a parked WATCH is handled again,
         // from the start, once the requests in flight are answered.
-        if !self.tx.started && !self.start_transaction(&request) {
+        let ready = if self.tx.started { self.tx_connection_ready(&request) } else { self.start_transaction(&request) };
+        if !ready {
             return;
         }
         let seq = self.pending.push(Entry::new(Target::Dedicated, false));
@@ -241,6 +272,9 @@ impl Session {
         if !self.tx.started {
             return self.reply(Bytes::from_static(b"+OK\r\n"));
         }
+        if !self.tx_connection_ready(&request) {
+            return;
+        }
         let seq = self.pending.push(Entry::new(Target::Dedicated, false));
         self.send_dedicated(seq, request);
         if !self.tx.multi {
@@ -249,13 +283,24 @@ impl Session {
     }
 
     /// A blocking command (BLPOP, XREAD BLOCK, ...) on this client's own
-    /// connection to the master of `slot`.
+    /// connection to the master of `slot`; while a WATCH holds that
+    /// connection, on it (its slot only, as on a cluster node).
     pub(super) fn forward_blocking(&mut self, slot: Slot, request: Request) {
+        if self.tx.started {
+            if self.tx.slot != Some(slot) {
+                return self.reply_error(ClientError::CrossSlot);
+            }
+            if self.tx_connection_ready(&request) {
+                let seq = self.pending.push(Entry::new(Target::Dedicated, false));
+                self.send_dedicated(seq, request);
+            }
+            return;
+        }
         let Some(addr) = self.routes.master(slot).map(|node| node.addr().clone()) else {
             self.ctx.pool.topology().refresh();
             return self.reply_error(ClientError::SlotNotServed);
         };
-        if !self.use_conn(Conn::Dedicated { addr, blocking: true }) {
+        if !self.use_conn(Conn::Dedicated { addr, protocol: self.client.protocol }) {
             self.parked = Some(request);
             return;
         }
@@ -272,14 +317,10 @@ impl Session {
         if self.in_flight > 0 {
             return false;
         }
-        if let Conn::Dedicated { addr, blocking } = &conn {
-            let reuse = self
-                .dedicated
-                .as_ref()
-                .is_some_and(|(d, b, p)| d.addr() == addr && b == blocking && *p == self.client.protocol);
+        if let Conn::Dedicated { addr, protocol } = &conn {
+            let reuse = self.dedicated.as_ref().is_some_and(|(d, p)| d.addr() == addr && p == protocol);
             if !reuse {
-                let dedicated = self.ctx.pool.dedicated(addr, self.client.protocol, *blocking);
-                self.dedicated = Some((dedicated, *blocking, self.client.protocol));
+                self.dedicated = Some((self.ctx.pool.dedicated(addr, *protocol), *protocol));
             }
         }
         self.conn = conn;
@@ -291,15 +332,16 @@ impl Session {
     fn send_dedicated(&mut self, seq: u64, request: Request) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
         let out = Outbound { frame: request.frame().clone(), asking: false, reply_to };
-        let sent = match &self.dedicated {
-            Some((dedicated, _, _)) => dedicated.send(out).map_err(|_| dedicated.addr().clone()),
-            None => Err(NodeAddr::new("-")),
+        let Some((dedicated, _)) = &self.dedicated else {
+            return self.fail(seq, ClientError::ConnectionClosed);
         };
-        match sent {
+        match dedicated.send(out) {
             Ok(()) => self.in_flight += 1,
-            Err(addr) => {
-                let error = NodeError { addr, cause: "its connection is closed".into(), retry: Retry::Safe };
+            Err(_) => {
+                let cause = "this client's node connection closed".into();
+                let error = NodeError { addr: dedicated.addr().clone(), cause, retry: Retry::Safe };
                 self.fail(seq, ClientError::NodeUnreachable(error));
+                self.dedicated_lost();
             }
         }
     }
@@ -320,13 +362,11 @@ impl Session {
     pub(super) fn drop_dedicated(&mut self) {
         self.tx = Transaction::default();
         self.dedicated = None;
-        if self.conn != Conn::Shared {
-            self.conn = Conn::Shared;
-        }
+        self.conn = Conn::Shared;
     }
 
     /// Is the client waiting on a blocking command?
     pub(super) fn blocked(&self) -> bool {
-        matches!(self.conn, Conn::Dedicated { blocking: true, .. }) && self.in_flight > 0
+        matches!(self.conn, Conn::Dedicated { .. }) && self.in_flight > 0
     }
 }
