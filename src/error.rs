@@ -24,6 +24,9 @@ pub enum ClientError {
     /// Cannot be queued in a transaction that runs on one node, and why.
     NotInTransaction(&'static str, &'static str),
     NestedMulti,
+    UnknownClientType(Bytes),
+    InvalidClientId,
+    NoSuchClient,
     /// Too many commands queued before a transaction's first key.
     TooManyHeld,
     /// This client's own node connection is gone.
@@ -94,6 +97,9 @@ impl fmt::Display for ClientError {
                 write!(f, "ERR slotgate cannot run '{name}' inside a transaction: {reason}")
             }
             ClientError::NestedMulti => f.write_str("ERR MULTI calls can not be nested"),
+            ClientError::UnknownClientType(kind) => write!(f, "ERR Unknown client type '{}'", Shown(kind, 128)),
+            ClientError::InvalidClientId => f.write_str("ERR Invalid client ID"),
+            ClientError::NoSuchClient => f.write_str("ERR No such client"),
             ClientError::TooManyHeld => f.write_str(
                 "ERR slotgate holds too many commands before the transaction's first key; the transaction will abort",
             ),

@@ -5,7 +5,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -15,17 +14,15 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Pool;
 use crate::cluster::Topology;
 use crate::config::Config;
-use crate::session::{self, Context, Scripts};
+use crate::session::{self, Clients, Context, Scripts};
 
 /// Serves clients from `listener` until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
     let topology = Topology::start(config.topology());
-    let client_ids = Arc::new(AtomicU64::new(0));
+    let clients = Arc::new(Clients::default());
     let scripts = Arc::new(Scripts::default());
     let workers = (0..config.worker_threads())
-        .map(|index| {
-            spawn_worker(index, &config, topology.clone(), client_ids.clone(), scripts.clone(), shutdown.clone())
-        })
+        .map(|index| spawn_worker(index, &config, topology.clone(), clients.clone(), scripts.clone(), shutdown.clone()))
         .collect::<io::Result<Vec<_>>>()?;
     tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), seeds = ?config.cluster, "slotgate ready");
     let mut next = 0;
@@ -56,7 +53,7 @@ fn spawn_worker(
     index: usize,
     config: &Config,
     topology: Arc<Topology>,
-    client_ids: Arc<AtomicU64>,
+    registry: Arc<Clients>,
     scripts: Arc<Scripts>,
     shutdown: CancellationToken,
 ) -> io::Result<mpsc::UnboundedSender<std::net::TcpStream>> {
@@ -66,7 +63,7 @@ fn spawn_worker(
     let settings = config.session();
     std::thread::Builder::new().name(format!("slotgate-worker-{index}")).spawn(move || {
         runtime.block_on(async move {
-            let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, client_ids, scripts });
+            let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, clients: registry, scripts });
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,

@@ -257,3 +257,32 @@ fn large_values_round_trip() {
         assert!(back == value, "8 MB value came back changed");
     });
 }
+
+/// CLIENT LIST, INFO, KILL, REPLY and NO-EVICT answer about slotgate's own
+/// clients, the way Redis answers about its own.
+#[test]
+fn client_commands_are_about_slotgate_clients() {
+    let proxy = &shared().proxy;
+    let mut a = proxy.connection();
+    let mut b = proxy.connection();
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("alpha").query(&mut a).unwrap();
+    let b_id: u64 = redis::cmd("CLIENT").arg("ID").query(&mut b).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut a).unwrap();
+    assert!(list.lines().any(|l| l.contains(" name=alpha ") && l.contains(" cmd=client|list ")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with(&format!("id={b_id} "))), "{list}");
+    let only_b: String = redis::cmd("CLIENT").arg("LIST").arg("ID").arg(b_id).query(&mut a).unwrap();
+    assert_eq!(only_b.lines().count(), 1, "{only_b}");
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut b).unwrap();
+    assert!(info.starts_with(&format!("id={b_id} ")) && info.contains(" resp=2 "), "{info}");
+    let _: () = redis::cmd("CLIENT").arg("NO-EVICT").arg("on").query(&mut a).unwrap();
+    // KILL ends the other client's connection at once.
+    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(b_id).query(&mut a).unwrap();
+    assert_eq!(killed, 1);
+    assert!(redis::cmd("PING").query::<String>(&mut b).is_err(), "the killed client's connection is closed");
+    let error = redis::cmd("CLIENT").arg("KILL").arg("127.0.0.1:1").query::<redis::Value>(&mut a).unwrap_err();
+    assert_eq!(error.detail(), Some("No such client"));
+    // REPLY OFF and SKIP silence replies; the commands still run.
+    let mut raw = Raw::connect(proxy.port);
+    raw.send(b"CLIENT REPLY OFF\r\nSET reply:k 1\r\nCLIENT REPLY ON\r\nGET reply:k\r\nCLIENT REPLY SKIP\r\nINCR reply:k\r\nGET reply:k\r\n");
+    raw.expect(b"+OK\r\n$1\r\n1\r\n$1\r\n2\r\n");
+}

@@ -87,6 +87,12 @@ pub enum Local {
     ClientGetName,
     ClientSetName,
     ClientSetInfo,
+    /// CLIENT LIST, INFO, KILL, REPLY, NO-EVICT: about slotgate's own clients.
+    ClientList,
+    ClientInfo,
+    ClientKill,
+    ClientReply,
+    ClientNoEvict,
     /// CLUSTER KEYSLOT: computed by slotgate.
     ClusterKeySlot,
     /// READONLY, READWRITE, ASKING: the client believes it talks to a standalone server.
@@ -194,7 +200,8 @@ pub enum KeyFinder {
 const WAIT: &str = "its count would be about slotgate's node connections, not this client's writes";
 const PER_NODE: &str = "its answer describes one node and has no cluster-wide equivalent; ask the nodes";
 const ADMIN: &str = "administrative commands are not available through slotgate; run them against the nodes";
-const CLIENT: &str = "this CLIENT subcommand is not supported yet";
+const CLIENT: &str = "this CLIENT subcommand is about node connections slotgate shares between clients";
+const TRACKING: &str = "client-side caching needs invalidations from every node to each client; not supported";
 const CLUSTER: &str = "slotgate presents the cluster as one server; of the CLUSTER commands only KEYSLOT, COUNTKEYSINSLOT and INFO are available";
 const ACL: &str = "ACL commands are not available through slotgate";
 const SCRIPT_DEBUG: &str = "script debugging needs a dedicated node connection; not supported";
@@ -217,6 +224,15 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("client|getname", Route::Local(Local::ClientGetName)),
     ("client|setname", Route::Local(Local::ClientSetName)),
     ("client|setinfo", Route::Local(Local::ClientSetInfo)),
+    ("client|list", Route::Local(Local::ClientList)),
+    ("client|tracking", Route::Refused(TRACKING)),
+    ("client|trackinginfo", Route::Refused(TRACKING)),
+    ("client|caching", Route::Refused(TRACKING)),
+    ("client|getredir", Route::Refused(TRACKING)),
+    ("client|info", Route::Local(Local::ClientInfo)),
+    ("client|kill", Route::Local(Local::ClientKill)),
+    ("client|reply", Route::Local(Local::ClientReply)),
+    ("client|no-evict", Route::Local(Local::ClientNoEvict)),
     ("cluster", Route::Refused(CLUSTER)),
     ("cluster|keyslot", Route::Local(Local::ClusterKeySlot)),
     ("cluster|countkeysinslot", Route::SlotArgument),

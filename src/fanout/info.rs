@@ -40,16 +40,7 @@ pub(super) fn merge(proxy: &ProxyInfo, replies: &[Bytes], protocol: Protocol, ou
             None => ClientError::Unmergeable("a node's INFO reply is unreadable").write(out),
         };
     };
-    let text = combine(proxy, &texts);
-    match protocol {
-        Protocol::Resp2 => write::bulk(out, text.as_bytes()),
-        Protocol::Resp3 => {
-            write::header(out, b'=', text.len() + 4);
-            out.extend_from_slice(b"txt:");
-            out.extend_from_slice(text.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
+    write::verbatim(out, protocol, &combine(proxy, &texts));
 }
 
 /// Fields summed across masters; the rest is the first master's.

@@ -51,6 +51,20 @@ pub fn null(out: &mut BytesMut, protocol: Protocol) {
     });
 }
 
+/// Text for people (INFO, CLIENT LIST): a verbatim string in RESP3, a bulk
+/// string in RESP2.
+pub fn verbatim(out: &mut BytesMut, protocol: Protocol, text: &str) {
+    match protocol {
+        Protocol::Resp2 => bulk(out, text.as_bytes()),
+        Protocol::Resp3 => {
+            header(out, b'=', text.len() + 4);
+            out.put_slice(b"txt:");
+            out.put_slice(text.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+    }
+}
+
 pub fn array(out: &mut BytesMut, len: usize) {
     header(out, b'*', len);
 }

@@ -11,6 +11,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::clients::KILLED;
 use super::pending::{Entry, Group, Target};
 use super::pubsub::SUBSCRIBER_SEQ;
 use super::transaction::{Conn, UNANSWERED};
@@ -26,7 +27,10 @@ impl Session {
     /// Decides what to do with one request, in the order it arrived.
     pub(super) fn handle(&mut self, request: Request) {
         let entry = match self.commands.lookup(&request) {
-            Ok(entry) => entry,
+            Ok(entry) => {
+                self.last_command = entry.command.name;
+                entry
+            }
             Err(error) => {
                 // Redis refuses it at once, and EXEC will abort.
                 self.tx.dirty |= self.tx.multi;
@@ -132,7 +136,7 @@ impl Session {
             self.send(seq, request, target, &routes);
         }
         if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
-            entry.group = Some(Box::new(Group { parts: count, merge, protocol: self.client.protocol }));
+            entry.group = Some(Box::new(Group { parts: count, merge, protocol: self.client.protocol, silent: false }));
         }
     }
 
@@ -217,6 +221,10 @@ impl Session {
     /// Takes a batch of node answers (leaving `arrived` empty for reuse).
     pub(super) fn complete_all(&mut self, arrived: &mut Vec<Completion>) {
         for completion in arrived.drain(..) {
+            if completion.seq == KILLED {
+                self.killed = true;
+                continue;
+            }
             match completion.seq.checked_sub(SUBSCRIBER_SEQ) {
                 Some(index) if completion.seq != UNANSWERED => {
                     self.subscriber_event(index as usize, completion.reply);

@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::Session;
+use super::{Session, clients};
 use crate::command::{Command, Local, REDIS_VERSION};
 use crate::error::ClientError;
 use crate::resp::{Protocol, Request, parse_i64, write};
@@ -76,6 +76,57 @@ impl Session {
                 write::ok(&mut out);
             }),
             Local::ClientSetInfo => self.set_info(request).map(|()| write::ok(&mut out)),
+            Local::ClientList => {
+                self.client_list(request).map(|text| write::verbatim(&mut out, self.client.protocol, &text))
+            }
+            Local::ClientInfo => {
+                self.publish_view();
+                let line = self.registered.handle.line(std::time::Instant::now()) + "\n";
+                write::verbatim(&mut out, self.client.protocol, &line);
+                Ok(())
+            }
+            Local::ClientKill => match self.client_kill(request, &mut out) {
+                Ok(killed_me) => {
+                    self.reply(out.split().freeze());
+                    self.local = out;
+                    if killed_me {
+                        // Like Redis: the client gets the reply, then is closed.
+                        self.close_after_last();
+                    }
+                    return;
+                }
+                Err(error) => Err(error),
+            },
+            Local::ClientReply => {
+                let mode = request.arg(2).unwrap_or_default();
+                if mode.eq_ignore_ascii_case(b"on") {
+                    self.silence = super::Silence::None;
+                    write::ok(&mut out);
+                    Ok(())
+                } else if mode.eq_ignore_ascii_case(b"off") {
+                    self.silence = super::Silence::Off;
+                    self.local = out;
+                    return;
+                } else if mode.eq_ignore_ascii_case(b"skip") {
+                    self.silence = super::Silence::Skip(2);
+                    self.local = out;
+                    return;
+                } else {
+                    Err(ClientError::Syntax)
+                }
+            }
+            Local::ClientNoEvict => {
+                let mode = request.arg(2).unwrap_or_default();
+                let on = mode.eq_ignore_ascii_case(b"on");
+                if on || mode.eq_ignore_ascii_case(b"off") {
+                    // slotgate never evicts clients: the flag is kept for CLIENT LIST.
+                    clients::lock(&self.registered.handle.view).no_evict = on;
+                    write::ok(&mut out);
+                    Ok(())
+                } else {
+                    Err(ClientError::Syntax)
+                }
+            }
             Local::ClusterOnly => Err(ClientError::ClusterSupportDisabled),
             Local::ClusterKeySlot => {
                 let slot = crate::cluster::key_slot(request.arg(2).unwrap_or_default());
@@ -158,6 +209,114 @@ impl Session {
             self.client.protocol = protocol;
             self.protocol_switch = true;
         }
+    }
+
+    /// CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]: slotgate's clients.
+    fn client_list(&mut self, request: &Request) -> Result<String, ClientError> {
+        self.publish_view();
+        let mut ids: Option<Vec<u64>> = None;
+        let mut kind: Option<Vec<u8>> = None;
+        let mut at = 2;
+        while let Some(option) = request.arg(at) {
+            if option.eq_ignore_ascii_case(b"type") && request.arg(at + 1).is_some() {
+                let wanted = request.arg(at + 1).unwrap_or_default().to_ascii_lowercase();
+                if !matches!(&wanted[..], b"normal" | b"master" | b"replica" | b"slave" | b"pubsub") {
+                    return Err(ClientError::UnknownClientType(request.arg_bytes(at + 1).unwrap_or_default()));
+                }
+                kind = Some(wanted);
+                at += 2;
+            } else if option.eq_ignore_ascii_case(b"id") && request.arg(at + 1).is_some() {
+                let mut list = Vec::new();
+                at += 1;
+                while let Some(id) = request.arg(at) {
+                    match parse_i64(id).and_then(|id| u64::try_from(id).ok()).filter(|&id| id > 0) {
+                        Some(id) => list.push(id),
+                        None => return Err(ClientError::InvalidClientId),
+                    }
+                    at += 1;
+                }
+                ids = Some(list);
+            } else {
+                return Err(ClientError::Syntax);
+            }
+        }
+        let now = std::time::Instant::now();
+        let mut text = String::new();
+        for client in self.ctx.clients.snapshot() {
+            if ids.as_ref().is_some_and(|ids| !ids.contains(&client.id)) {
+                continue;
+            }
+            let pubsub = {
+                let view = clients::lock(&client.view);
+                view.sub + view.psub + view.ssub > 0
+            };
+            let matches = match kind.as_deref() {
+                None => true,
+                Some(b"pubsub") => pubsub,
+                Some(b"normal") => !pubsub,
+                Some(_) => false,
+            };
+            if matches {
+                text.push_str(&client.line(now));
+                text.push('\n');
+            }
+        }
+        Ok(text)
+    }
+
+    /// CLIENT KILL addr:port, or CLIENT KILL [ID id] [ADDR a] [LADDR a]
+    /// [USER u] [SKIPME yes|no] [MAXAGE s] [TYPE t]: among slotgate's clients.
+    /// Whether this very client was among those killed.
+    fn client_kill(&mut self, request: &Request, out: &mut BytesMut) -> Result<bool, ClientError> {
+        let now = std::time::Instant::now();
+        let me = self.client.id;
+        if request.argc() == 3 {
+            let addr = String::from_utf8_lossy(request.arg(2).unwrap_or_default()).into_owned();
+            let Some(client) = self.ctx.clients.snapshot().into_iter().find(|c| c.addr() == addr) else {
+                return Err(ClientError::NoSuchClient);
+            };
+            client.kill_unless(me);
+            write::ok(out);
+            return Ok(client.id == me);
+        }
+        let (mut id, mut addr, mut laddr, mut skipme, mut maxage, mut user) = (None, None, None, true, None, None);
+        let mut at = 2;
+        while let (Some(option), Some(value)) = (request.arg(at), request.arg(at + 1)) {
+            let text = String::from_utf8_lossy(value).into_owned();
+            match option.to_ascii_lowercase().as_slice() {
+                b"id" => {
+                    id = Some(parse_i64(value).and_then(|n| u64::try_from(n).ok()).ok_or(ClientError::InvalidClientId)?)
+                }
+                b"addr" => addr = Some(text),
+                b"laddr" => laddr = Some(text),
+                b"user" => user = Some(text),
+                b"skipme" if value.eq_ignore_ascii_case(b"yes") => skipme = true,
+                b"skipme" if value.eq_ignore_ascii_case(b"no") => skipme = false,
+                b"maxage" => maxage = Some(parse_i64(value).ok_or(ClientError::NotAnInteger)?),
+                b"type" => {}
+                _ => return Err(ClientError::Syntax),
+            }
+            at += 2;
+        }
+        if at != request.argc() {
+            return Err(ClientError::Syntax);
+        }
+        let (mut killed, mut killed_me) = (0, false);
+        for client in self.ctx.clients.snapshot() {
+            let matches = id.is_none_or(|id| client.id == id)
+                && addr.as_ref().is_none_or(|a| &client.addr() == a)
+                && laddr.as_ref().is_none_or(|a| &client.laddr() == a)
+                && user.as_ref().is_none_or(|u| u == "default")
+                && maxage.is_none_or(|age| client.age(now) >= age)
+                && !(skipme && client.id == me);
+            if matches {
+                client.kill_unless(me);
+                killed_me |= client.id == me;
+                killed += 1;
+            }
+        }
+        write::integer(out, killed);
+        Ok(killed_me)
     }
 
     /// CLIENT SETINFO LIB-NAME|LIB-VER value (Redis 7.2; clients send it on connect).

@@ -18,6 +18,7 @@
 //! The loop's `select!` arms are `recv`, `write_buf`, a readiness-then-`read_buf`
 //! future and a timer; none loses data when another arm wins.
 
+mod clients;
 mod dispatch;
 mod local;
 mod pending;
@@ -27,7 +28,6 @@ mod transaction;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -39,6 +39,7 @@ use crate::backend::{Completion, Dedicated, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
 use crate::fanout;
 use crate::resp::{Limits, Protocol, Request, RequestParser};
+pub use clients::Clients;
 use pending::{Pending, Ready};
 pub use scripts::Scripts;
 use transaction::{Conn, Transaction};
@@ -69,8 +70,8 @@ pub struct SessionSettings {
 pub struct Context {
     pub pool: Pool,
     pub settings: SessionSettings,
-    /// Client ids, unique across workers.
-    pub client_ids: Arc<AtomicU64>,
+    /// Every client of this slotgate, across workers.
+    pub clients: Arc<Clients>,
     /// Scripts seen by any worker, to heal NOSCRIPT.
     pub scripts: Arc<Scripts>,
 }
@@ -119,6 +120,24 @@ struct Session {
     commands: LookupCache,
     keys: KeyPositions,
     local: BytesMut,
+    /// This client's entry in the registry (CLIENT LIST).
+    registered: clients::Registered,
+    /// CLIENT REPLY OFF or SKIP.
+    silence: Silence,
+    /// CLIENT KILL: the session ends now.
+    killed: bool,
+    /// The last command's name, for CLIENT LIST.
+    last_command: &'static str,
+}
+
+/// Which replies the client asked not to get (CLIENT REPLY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Silence {
+    None,
+    /// OFF: none until ON.
+    Off,
+    /// SKIP: the command after SKIP itself (2 while SKIP is handled).
+    Skip(u8),
 }
 
 /// Serves one client until it disconnects or slotgate closes it.
@@ -126,7 +145,8 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
     let _ = stream.set_nodelay(true);
     let mailbox = Arc::new(Mailbox::default());
     let mut arrived = Vec::new();
-    let mut session = Session::new(ctx, mailbox.clone());
+    let registered = ctx.clients.register(stream.peer_addr().ok(), stream.local_addr().ok(), mailbox.clone());
+    let mut session = Session::new(ctx, mailbox.clone(), registered);
     let span = tracing::debug_span!("client", client.id = session.client.id);
     let _enter = span.enter();
     let (mut reader, mut writer) = stream.split();
@@ -149,6 +169,9 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
             biased;
             _ = std::future::poll_fn(|cx| mailbox.poll_take(cx, &mut arrived)) => {
                 session.complete_all(&mut arrived);
+                if session.killed {
+                    break;
+                }
                 if session.in_flight > 0 {
                     // Other nodes' replies to this batch are often already
                     // read and queued behind us: let their connections run
@@ -198,8 +221,8 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
 }
 
 impl Session {
-    fn new(ctx: Arc<Context>, mailbox: Arc<Mailbox<Completion>>) -> Session {
-        let id = ctx.client_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    fn new(ctx: Arc<Context>, mailbox: Arc<Mailbox<Completion>>, registered: clients::Registered) -> Session {
+        let id = registered.handle.id;
         let routes = ctx.pool.routes();
         Session {
             client: Client { id, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None },
@@ -220,6 +243,10 @@ impl Session {
             commands: LookupCache::default(),
             keys: KeyPositions::new(),
             local: BytesMut::new(),
+            registered,
+            silence: Silence::None,
+            killed: false,
+            last_command: "NULL",
             ctx,
         }
     }
@@ -258,13 +285,21 @@ impl Session {
 
     /// Routes every complete request in `input`, as far as limits allow.
     fn process_input(&mut self, input: &mut BytesMut) {
+        let before = self.pending.next_seq();
+        self.process_requests(input);
+        if self.pending.next_seq() != before {
+            self.publish_view();
+        }
+    }
+
+    fn process_requests(&mut self, input: &mut BytesMut) {
         while self.wants_input() {
             if let Some(request) = self.parked.take() {
-                self.handle(request);
+                self.handle_silenced(request);
                 continue;
             }
             match self.parser.parse(input) {
-                Ok(Some(request)) => self.handle(request),
+                Ok(Some(request)) => self.handle_silenced(request),
                 Ok(None) => {
                     self.closing |= self.eof;
                     break;
@@ -279,12 +314,48 @@ impl Session {
         }
     }
 
+    /// Handles a request whose reply CLIENT REPLY may have silenced.
+    fn handle_silenced(&mut self, request: Request) {
+        let first = self.pending.next_seq();
+        self.handle(request);
+        if self.parked.is_some() {
+            // Handled again later, from the start.
+            return;
+        }
+        self.silence = match self.silence {
+            Silence::None => Silence::None,
+            Silence::Off => {
+                self.pending.silence_from(first);
+                Silence::Off
+            }
+            Silence::Skip(2) => Silence::Skip(1),
+            Silence::Skip(_) => {
+                self.pending.silence_from(first);
+                Silence::None
+            }
+        };
+    }
+
+    /// Keeps this client's CLIENT LIST line current, once per batch.
+    fn publish_view(&self) {
+        let mut view = clients::lock(&self.registered.handle.view);
+        view.last_command = self.last_command;
+        view.last_active = std::time::Instant::now();
+        view.name.clone_from(&self.client.name);
+        view.lib_name.clone_from(&self.client.lib_name);
+        view.lib_ver.clone_from(&self.client.lib_ver);
+        view.resp = self.client.protocol.version();
+        (view.sub, view.psub, view.ssub) = self.subs.counts();
+        view.multi = if self.tx.multi { 0 } else { -1 };
+        view.blocked = self.blocked();
+    }
+
     /// Moves replies that are ready, in order, to the output buffer.
     fn take_ready(&mut self, output: &mut BytesMut) {
         while let Some(ready) = self.pending.pop_ready() {
             match ready {
                 Ready::One(entry) => {
-                    if let Some(reply) = entry.reply {
+                    if let Some(reply) = entry.reply.filter(|_| !entry.silent) {
                         output.extend_from_slice(&reply);
                     }
                     if entry.close_after {
@@ -292,6 +363,7 @@ impl Session {
                         self.closing = true;
                     }
                 }
+                Ready::Parts(group, _) if group.silent => {}
                 Ready::Parts(group, replies) => fanout::merge(&group.merge, &replies, group.protocol, output),
             }
         }

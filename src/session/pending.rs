@@ -44,6 +44,8 @@ pub struct Entry {
     pub redirects: u8,
     /// A NOSCRIPT was healed once (the script loaded on the node).
     pub healed: bool,
+    /// CLIENT REPLY OFF/SKIP: the reply is not written.
+    pub silent: bool,
     /// Retries after TRYAGAIN, CLUSTERDOWN or an unreachable node, whether
     /// one is waiting now, and until when they may go on.
     pub retries: u8,
@@ -64,6 +66,8 @@ pub struct Group {
     pub merge: Merge,
     /// The client's protocol when it asked (the parts' replies are in it).
     pub protocol: Protocol,
+    /// CLIENT REPLY OFF/SKIP: the merged reply is not written.
+    pub silent: bool,
 }
 
 /// What leaves the front of the queue.
@@ -85,6 +89,7 @@ impl Entry {
             node: None,
             redirects: 0,
             healed: false,
+            silent: false,
             retries: 0,
             retrying: false,
             retry_until: None,
@@ -124,6 +129,22 @@ impl Pending {
     pub fn push(&mut self, entry: Entry) -> u64 {
         self.entries.push_back(entry);
         self.base + self.entries.len() as u64 - 1
+    }
+
+    /// The sequence number the next entry will get.
+    pub fn next_seq(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    /// Marks every entry from `seq` on as not to be written.
+    pub fn silence_from(&mut self, seq: u64) {
+        let from = usize::try_from(seq.saturating_sub(self.base)).unwrap_or(usize::MAX);
+        for entry in self.entries.iter_mut().skip(from) {
+            entry.silent = true;
+            if let Some(group) = &mut entry.group {
+                group.silent = true;
+            }
+        }
     }
 
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
@@ -199,7 +220,7 @@ mod tests {
         let mut pending = Pending::default();
         let first = pending.push(waiting(Target::AnyMaster));
         pending.get_mut(first).unwrap().group =
-            Some(Box::new(Group { parts: 2, merge: Merge::Sum, protocol: Protocol::Resp2 }));
+            Some(Box::new(Group { parts: 2, merge: Merge::Sum, protocol: Protocol::Resp2, silent: false }));
         let second = pending.push(waiting(Target::AnyMaster));
         let after = pending.push(Entry::ready(Bytes::from_static(b"+PONG\r\n")));
         pending.get_mut(first).unwrap().reply = Some(Bytes::from_static(b":1\r\n"));

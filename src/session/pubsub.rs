@@ -59,6 +59,11 @@ impl Subscriptions {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
     }
 
+    /// Channels, patterns and shard channels subscribed to.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.channels.len(), self.patterns.len(), self.shard_channels.len())
+    }
+
     fn count(&self) -> usize {
         self.channels.len() + self.patterns.len()
     }

@@ -1,5 +1,5 @@
-"""What slotgate does not run (yet: some CLIENT subcommands;
-for good: WAIT and administrative commands) is refused
+"""What slotgate does not run (CLIENT TRACKING and PAUSE, WAIT,
+administrative commands) is refused
 with `ERR slotgate cannot run '<cmd>': <reason>`: a ResponseError, never a
 hang or a dropped connection, and the same client keeps working."""
 
@@ -15,7 +15,8 @@ from conftest import proxy_client
 # after 5 s with None instead of an error, and fail the time check below.
 REFUSED = [
     ("wait", lambda r, k: r.execute_command("WAIT", 1, 5000), "wait", "node connections"),
-    ("client-list", lambda r, k: r.client_list(), "client|list", "CLIENT subcommand"),
+    ("client-pause", lambda r, k: r.execute_command("CLIENT", "PAUSE", 10), "client|pause", "CLIENT subcommand"),
+    ("client-tracking", lambda r, k: r.execute_command("CLIENT", "TRACKING", "on"), "client|tracking", "client-side caching"),
     ("cluster-nodes", lambda r, k: r.execute_command("CLUSTER", "NODES"), "cluster|nodes", "CLUSTER commands"),
     ("config-set", lambda r, k: r.execute_command("CONFIG", "SET", "maxmemory", "0"), "config|set", "administrative"),
     ("debug", lambda r, k: r.execute_command("DEBUG", "SLEEP", "0"), "debug", "administrative"),
