@@ -225,6 +225,7 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("client|setname", Route::Local(Local::ClientSetName)),
     ("client|setinfo", Route::Local(Local::ClientSetInfo)),
     ("client|list", Route::Local(Local::ClientList)),
+    ("client|help", Route::AnyMaster),
     ("client|tracking", Route::Refused(TRACKING)),
     ("client|trackinginfo", Route::Refused(TRACKING)),
     ("client|caching", Route::Refused(TRACKING)),
@@ -335,6 +336,9 @@ pub fn route_of(command: &Command) -> Route {
     if let Some((_, route)) = overridden {
         return *route;
     }
+    if command.flags.contains(flag::ADMIN) {
+        return Route::Refused(ADMIN);
+    }
     if !command.key_specs.is_empty() {
         return Route::Keyed(Keyed {
             finder: KeyFinder::Specs,
@@ -342,9 +346,6 @@ pub fn route_of(command: &Command) -> Route {
             runs_scripts: command.acl.contains(super::spec::acl::SCRIPTING),
             blocking: if command.flags.contains(flag::BLOCKING) { Blocking::Always } else { Blocking::Never },
         });
-    }
-    if command.flags.contains(flag::ADMIN) {
-        return Route::Refused(ADMIN);
     }
     if matches!(command.tips.request, RequestPolicy::AllShards | RequestPolicy::AllNodes) {
         // Masters only: replicas get data, scripts and functions from them.

@@ -11,12 +11,13 @@ mod info;
 mod scan;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::cluster::{Slot, key_slot};
 use crate::command::spec::FindKeys;
 use crate::command::{Combine, Command};
 use crate::error::ClientError;
-use crate::resp::{Protocol, Request, value, write};
+use crate::resp::{Protocol, ReplyScanner, Request, RequestsBuilder, value, write};
 
 pub use info::ProxyInfo;
 pub use scan::{InvalidCursor, ScanCursor};
@@ -84,7 +85,8 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
     }
     // Part index per slot, found by a short scan: a request has few slots
     // compared with its keys, and a scan beats hashing for a handful.
-    let mut slots: Vec<Slot> = Vec::new();
+    let mut slots: SmallVec<[Slot; 16]> = SmallVec::new();
+    let mut counts: SmallVec<[usize; 16]> = SmallVec::new();
     let mut owner: Vec<u16> = Vec::with_capacity(keys.len());
     for &at in keys {
         let slot = key_slot(request.arg(at)?);
@@ -92,24 +94,26 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
             Some(part) => part,
             None => {
                 slots.push(slot);
+                counts.push(0);
                 slots.len() - 1
             }
         };
+        counts[part] += 1;
         owner.push(u16::try_from(part).ok()?);
     }
+    // Every part in one buffer: one allocation however many slots.
     let name = request.name();
-    let parts = slots
-        .iter()
-        .enumerate()
-        .map(|(part, &slot)| {
-            let args = owner
-                .iter()
-                .zip(keys)
-                .filter(|&(&p, _)| usize::from(p) == part)
-                .flat_map(|(_, &at)| (at..at + step).filter_map(|i| request.arg(i)));
-            (slot, Request::from_name_and_args(name, args))
-        })
-        .collect();
+    let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 32 * slots.len(), slots.len());
+    for (part, &count) in counts.iter().enumerate() {
+        builder.begin(1 + count * step);
+        builder.arg(name);
+        for (_, &at) in owner.iter().zip(keys).filter(|&(&p, _)| usize::from(p) == part) {
+            for i in at..at + step {
+                builder.arg(request.arg(i)?);
+            }
+        }
+    }
+    let parts = slots.into_iter().zip(builder.finish()).collect();
     let merge = match combine {
         Combine::InKeyOrder => Merge::InKeyOrder(owner),
         Combine::Sum => Merge::Sum,
@@ -203,22 +207,36 @@ fn config_readable(replies: &[Bytes], protocol: Protocol, out: &mut BytesMut) {
     shown.iter().flat_map(|pair| pair.iter()).for_each(|part| out.extend_from_slice(part));
 }
 
+/// MGET: each key's value, read from its part's reply where the last one
+/// read from that part ended (no per-part element lists).
 fn in_key_order(owner: &[u16], replies: &[Bytes], out: &mut BytesMut) {
-    let Some(parts) = replies.iter().map(|r| value::elements(r)).collect::<Option<Vec<_>>>() else {
-        return unexpected(out);
-    };
-    let mut next = vec![0usize; parts.len()];
-    let mut values = Vec::with_capacity(owner.len());
+    // Each part's reply is an array; `next` is where its next element starts.
+    let mut next: SmallVec<[usize; 16]> = SmallVec::new();
+    for reply in replies {
+        match (reply.first(), memchr::memchr(b'\n', reply)) {
+            (Some(b'*'), Some(newline)) => next.push(newline + 1),
+            _ => return unexpected(out),
+        }
+    }
+    let start = out.len();
+    write::array(out, owner.len());
     for &part in owner {
         let part = usize::from(part);
-        let Some(value) = parts.get(part).and_then(|p| p.get(next[part])) else {
+        let (Some(reply), Some(at)) = (replies.get(part), next.get(part).copied()) else {
+            out.truncate(start);
             return unexpected(out);
         };
-        next[part] += 1;
-        values.push(*value);
+        match ReplyScanner::default().scan(&reply[at..]) {
+            Ok(Some(frame)) => {
+                out.extend_from_slice(&reply[at..at + frame.len]);
+                next[part] = at + frame.len;
+            }
+            _ => {
+                out.truncate(start);
+                return unexpected(out);
+            }
+        }
     }
-    write::array(out, values.len());
-    values.iter().for_each(|v| out.extend_from_slice(v));
 }
 
 fn logical_and(replies: &[Bytes], out: &mut BytesMut) {

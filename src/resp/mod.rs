@@ -12,7 +12,7 @@ pub mod value;
 pub mod write;
 
 pub use reply::{ReplyError, ReplyFrame, ReplyScanner};
-pub use request::{Limits, ProtocolError, Request, RequestParser};
+pub use request::{Limits, ProtocolError, Request, RequestParser, RequestsBuilder};
 
 /// The protocol a client (and the node connection serving it) speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

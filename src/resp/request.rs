@@ -132,6 +132,57 @@ impl Request {
     }
 }
 
+/// Encodes several requests into one shared buffer (the parts of a split
+/// request): one allocation for all of them, however many there are.
+#[derive(Debug, Default)]
+pub struct RequestsBuilder {
+    buf: BytesMut,
+    done: Vec<(usize, usize, SmallVec<[Span; 6]>)>,
+    start: usize,
+    spans: SmallVec<[Span; 6]>,
+    open: bool,
+}
+
+impl RequestsBuilder {
+    pub fn with_capacity(bytes: usize, requests: usize) -> RequestsBuilder {
+        RequestsBuilder {
+            buf: BytesMut::with_capacity(bytes),
+            done: Vec::with_capacity(requests),
+            ..Default::default()
+        }
+    }
+
+    /// Starts the next request, of `argc` arguments (its name included).
+    pub fn begin(&mut self, argc: usize) {
+        self.close();
+        self.start = self.buf.len();
+        self.open = true;
+        super::write::array(&mut self.buf, argc);
+    }
+
+    pub fn arg(&mut self, arg: &[u8]) {
+        super::write::header(&mut self.buf, b'$', arg.len());
+        let start = (self.buf.len() - self.start) as u32;
+        self.buf.put_slice(arg);
+        self.spans.push(Span { start, end: start + arg.len() as u32 });
+        self.buf.put_slice(b"\r\n");
+    }
+
+    fn close(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.done.push((self.start, self.buf.len(), std::mem::take(&mut self.spans)));
+        }
+    }
+
+    /// The requests, in the order they were begun. A request given fewer
+    /// arguments than announced is malformed: callers announce exactly.
+    pub fn finish(mut self) -> Vec<Request> {
+        self.close();
+        let all = self.buf.freeze();
+        self.done.into_iter().map(|(start, end, args)| Request { frame: all.slice(start..end), args }).collect()
+    }
+}
+
 /// Where the parser stopped inside a request that has not fully arrived.
 #[derive(Debug, Default)]
 enum State {

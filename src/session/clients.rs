@@ -124,6 +124,18 @@ impl ClientHandle {
         }
     }
 
+    /// Is it of CLIENT LIST's `TYPE` `kind` (lowercase)? slotgate's clients
+    /// are never masters or replicas.
+    pub fn is_type(&self, kind: &[u8]) -> bool {
+        let view = lock(&self.view);
+        let pubsub = view.sub + view.psub + view.ssub > 0;
+        match kind {
+            b"pubsub" => pubsub,
+            b"normal" => !pubsub,
+            _ => false,
+        }
+    }
+
     /// Seconds since it connected.
     pub fn age(&self, now: Instant) -> i64 {
         i64::try_from(now.duration_since(self.created).as_secs()).unwrap_or(i64::MAX)

@@ -246,17 +246,7 @@ impl Session {
             if ids.as_ref().is_some_and(|ids| !ids.contains(&client.id)) {
                 continue;
             }
-            let pubsub = {
-                let view = clients::lock(&client.view);
-                view.sub + view.psub + view.ssub > 0
-            };
-            let matches = match kind.as_deref() {
-                None => true,
-                Some(b"pubsub") => pubsub,
-                Some(b"normal") => !pubsub,
-                Some(_) => false,
-            };
-            if matches {
+            if kind.as_deref().is_none_or(|kind| client.is_type(kind)) {
                 text.push_str(&client.line(now));
                 text.push('\n');
             }
@@ -280,6 +270,7 @@ impl Session {
             return Ok(client.id == me);
         }
         let (mut id, mut addr, mut laddr, mut skipme, mut maxage, mut user) = (None, None, None, true, None, None);
+        let mut kind: Option<Vec<u8>> = None;
         let mut at = 2;
         while let (Some(option), Some(value)) = (request.arg(at), request.arg(at + 1)) {
             let text = String::from_utf8_lossy(value).into_owned();
@@ -293,7 +284,13 @@ impl Session {
                 b"skipme" if value.eq_ignore_ascii_case(b"yes") => skipme = true,
                 b"skipme" if value.eq_ignore_ascii_case(b"no") => skipme = false,
                 b"maxage" => maxage = Some(parse_i64(value).ok_or(ClientError::NotAnInteger)?),
-                b"type" => {}
+                b"type" => {
+                    let wanted = value.to_ascii_lowercase();
+                    if !matches!(&wanted[..], b"normal" | b"master" | b"replica" | b"slave" | b"pubsub") {
+                        return Err(ClientError::UnknownClientType(Bytes::copy_from_slice(value)));
+                    }
+                    kind = Some(wanted);
+                }
                 _ => return Err(ClientError::Syntax),
             }
             at += 2;
@@ -308,6 +305,7 @@ impl Session {
                 && laddr.as_ref().is_none_or(|a| &client.laddr() == a)
                 && user.as_ref().is_none_or(|u| u == "default")
                 && maxage.is_none_or(|age| client.age(now) >= age)
+                && kind.as_deref().is_none_or(|kind| client.is_type(kind))
                 && !(skipme && client.id == me);
             if matches {
                 client.kill_unless(me);

@@ -1,6 +1,6 @@
 """Pipelines: many commands for many slots in one round trip come back in
-order; transactions (MULTI/EXEC, redis-py's default pipeline) are refused
-for now with an error that says so."""
+order, errors in their place; redis-py's default (transactional) pipeline
+runs as one transaction when its keys share a slot."""
 
 import pytest
 import redis
