@@ -1,0 +1,92 @@
+//! Pub/sub through slotgate with the `redis` crate: SUBSCRIBE, PSUBSCRIBE and
+//! SSUBSCRIBE receive what other clients publish, PUBLISH counts slotgate's
+//! subscribers, RESP2's subscribed state is Redis's, and a RESP3 client gets
+//! its messages as pushes between ordinary replies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::Value;
+use support::Shared;
+use support::raw::Raw;
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(Shared::start)
+}
+
+#[test]
+fn subscribers_get_what_others_publish() {
+    let proxy = &shared().proxy;
+    let mut subscriber = proxy.connection();
+    let mut publisher = proxy.connection();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    pubsub.subscribe("news").unwrap();
+    pubsub.psubscribe("sport.*").unwrap();
+    let receivers: i64 = redis::cmd("PUBLISH").arg("news").arg("hello").query(&mut publisher).unwrap();
+    assert_eq!(receivers, 1, "PUBLISH counts the subscriber behind slotgate");
+    let _: i64 = redis::cmd("PUBLISH").arg("sport.tennis").arg("ace").query(&mut publisher).unwrap();
+    let first = pubsub.get_message().unwrap();
+    assert_eq!((first.get_channel_name(), first.get_payload::<String>().unwrap()), ("news", "hello".to_string()));
+    let second = pubsub.get_message().unwrap();
+    assert_eq!(second.get_pattern::<String>().unwrap(), "sport.*");
+    assert_eq!(second.get_payload::<String>().unwrap(), "ace");
+    let channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").arg("news").query(&mut publisher).unwrap();
+    assert_eq!(channels, vec!["news"]);
+    let numsub: (String, i64) = redis::cmd("PUBSUB").arg("NUMSUB").arg("news").query(&mut publisher).unwrap();
+    assert_eq!(numsub, ("news".to_string(), 1));
+    let numpat: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut publisher).unwrap();
+    assert!(numpat >= 1);
+}
+
+#[test]
+fn sharded_channels_follow_their_slot() {
+    let proxy = &shared().proxy;
+    let mut raw = Raw::connect(proxy.port);
+    let mut publisher = proxy.connection();
+    // Two channels in different slots, on one client: one connection per node.
+    for (channel, count) in [("{a}orders", 1), ("{b}orders", 2)] {
+        raw.send(format!("SSUBSCRIBE {channel}\r\n").as_bytes());
+        raw.expect(format!("*3\r\n$10\r\nssubscribe\r\n${}\r\n{channel}\r\n:{count}\r\n", channel.len()).as_bytes());
+    }
+    for channel in ["{a}orders", "{b}orders"] {
+        let receivers: i64 = redis::cmd("SPUBLISH").arg(channel).arg("x").query(&mut publisher).unwrap();
+        assert_eq!(receivers, 1, "{channel}");
+        raw.expect(format!("*3\r\n$8\r\nsmessage\r\n${}\r\n{channel}\r\n$1\r\nx\r\n", channel.len()).as_bytes());
+    }
+    raw.send(b"SSUBSCRIBE {a}x {b}y\r\n");
+    raw.expect(b"-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+}
+
+#[test]
+fn resp2_subscribed_state_and_resp3_pushes_are_redis_own() {
+    let proxy = &shared().proxy;
+    let mut publisher = proxy.connection();
+    let mut resp2 = Raw::connect(proxy.port);
+    resp2.send(b"SUBSCRIBE state\r\nGET k\r\nPING\r\n");
+    resp2.expect(b"*3\r\n$9\r\nsubscribe\r\n$5\r\nstate\r\n:1\r\n");
+    resp2.expect(
+        b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    );
+    resp2.expect(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    resp2.send(b"UNSUBSCRIBE\r\nPING\r\n");
+    resp2.expect(b"*3\r\n$11\r\nunsubscribe\r\n$5\r\nstate\r\n:0\r\n+PONG\r\n");
+
+    let mut resp3 = Raw::connect(proxy.port);
+    resp3.send(b"HELLO 3\r\n");
+    // HELLO's map ends with `modules`, an empty array.
+    while resp3.read_line() != "*0\r\n" {}
+    resp3.send(b"SUBSCRIBE pushed\r\n");
+    resp3.expect(b">3\r\n$9\r\nsubscribe\r\n$6\r\npushed\r\n:1\r\n");
+    let _: i64 = redis::cmd("PUBLISH").arg("pushed").arg("m1").query(&mut publisher).unwrap();
+    resp3.expect(b">3\r\n$7\r\nmessage\r\n$6\r\npushed\r\n$2\r\nm1\r\n");
+    // Any command runs while subscribed in RESP3; its reply comes in order.
+    resp3.send(b"SET pushed:k v\r\nGET pushed:k\r\n");
+    resp3.expect(b"+OK\r\n$1\r\nv\r\n");
+    let value: Value = redis::cmd("GET").arg("pushed:k").query(&mut publisher).unwrap();
+    assert_eq!(value, Value::BulkString(b"v".to_vec()));
+}
