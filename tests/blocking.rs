@@ -19,10 +19,7 @@ fn shared() -> &'static Shared {
 }
 
 fn client(protocol: &str) -> Connection {
-    let url = format!("{}?protocol={protocol}", shared().proxy.url());
-    let con = redis::Client::open(url).unwrap().get_connection().unwrap();
-    con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    con
+    shared().proxy.client(protocol)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use redis::{Connection, Value};
-use support::{Cluster, Proxy, Shared, connect};
+use support::{Cluster, Proxy, Shared, connect, slot_of};
 
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -19,12 +19,7 @@ fn shared() -> &'static Shared {
 }
 
 fn client(protocol: &str) -> Connection {
-    let url = format!("{}?protocol={protocol}", shared().proxy.url());
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
-
-fn slot_of(key: &str) -> u16 {
-    slotgate::cluster::key_slot(key.as_bytes()).index() as u16
+    shared().proxy.client(protocol)
 }
 
 fn set_many(con: &mut Connection, keys: &[String]) {

@@ -19,8 +19,7 @@ fn shared() -> &'static Shared {
 }
 
 fn client(protocol: &str) -> Connection {
-    let url = format!("{}?protocol={protocol}", shared().proxy.url());
-    redis::Client::open(url).unwrap().get_connection().unwrap()
+    shared().proxy.client(protocol)
 }
 
 #[test]

@@ -423,6 +423,11 @@ pub fn slot_ranges(port: u16) -> Vec<(i64, i64, u16)> {
     out
 }
 
+/// The slot of `key`, as slotgate computes it.
+pub fn slot_of(key: &str) -> u16 {
+    slotgate::cluster::key_slot(key.as_bytes()).index() as u16
+}
+
 /// The `CLUSTER KEYSLOT` of `key`, asked of a node.
 pub fn keyslot(port: u16, key: &[u8]) -> u16 {
     redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut connect(port).unwrap()).unwrap()
@@ -472,6 +477,15 @@ impl Proxy {
 
     pub fn connection(&self) -> Connection {
         connect(self.port).expect("connect to slotgate")
+    }
+
+    /// A connection speaking `protocol` ("resp2" or "resp3"), with a read
+    /// timeout long enough for blocking commands on a loaded machine.
+    pub fn client(&self, protocol: &str) -> Connection {
+        let url = format!("{}?protocol={protocol}", self.url());
+        let con = redis::Client::open(url).expect("url").get_connection().expect("connect to slotgate");
+        con.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        con
     }
 
     pub fn log(&self) -> String {
