@@ -24,6 +24,7 @@ pub enum ClientError {
     /// Cannot be queued in a transaction that runs on one node, and why.
     NotInTransaction(&'static str, &'static str),
     NestedMulti,
+    NegativeTimeout,
     UnknownClientType(Bytes),
     InvalidClientId,
     NoSuchClient,
@@ -97,6 +98,7 @@ impl fmt::Display for ClientError {
                 write!(f, "ERR slotgate cannot run '{name}' inside a transaction: {reason}")
             }
             ClientError::NestedMulti => f.write_str("ERR MULTI calls can not be nested"),
+            ClientError::NegativeTimeout => f.write_str("ERR timeout is negative"),
             ClientError::UnknownClientType(kind) => write!(f, "ERR Unknown client type '{}'", Shown(kind, 128)),
             ClientError::InvalidClientId => f.write_str("ERR Invalid client ID"),
             ClientError::NoSuchClient => f.write_str("ERR No such client"),

@@ -225,3 +225,37 @@ fn flushall_and_flushdb_empty_every_master() {
         }
     }
 }
+
+#[test]
+fn wait_counts_the_replicas_that_have_this_clients_writes() {
+    let mut con = client("resp2");
+    // Each master of the shared cluster has one replica.
+    let _: () = redis::cmd("SET").arg("wide:wait").arg("v").query(&mut con).unwrap();
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(0).query(&mut con).unwrap();
+    assert_eq!(acked, 1, "the replica of the key's master has the write");
+    // Two replicas never come: the timeout answers with the one there is.
+    let start = std::time::Instant::now();
+    let acked: i64 = redis::cmd("WAIT").arg(2).arg(300).query(&mut con).unwrap();
+    assert_eq!(acked, 1);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(250), "WAIT returned before its timeout");
+    // A replica that stops answering never has the next write: WAIT says 0.
+    let cluster = &shared().cluster;
+    let master = cluster.owner(slot_of("wide:wait"));
+    let replicas: Vec<String> = redis::cmd("CLUSTER")
+        .arg("REPLICAS")
+        .arg(cluster.node(master).id())
+        .query(&mut connect(master).unwrap())
+        .unwrap();
+    let replica: u16 = replicas[0]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|addr| addr.split('@').next()?.rsplit(':').next()?.parse().ok())
+        .expect("the master's replica");
+    cluster.node(replica).pause();
+    let _: () = redis::cmd("SET").arg("wide:wait").arg("w").query(&mut con).unwrap();
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(300).query(&mut con).unwrap();
+    cluster.node(replica).resume();
+    assert_eq!(acked, 0, "a paused replica cannot have acknowledged the write");
+    let error = redis::cmd("WAIT").arg(1).arg(-1).query::<Value>(&mut con).unwrap_err();
+    assert_eq!(error.detail(), Some("timeout is negative"));
+}

@@ -383,7 +383,6 @@ fn local_commands_answer_like_a_single_server() {
 fn what_cannot_run_gets_a_clear_error_naming_it() {
     let mut c = shared().proxy.connection();
     let cases: &[(&[&str], &str)] = &[
-        (&["WAIT", "1", "0"], "slotgate cannot run 'wait'"),
         (&["CLUSTER", "NODES"], "slotgate cannot run 'cluster|nodes'"),
         (&["CLIENT", "TRACKING", "on"], "slotgate cannot run 'client|tracking'"),
         (&["CONFIG", "SET", "maxmemory", "0"], "slotgate cannot run 'config|set': administrative"),

@@ -30,6 +30,8 @@ pub enum Route {
     /// PUBLISH: to the node where slotgate's subscribers listen, so that
     /// its count of receivers includes them.
     Publish,
+    /// WAIT: on the master of the client's last write.
+    Wait,
     /// Not routed; the client gets an error naming the command and this reason.
     Refused(&'static str),
 }
@@ -197,7 +199,6 @@ pub enum KeyFinder {
     Sort,
 }
 
-const WAIT: &str = "its count would be about slotgate's node connections, not this client's writes";
 const PER_NODE: &str = "its answer describes one node and has no cluster-wide equivalent; ask the nodes";
 const ADMIN: &str = "administrative commands are not available through slotgate; run them against the nodes";
 const CLIENT: &str = "this CLIENT subcommand is about node connections slotgate shares between clients";
@@ -250,7 +251,7 @@ const OVERRIDES: &[(&str, Route)] = &[
     ("discard", Route::Local(Local::Discard)),
     ("watch", Route::Local(Local::Watch)),
     ("unwatch", Route::Local(Local::Unwatch)),
-    ("wait", Route::Refused(WAIT)),
+    ("wait", Route::Wait),
     ("publish", Route::Publish),
     ("subscribe", Route::PubSub(PubSub::Subscribe)),
     ("psubscribe", Route::PubSub(PubSub::PSubscribe)),
@@ -397,7 +398,7 @@ mod tests {
         for name in ["blpop", "bzpopmin", "blmove", "brpoplpush", "blmpop", "bzmpop"] {
             assert!(matches!(route(name), Route::Keyed(Keyed { blocking: Blocking::Always, .. })), "{name}");
         }
-        for name in ["client|tracking", "wait"] {
+        for name in ["client|tracking", "client|pause"] {
             assert!(matches!(route(name), Route::Refused(_)), "{name}");
         }
         for name in ["cluster|slots", "cluster|nodes", "config|set", "shutdown", "debug", "monitor", "migrate"] {

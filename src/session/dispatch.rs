@@ -21,7 +21,7 @@ use crate::cluster::{Redirect, Slot, key_slot};
 use crate::command::{self, Combine, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
 use crate::error::ClientError;
 use crate::fanout::{self, Merge, ProxyInfo, ScanCursor};
-use crate::resp::{Protocol, Request, parse_i64};
+use crate::resp::{Protocol, Request, parse_i64, value};
 
 impl Session {
     /// Decides what to do with one request, in the order it arrived.
@@ -84,6 +84,7 @@ impl Session {
             }
             Route::Scan => self.scan(request),
             Route::PubSub(kind) => self.pubsub(kind, request),
+            Route::Wait => self.wait(request),
             Route::Publish => match self.routes.first_slots().first() {
                 Some(&slot) => self.forward(request, Target::Slot(slot), false),
                 None => self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error())),
@@ -160,7 +161,14 @@ impl Session {
         self.keys = keys;
         match target {
             Ok(Target::Slot(slot)) if keyed.blocking.blocks(&request) => self.forward_blocking(slot, request),
-            Ok(target) => self.forward(request, target, keyed.runs_scripts),
+            Ok(target) => {
+                if let Target::Slot(slot) = target
+                    && command.flags.contains(command::spec::flag::WRITE)
+                {
+                    self.last_write = Some(slot);
+                }
+                self.forward(request, target, keyed.runs_scripts)
+            }
             Err(Some(split)) => {
                 let parts = split.parts.into_iter().map(|(slot, part)| (Target::Slot(slot), part)).collect();
                 self.forward_parts(parts, split.merge);
@@ -177,7 +185,7 @@ impl Session {
     }
 
     /// Sends the request of entry `seq` by `routes`.
-    fn send(&mut self, seq: u64, request: Request, target: Target, routes: &Routes) {
+    pub(super) fn send(&mut self, seq: u64, request: Request, target: Target, routes: &Routes) {
         let node = match target {
             Target::Slot(slot) => routes.master(slot),
             Target::AnyMaster => routes.any_master(self.client.id),
@@ -264,6 +272,9 @@ impl Session {
         let Some(request) = entry.request.take() else { return };
         match completion.reply {
             Reply::Frame(reply) => {
+                if entry.wait.is_some() && !value::is_error(&reply) {
+                    return self.wait_progress(seq, request, reply);
+                }
                 if entry.runs_scripts && !entry.healed && reply.starts_with(b"-NOSCRIPT") {
                     return self.heal_noscript(seq, request, reply);
                 }

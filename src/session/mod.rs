@@ -25,6 +25,7 @@ mod pending;
 mod pubsub;
 mod scripts;
 mod transaction;
+mod wait;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -128,6 +129,8 @@ struct Session {
     killed: bool,
     /// The last command's name, for CLIENT LIST.
     last_command: &'static str,
+    /// The slot of the client's last write, whose master WAIT asks.
+    last_write: Option<crate::cluster::Slot>,
 }
 
 /// Which replies the client asked not to get (CLIENT REPLY).
@@ -247,6 +250,7 @@ impl Session {
             silence: Silence::None,
             killed: false,
             last_command: "NULL",
+            last_write: None,
             ctx,
         }
     }

@@ -53,9 +53,23 @@ pub struct Entry {
     pub retry_until: Option<Instant>,
     /// Close the connection once this reply is written (QUIT, protocol errors).
     pub close_after: bool,
+    /// WAIT: what it waits for; its request is `INFO replication`, sent
+    /// again until enough replicas have caught up.
+    pub wait: Option<Box<Wait>>,
     /// The first part of a request sent in parts (split per slot, or to
     /// every master): its parts are the entries from here on.
     pub group: Option<Box<Group>>,
+}
+
+/// A WAIT in progress.
+#[derive(Debug)]
+pub struct Wait {
+    pub replicas: i64,
+    /// None: for ever (timeout 0).
+    pub deadline: Option<Instant>,
+    /// The master's replication offset when the WAIT began: every write
+    /// of this client before it is at or below it.
+    pub offset: Option<u64>,
 }
 
 /// A request sent in parts: how many entries its parts take (this one
@@ -90,6 +104,7 @@ impl Entry {
             redirects: 0,
             healed: false,
             silent: false,
+            wait: None,
             retries: 0,
             retrying: false,
             retry_until: None,

@@ -67,6 +67,7 @@ impl Session {
         let result = match entry.route {
             Route::Keyed(keyed) => self.keys_slot(entry.command, keyed.finder, &request),
             Route::AnyMaster | Route::Publish => Ok(None),
+            Route::Wait => Err(ClientError::NotInTransaction(entry.command.name, "it waits on replicas")),
             Route::PubSub(_) => {
                 Err(ClientError::NotInTransaction(entry.command.name, "subscriptions are per connection"))
             }

@@ -1,4 +1,4 @@
-"""What slotgate does not run (CLIENT TRACKING and PAUSE, WAIT,
+"""What slotgate does not run (CLIENT TRACKING and PAUSE,
 administrative commands) is refused
 with `ERR slotgate cannot run '<cmd>': <reason>`: a ResponseError, never a
 hang or a dropped connection, and the same client keeps working."""
@@ -14,7 +14,6 @@ from conftest import proxy_client
 # Blocking calls use a 5 s timeout: were one forwarded, it would come back
 # after 5 s with None instead of an error, and fail the time check below.
 REFUSED = [
-    ("wait", lambda r, k: r.execute_command("WAIT", 1, 5000), "wait", "node connections"),
     ("client-pause", lambda r, k: r.execute_command("CLIENT", "PAUSE", 10), "client|pause", "CLIENT subcommand"),
     ("client-tracking", lambda r, k: r.execute_command("CLIENT", "TRACKING", "on"), "client|tracking", "client-side caching"),
     ("cluster-nodes", lambda r, k: r.execute_command("CLUSTER", "NODES"), "cluster|nodes", "CLUSTER commands"),
