@@ -90,3 +90,29 @@ fn resp2_subscribed_state_and_resp3_pushes_are_redis_own() {
     let value: Value = redis::cmd("GET").arg("pushed:k").query(&mut publisher).unwrap();
     assert_eq!(value, Value::BulkString(b"v".to_vec()));
 }
+
+#[test]
+fn subscriptions_survive_reset_and_mixing_kinds() {
+    let proxy = &shared().proxy;
+    let mut publisher = proxy.connection();
+    // A shard channel on the node SUBSCRIBE uses (the master of slot 0).
+    let shard = (0..)
+        .map(|i| format!("mix:{i}"))
+        .find(|c| support::slot_of(c) < 5000)
+        .expect("a channel in the first master's slots");
+    let mut raw = Raw::connect(proxy.port);
+    raw.send(format!("SSUBSCRIBE {shard}\r\nSUBSCRIBE mixnews\r\nUNSUBSCRIBE mixnews\r\n").as_bytes());
+    raw.expect(format!("*3\r\n$10\r\nssubscribe\r\n${}\r\n{shard}\r\n:1\r\n", shard.len()).as_bytes());
+    raw.expect(b"*3\r\n$9\r\nsubscribe\r\n$7\r\nmixnews\r\n:1\r\n");
+    raw.expect(b"*3\r\n$11\r\nunsubscribe\r\n$7\r\nmixnews\r\n:0\r\n");
+    let receivers: i64 = redis::cmd("PUBLISH").arg("mixnews").arg("late").query(&mut publisher).unwrap();
+    assert_eq!(receivers, 0, "UNSUBSCRIBE reached the node");
+    // RESET, then a new subscription at once: the old connection's goodbye
+    // does not end the client.
+    raw.send(b"RESET\r\nSUBSCRIBE mixafter\r\n");
+    raw.expect(b"+RESET\r\n*3\r\n$9\r\nsubscribe\r\n$8\r\nmixafter\r\n:1\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let receivers: i64 = redis::cmd("PUBLISH").arg("mixafter").arg("m").query(&mut publisher).unwrap();
+    assert_eq!(receivers, 1);
+    raw.expect(b"*3\r\n$7\r\nmessage\r\n$8\r\nmixafter\r\n$1\r\nm\r\n");
+}

@@ -10,6 +10,8 @@
 mod info;
 mod scan;
 
+use std::collections::HashMap;
+
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
@@ -83,31 +85,56 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
     if !plain || request.argc() != 1 + keys.len() * step {
         return None;
     }
-    // Part index per slot, found by a short scan: a request has few slots
-    // compared with its keys, and a scan beats hashing for a handful.
-    let mut slots: SmallVec<[Slot; 16]> = SmallVec::new();
-    let mut counts: SmallVec<[usize; 16]> = SmallVec::new();
+    // Part index per slot: a short scan while there are few slots (the
+    // usual MGET), a map beyond, so a huge request stays linear.
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut index: HashMap<Slot, u16> = HashMap::new();
     let mut owner: Vec<u16> = Vec::with_capacity(keys.len());
     for &at in keys {
         let slot = key_slot(request.arg(at)?);
-        let part = match slots.iter().position(|&s| s == slot) {
+        let found = if slots.len() <= 16 {
+            slots.iter().position(|&s| s == slot).map(|p| p as u16)
+        } else {
+            if index.is_empty() {
+                index.extend(slots.iter().enumerate().map(|(p, &s)| (s, p as u16)));
+            }
+            index.get(&slot).copied()
+        };
+        let part = match found {
             Some(part) => part,
             None => {
                 slots.push(slot);
-                counts.push(0);
-                slots.len() - 1
+                let part = u16::try_from(slots.len() - 1).ok()?;
+                if !index.is_empty() {
+                    index.insert(slot, part);
+                }
+                part
             }
         };
-        counts[part] += 1;
-        owner.push(u16::try_from(part).ok()?);
+        owner.push(part);
+    }
+    // Keys grouped by part in one pass (a counting sort), keeping their order.
+    let mut starts = vec![0usize; slots.len() + 1];
+    for &part in &owner {
+        starts[usize::from(part) + 1] += 1;
+    }
+    for part in 0..slots.len() {
+        starts[part + 1] += starts[part];
+    }
+    let mut fill = starts.clone();
+    let mut grouped = vec![0usize; keys.len()];
+    for (&part, &at) in owner.iter().zip(keys) {
+        grouped[fill[usize::from(part)]] = at;
+        fill[usize::from(part)] += 1;
     }
     // Every part in one buffer: one allocation however many slots.
     let name = request.name();
     let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 32 * slots.len(), slots.len());
-    for (part, &count) in counts.iter().enumerate() {
-        builder.begin(1 + count * step);
+    for part in 0..slots.len() {
+        let mine = &grouped[starts[part]..starts[part + 1]];
+        builder.begin(1 + mine.len() * step);
         builder.arg(name);
-        for (_, &at) in owner.iter().zip(keys).filter(|&(&p, _)| usize::from(p) == part) {
+        for &at in mine {
             for i in at..at + step {
                 builder.arg(request.arg(i)?);
             }

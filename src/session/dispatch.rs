@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::clients::KILLED;
 use super::pending::{Entry, Group, Target};
-use super::pubsub::SUBSCRIBER_SEQ;
+use super::pubsub::{SUBSCRIBER_SEQ, SUBSCRIBER_SEQ_END};
 use super::transaction::{Conn, UNANSWERED};
 use super::{Session, retry_delay};
 use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes};
@@ -72,13 +72,13 @@ impl Session {
             Route::ConfigGet => self.forward_parts(vec![(Target::AnyMaster, request)], Merge::ConfigReadable),
             Route::Keyed(keyed) => {
                 if keyed.runs_scripts && matches!(entry.command.name, "eval" | "eval_ro") {
-                    self.ctx.scripts.remember(request.arg_bytes(1).unwrap_or_default());
+                    self.ctx.scripts.remember(request.arg(1).unwrap_or_default());
                 }
                 self.forward_keyed(entry.command, keyed, request)
             }
             Route::Broadcast(combine) => {
                 if entry.command.name == "script|load" {
-                    self.ctx.scripts.remember(request.arg_bytes(2).unwrap_or_default());
+                    self.ctx.scripts.remember(request.arg(2).unwrap_or_default());
                 }
                 self.broadcast(combine, request)
             }
@@ -233,11 +233,10 @@ impl Session {
                 self.killed = true;
                 continue;
             }
-            match completion.seq.checked_sub(SUBSCRIBER_SEQ) {
-                Some(index) if completion.seq != UNANSWERED => {
-                    self.subscriber_event(index as usize, completion.reply);
-                }
-                _ => self.complete(completion),
+            if (SUBSCRIBER_SEQ..SUBSCRIBER_SEQ_END).contains(&completion.seq) {
+                self.subscriber_event(completion.seq - SUBSCRIBER_SEQ, completion.reply);
+            } else {
+                self.complete(completion);
             }
         }
     }
@@ -334,8 +333,11 @@ impl Session {
         let evalsha =
             request.name().eq_ignore_ascii_case(b"evalsha") || request.name().eq_ignore_ascii_case(b"evalsha_ro");
         let body = request.arg(1).filter(|_| evalsha).and_then(|sha| self.ctx.scripts.body(sha));
+        // Sent again, it would run after a later request to its slot.
+        let target = self.pending.get_mut(seq).map(|entry| entry.target);
+        let later = target.is_some_and(|target| self.pending.later_sent_to(seq, target));
         let Some(entry) = self.pending.get_mut(seq) else { return };
-        let (Some(body), Some(addr)) = (body, entry.node.clone()) else {
+        let (Some(body), Some(addr), false) = (body, entry.node.clone(), later) else {
             entry.reply = Some(reply);
             return;
         };

@@ -208,6 +208,11 @@ impl Session {
         if protocol != self.client.protocol {
             self.client.protocol = protocol;
             self.protocol_switch = true;
+            // Idle subscribed connections speak the old protocol: new ones
+            // are opened for the next subscription.
+            if !self.subs.active() {
+                self.drop_subscriptions();
+            }
         }
     }
 

@@ -182,6 +182,9 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                     tokio::task::yield_now().await;
                     if mailbox.try_take(&mut arrived) {
                         session.complete_all(&mut arrived);
+                        if session.killed {
+                            break;
+                        }
                     }
                 }
             }

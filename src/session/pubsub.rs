@@ -28,9 +28,12 @@ use crate::command::PubSub;
 use crate::error::ClientError;
 use crate::resp::{Protocol, Request, value, write};
 
-/// Sequence numbers from here on name a subscribed connection (by index),
-/// not a request: every frame on it arrives with that number.
-pub(super) const SUBSCRIBER_SEQ: u64 = u64::MAX - 2048;
+/// Sequence numbers from here on (up to [`SUBSCRIBER_SEQ_END`]) name a
+/// subscribed connection, not a request: every frame on it arrives with
+/// that number, `generation * MAX_CONNECTIONS + index`. Requests never get
+/// numbers this high.
+pub(super) const SUBSCRIBER_SEQ: u64 = 1 << 62;
+pub(super) const SUBSCRIBER_SEQ_END: u64 = 1 << 63;
 /// Redis Cluster has at most 1000 masters; one more for SUBSCRIBE.
 const MAX_CONNECTIONS: usize = 1024;
 
@@ -53,6 +56,9 @@ pub(super) struct Subscriptions {
     /// Confirmations written for a request: how many connections must
     /// still confirm before they are released.
     prepared: HashMap<u64, (usize, Bytes)>,
+    /// Bumped when every connection is dropped (RESET): frames still on
+    /// their way from the old ones are recognised and ignored.
+    generation: u64,
 }
 
 impl Subscriptions {
@@ -165,7 +171,8 @@ impl Session {
         for (index, request, expected) in sends {
             let Some(Some(sub)) = self.subs.conns.get_mut(index) else { continue };
             sub.awaiting.push_back((seq, expected));
-            let reply_to = ReplyTo { session: self.mailbox.clone(), seq: SUBSCRIBER_SEQ + index as u64 };
+            let seq = SUBSCRIBER_SEQ + self.subs.generation * MAX_CONNECTIONS as u64 + index as u64;
+            let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
             let out = Outbound { frame: request.frame().clone(), asking: false, reply_to };
             if sub.conn.send(out).is_err() {
                 self.subscriber_lost();
@@ -196,14 +203,16 @@ impl Session {
         if self.subs.conns.is_empty() {
             self.subs.conns.push(None);
         }
+        // SSUBSCRIBE shares a node's connection with other shard channels,
+        // never with SUBSCRIBE's (index 0), whose channels it would muddle.
         let found = self
             .subs
             .conns
             .iter()
             .enumerate()
-            .skip(first)
+            .skip(1)
             .find(|(_, s)| s.as_ref().is_some_and(|s| s.conn.addr() == &addr));
-        if let Some((index, _)) = found {
+        if let (Some((index, _)), 1) = (found, first) {
             return Some(index);
         }
         let index = if first == 0 {
@@ -220,10 +229,12 @@ impl Session {
         Some(index)
     }
 
-    /// A frame from subscribed connection `index`.
-    pub(super) fn subscriber_event(&mut self, index: usize, reply: Reply) {
+    /// A frame from subscribed connection number `number` (see [`SUBSCRIBER_SEQ`]).
+    pub(super) fn subscriber_event(&mut self, number: u64, reply: Reply) {
+        let generation = number / MAX_CONNECTIONS as u64;
+        let index = (number % MAX_CONNECTIONS as u64) as usize;
         // A connection dropped on purpose (RESET) still says goodbye.
-        if !self.subs.conns.get(index).is_some_and(Option::is_some) {
+        if generation != self.subs.generation || !self.subs.conns.get(index).is_some_and(Option::is_some) {
             return;
         }
         let frame = match reply {
@@ -238,6 +249,17 @@ impl Session {
                 || k.eq_ignore_ascii_case(b"smessage")
         });
         if is_message {
+            // Sent by the node before the confirmations it still owes: the
+            // message goes out before them too (a RESP2 client leaves
+            // subscribed mode at its last `unsubscribe`).
+            let owed = self.subs.conns[index].as_ref().and_then(|sub| sub.awaiting.front()).map(|&(seq, _)| seq);
+            if let Some((_, reply)) = owed.and_then(|seq| self.subs.prepared.get_mut(&seq)) {
+                let mut joined = BytesMut::with_capacity(frame.len() + reply.len());
+                joined.extend_from_slice(&frame);
+                joined.extend_from_slice(reply);
+                *reply = joined.freeze();
+                return;
+            }
             self.pending.push(Entry::ready(frame));
             return;
         }
@@ -275,7 +297,8 @@ impl Session {
                 entry.reply = Some(reply);
             }
         }
-        self.subs = Subscriptions::default();
+        let generation = self.subs.generation + 1;
+        self.subs = Subscriptions { generation, ..Subscriptions::default() };
         self.close_after_last();
     }
 
@@ -287,7 +310,8 @@ impl Session {
                 entry.reply = Some(reply);
             }
         }
-        self.subs = Subscriptions::default();
+        let generation = self.subs.generation + 1;
+        self.subs = Subscriptions { generation, ..Subscriptions::default() };
     }
 }
 

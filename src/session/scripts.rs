@@ -21,16 +21,17 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    /// Remembers `body` under its SHA1, as Redis names it.
-    pub fn remember(&self, body: Bytes) {
+    /// Remembers `body` under its SHA1, as Redis names it. The body is
+    /// copied: a slice of the request would keep its whole read buffer alive.
+    pub fn remember(&self, body: &[u8]) {
         if body.len() > MAX_SCRIPT_LEN {
             return;
         }
         let mut sha = [0u8; 40];
-        sha.copy_from_slice(sha1_smol::Sha1::from(&body[..]).digest().to_string().as_bytes());
+        sha.copy_from_slice(sha1_smol::Sha1::from(body).digest().to_string().as_bytes());
         let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
-        if bodies.len() < MAX_SCRIPTS || bodies.contains_key(&sha) {
-            bodies.insert(sha, body);
+        if !bodies.contains_key(&sha) && bodies.len() < MAX_SCRIPTS {
+            bodies.insert(sha, Bytes::copy_from_slice(body));
         }
     }
 
@@ -48,7 +49,7 @@ mod tests {
     #[test]
     fn scripts_are_found_by_redis_sha1() {
         let scripts = Scripts::default();
-        scripts.remember(Bytes::from_static(b"return 1"));
+        scripts.remember(b"return 1");
         // SCRIPT LOAD "return 1" answers this SHA.
         let sha = b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db";
         assert_eq!(scripts.body(sha).as_deref(), Some(&b"return 1"[..]));

@@ -366,8 +366,10 @@ impl Session {
         self.conn = Conn::Shared;
     }
 
-    /// Is the client waiting on a blocking command?
+    /// Is the client waiting, and not read from meanwhile: on a blocking
+    /// command, or on a retry (TRYAGAIN, WAIT's polling)? Then slotgate
+    /// still watches its socket, to end the wait as soon as it leaves.
     pub(super) fn blocked(&self) -> bool {
-        matches!(self.conn, Conn::Dedicated { .. }) && self.in_flight > 0
+        (matches!(self.conn, Conn::Dedicated { .. }) && self.in_flight > 0) || !self.retries.is_empty()
     }
 }
