@@ -64,7 +64,9 @@ def test_del_unlink_exists_touch_sum_over_slots(r, config, keys):
     the per-key counts. EXISTS and TOUCH count a key named twice twice (as
     Redis does: EXISTS a a = 2); DEL and UNLINK delete it once."""
     names = [keys.k(f"cnt:{i}") for i in range(200)]
-    assert len(slots_of(names)) > 150
+    # CRC16 is linear: names that differ in a counter collide more than
+    # random ones (from 144 to 199 slots, depending on the run's prefix).
+    assert len(slots_of(names)) > 100
     existing = names[:150]
     r.mset({n: "x" for n in existing})
     dup = existing[:10]
