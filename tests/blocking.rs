@@ -7,16 +7,10 @@
 mod support;
 
 use std::io::Write;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
-use support::Shared;
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(Shared::start)
-}
+use support::shared;
 
 fn client(protocol: &str) -> Connection {
     shared().proxy.client(protocol)

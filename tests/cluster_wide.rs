@@ -8,15 +8,9 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use redis::{Connection, Value};
-use support::{Cluster, Proxy, Shared, connect, slot_of};
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(Shared::start)
-}
+use support::{Cluster, Proxy, connect, shared, slot_of};
 
 fn client(protocol: &str) -> Connection {
     shared().proxy.client(protocol)
@@ -29,6 +23,16 @@ fn set_many(con: &mut Connection, keys: &[String]) {
             .query(con)
             .unwrap();
     }
+}
+
+/// The keys of every master, asked of the nodes directly.
+fn direct_dbsize() -> i64 {
+    shared()
+        .cluster
+        .masters()
+        .iter()
+        .map(|&p| redis::cmd("DBSIZE").query::<i64>(&mut connect(p).unwrap()).unwrap())
+        .sum()
 }
 
 #[test]
@@ -86,12 +90,7 @@ fn counts_and_random_keys_cover_the_cluster() {
     let mut con = client("resp2");
     set_many(&mut con, &(0..30).map(|i| format!("wide:count:{i}")).collect::<Vec<_>>());
     // Stable while this test's keys exist: no test of this binary deletes keys.
-    let direct: i64 = shared()
-        .cluster
-        .masters()
-        .iter()
-        .map(|&p| redis::cmd("DBSIZE").query::<i64>(&mut connect(p).unwrap()).unwrap())
-        .sum();
+    let direct = direct_dbsize();
     let through: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
     assert!(through >= direct && through >= 30, "DBSIZE {through} sums every master ({direct} just before)");
     let key: String = redis::cmd("RANDOMKEY").query(&mut con).unwrap();
@@ -122,12 +121,7 @@ fn info_is_one_standalone_server_with_summed_keyspace() {
             .and_then(|rest| rest.split(',').next())
             .and_then(|n| n.parse().ok())
             .unwrap();
-        let direct: i64 = shared()
-            .cluster
-            .masters()
-            .iter()
-            .map(|&p| redis::cmd("DBSIZE").query::<i64>(&mut connect(p).unwrap()).unwrap())
-            .sum();
+        let direct = direct_dbsize();
         assert!(keys > 0 && keys <= direct + 1000, "{protocol}: db0 keys {keys} vs {direct}");
         assert!(!keyspace.contains("# Proxy"), "a section asked for by name comes alone");
     }

@@ -7,15 +7,9 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use redis::{Connection, Value};
-use support::{Shared, connect, slot_of};
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(Shared::start)
-}
+use support::{connect, shared, slot_of};
 
 /// A connection to slotgate speaking `protocol` ("resp2" or "resp3").
 fn client(protocol: &str) -> Connection {

@@ -5,15 +5,8 @@
 
 mod support;
 
-use std::sync::OnceLock;
-
 use support::raw::Raw;
-use support::{Shared, runtime};
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(Shared::start)
-}
+use support::{runtime, shared};
 
 #[test]
 fn a_pipeline_of_100000_mixed_commands_replies_in_order() {

@@ -6,16 +6,10 @@
 
 mod support;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::raw::Raw;
-use support::{Shared, runtime};
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(Shared::start)
-}
+use support::{runtime, shared};
 
 fn port() -> u16 {
     shared().proxy.port

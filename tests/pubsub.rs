@@ -6,17 +6,11 @@
 
 mod support;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use redis::Value;
-use support::Shared;
 use support::raw::Raw;
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(Shared::start)
-}
+use support::shared;
 
 #[test]
 fn subscribers_get_what_others_publish() {

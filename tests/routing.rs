@@ -6,17 +6,10 @@
 
 mod support;
 
-use std::sync::OnceLock;
-
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{ProtocolVersion, Value};
-use support::{Shared, keyslot, runtime};
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(Shared::start)
-}
+use support::{keyslot, runtime, shared};
 
 /// One command per line, `$` standing for a key prefix that differs between
 /// the slotgate run and the direct run. Marked `~` when the reply's order is

@@ -291,18 +291,12 @@ impl Session {
     /// with it, so it is closed once it has its replies, as if its server
     /// had gone away.
     fn subscriber_lost(&mut self) {
-        let prepared = std::mem::take(&mut self.subs.prepared);
-        for (seq, (_, reply)) in prepared {
-            if let Some(entry) = self.pending.get_mut(seq) {
-                entry.reply = Some(reply);
-            }
-        }
-        let generation = self.subs.generation + 1;
-        self.subs = Subscriptions { generation, ..Subscriptions::default() };
+        self.drop_subscriptions();
         self.close_after_last();
     }
 
-    /// RESET: every subscription ends.
+    /// RESET (and a lost connection): every subscription ends; confirmations
+    /// still owed are released as written.
     pub(super) fn drop_subscriptions(&mut self) {
         let prepared = std::mem::take(&mut self.subs.prepared);
         for (seq, (_, reply)) in prepared {

@@ -522,6 +522,13 @@ impl Shared {
     }
 }
 
+/// The cluster and slotgate shared by the tests of one test binary (each
+/// binary compiles this module, so each has its own), started on first use.
+pub fn shared() -> &'static Shared {
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Shared::start)
+}
+
 /// A tokio runtime for async tests that talk to real processes.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
