@@ -7,6 +7,7 @@
 //! Ports 6379 and 6380 are never used.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod load;
 pub mod raw;
 
 use std::collections::HashMap;
@@ -118,10 +119,18 @@ impl Node {
             &dir.display().to_string(),
             "--logfile",
             &format!("redis-{port}.log"),
+            // The nodes share a directory: each its own data files.
+            "--dbfilename",
+            &format!("dump-{port}.rdb"),
+            "--appenddirname",
+            &format!("appendonlydir-{port}"),
             "--save",
             "",
             "--appendonly",
             "no",
+            // Replicas sync at once (not 5 s later), so a test may fail a master right away.
+            "--repl-diskless-sync-delay",
+            "0",
             "--protected-mode",
             "no",
         ]
@@ -213,6 +222,8 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     dir: TempDir,
+    /// Extra redis-server arguments of every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
@@ -237,7 +248,7 @@ impl Cluster {
         let dir = TempDir::new("cluster");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let nodes: Vec<Node> = ports.iter().map(|&port| Node::spawn(port, dir.path(), &extra)).collect();
-        let cluster = Cluster { nodes, dir };
+        let cluster = Cluster { nodes, dir, extra };
         cluster.create(masters);
         cluster
     }
@@ -268,6 +279,13 @@ impl Cluster {
             let _: () = redis::cmd("CLUSTER").arg("REPLICATE").arg(master).query(&mut replica.connection()).unwrap();
         }
         self.wait_stable();
+        // A replica that never synced could not take over from its master.
+        wait_for("every replica to sync", Duration::from_secs(20), || {
+            self.nodes[masters..].iter().all(|n| {
+                let info: String = redis::cmd("INFO").arg("replication").query(&mut n.connection()).unwrap_or_default();
+                info.contains("master_link_status:up")
+            })
+        });
     }
 
     /// Waits until every live node says `cluster_state:ok` and all agree on the masters.
@@ -315,6 +333,32 @@ impl Cluster {
         ports.sort_unstable();
         ports.dedup();
         ports
+    }
+
+    /// Starts one more node with the same settings, not yet in the cluster.
+    pub fn spawn_node(&mut self) -> u16 {
+        let port = free_port();
+        self.nodes.push(Node::spawn(port, self.dir.path(), &self.extra));
+        port
+    }
+
+    /// Takes the node on `port` out of the cluster's list (after
+    /// `del-node`), still running.
+    pub fn take_node(&mut self, port: u16) -> Node {
+        let at = self.nodes.iter().position(|n| n.port == port).expect("no node on that port");
+        self.nodes.remove(at)
+    }
+
+    /// The port of a live replica of the master on `master`.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let id = self.node(master).id();
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut self.node(master).connection()).unwrap();
+        nodes
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[3] == id && f[2].contains("slave"))
+            .and_then(|f| f[1].split(['@', ':']).nth(1)?.parse().ok())
+            .expect("the master has a replica")
     }
 
     /// The master whose slots do not include `slot`: a migration target.
@@ -390,9 +434,31 @@ impl Cluster {
     }
 }
 
+/// Runs `redis-cli --cluster <args>` (an operator's command) and returns
+/// what it printed; panics if it fails.
+pub fn redis_cli_cluster(args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli must be installed (apt-get install -y redis-tools)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !text.contains("[ERR]"), "redis-cli --cluster {args:?} failed:\n{text}");
+    text
+}
+
 /// `127.0.0.1:<port>,...` for slotgate's `--cluster`.
 pub fn seed_list(ports: &[u16]) -> String {
     ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+}
+
+/// Does the node on `port` say it is a master, with `cluster_state:ok`?
+pub fn is_serving_master(port: u16) -> bool {
+    let Ok(mut connection) = connect(port) else { return false };
+    let role: redis::RedisResult<Vec<Value>> = redis::cmd("ROLE").query(&mut connection);
+    let master = matches!(role.as_deref(), Ok([Value::BulkString(r), ..]) if r == b"master");
+    master && cluster_info(port).get("cluster_state").map(String::as_str) == Some("ok")
 }
 
 /// `CLUSTER INFO` as a map.
