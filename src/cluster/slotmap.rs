@@ -48,6 +48,17 @@ impl fmt::Display for NodeAddr {
 pub struct Shard {
     pub master: NodeAddr,
     pub replicas: Vec<NodeAddr>,
+    /// The master's node id; empty when only a MOVED named it.
+    pub id: Arc<str>,
+    /// The master's config epoch: of two claims on a slot, the higher wins.
+    pub epoch: u64,
+}
+
+impl Shard {
+    /// A master known only by its address (from a MOVED).
+    pub fn at(master: NodeAddr) -> Shard {
+        Shard { master, replicas: Vec::new(), id: "".into(), epoch: 0 }
+    }
 }
 
 /// Marks a slot no shard serves.
@@ -58,6 +69,8 @@ const UNSERVED: u16 = u16::MAX;
 pub struct SlotMap {
     version: u64,
     shards: Vec<Shard>,
+    /// Every node of the cluster, with slots or without, masters and replicas.
+    nodes: Vec<NodeAddr>,
     /// Index into `shards` for every slot, or `UNSERVED`.
     slots: Box<[u16]>,
 }
@@ -75,11 +88,17 @@ impl fmt::Debug for SlotMap {
 impl SlotMap {
     /// The map before anything is known: no slot is served.
     pub fn empty() -> SlotMap {
-        SlotMap { version: 0, shards: Vec::new(), slots: vec![UNSERVED; SLOT_COUNT].into_boxed_slice() }
+        SlotMap {
+            version: 0,
+            shards: Vec::new(),
+            nodes: Vec::new(),
+            slots: vec![UNSERVED; SLOT_COUNT].into_boxed_slice(),
+        }
     }
 
     /// Builds a map from `(first slot, last slot, shard)` ranges, merging
-    /// ranges of the same master into one shard.
+    /// ranges of the same master into one shard; the cluster's members are
+    /// the shards' nodes.
     pub fn from_ranges(ranges: impl IntoIterator<Item = (u16, u16, Shard)>) -> SlotMap {
         let mut map = SlotMap::empty();
         for (first, last, shard) in ranges {
@@ -95,7 +114,17 @@ impl SlotMap {
                 map.slots[slot] = index as u16;
             }
         }
-        map
+        let nodes = map.shards.iter().flat_map(|s| std::iter::once(&s.master).chain(&s.replicas)).cloned().collect();
+        map.with_nodes(nodes)
+    }
+
+    /// The same map, with `nodes` as the cluster's members (those without
+    /// slots included).
+    pub fn with_nodes(mut self, mut nodes: Vec<NodeAddr>) -> SlotMap {
+        nodes.sort_unstable();
+        nodes.dedup();
+        self.nodes = nodes;
+        self
     }
 
     /// A monotonically increasing number; 0 for the empty map.
@@ -110,6 +139,21 @@ impl SlotMap {
 
     pub fn shards(&self) -> &[Shard] {
         &self.shards
+    }
+
+    /// Every node of the cluster, sorted.
+    pub fn nodes(&self) -> &[NodeAddr] {
+        &self.nodes
+    }
+
+    /// Is `addr` a node of the cluster (or a master a MOVED named)?
+    pub fn knows(&self, addr: &NodeAddr) -> bool {
+        self.nodes.binary_search(addr).is_ok() || self.shards.iter().any(|s| &s.master == addr)
+    }
+
+    /// The shard serving `slot`.
+    pub fn shard(&self, slot: Slot) -> Option<&Shard> {
+        self.shard_index(slot).map(|index| &self.shards[index])
     }
 
     /// The index (into [`SlotMap::shards`]) of the shard serving `slot`.
@@ -148,16 +192,16 @@ impl SlotMap {
         let index = match self.shards.iter().position(|s| &s.master == addr) {
             Some(index) => index,
             None => {
-                self.shards.push(Shard { master: addr.clone(), replicas: Vec::new() });
+                self.shards.push(Shard::at(addr.clone()));
                 self.shards.len() - 1
             }
         };
         self.slots[slot.index()] = index as u16;
     }
 
-    /// Same slots and shards, whatever the version.
+    /// Same slots, shards and nodes, whatever the version.
     pub fn same_layout(&self, other: &SlotMap) -> bool {
-        self.shards == other.shards && self.slots == other.slots
+        self.shards == other.shards && self.slots == other.slots && self.nodes == other.nodes
     }
 }
 
@@ -166,7 +210,7 @@ mod tests {
     use super::*;
 
     fn shard(addr: &str) -> Shard {
-        Shard { master: NodeAddr::new(addr), replicas: Vec::new() }
+        Shard::at(NodeAddr::new(addr))
     }
 
     #[test]

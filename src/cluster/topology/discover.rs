@@ -1,8 +1,10 @@
-//! Asking one node what the cluster looks like: `CLUSTER SHARDS` (Redis 7),
-//! or `CLUSTER SLOTS` where SHARDS is unknown, over a short-lived connection
-//! of the topology task's own. Replies are framed by our bounded scanner
-//! before redis-protocol decodes them, so a hostile node cannot make the
-//! decoder recurse without limit or buffer without end.
+//! Asking one node what the cluster looks like, over a short-lived
+//! connection of the topology task's own: `CLUSTER NODES`, which every
+//! cluster version answers and which, unlike `CLUSTER SHARDS`, says each
+//! master's config epoch (what [`super::merge`] needs to tell a stale view
+//! from a current one). Replies are framed by our bounded scanner before
+//! redis-protocol decodes them, so a hostile node cannot make the decoder
+//! recurse without limit or buffer without end.
 
 use std::time::Duration;
 
@@ -13,34 +15,49 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::cluster::slotmap::{NodeAddr, Shard, SlotMap};
+use crate::cluster::SLOT_COUNT;
+use crate::cluster::slotmap::NodeAddr;
 use crate::resp::{ReplyScanner, Request};
 
 /// Topology replies of a large cluster stay far below this.
 const MAX_REPLY: usize = 64 * 1024 * 1024;
 
-/// What one node told us.
+/// The cluster as one node sees it.
 #[derive(Debug)]
-pub(super) struct Found {
-    pub map: SlotMap,
+pub(super) struct View {
+    pub nodes: Vec<ClusterNode>,
     pub redis_version: Option<String>,
 }
 
-/// Asks `addr` for the slot layout (and, if `want_version`, its Redis version).
-pub(super) async fn ask(addr: &NodeAddr, limit: Duration, want_version: bool) -> Result<Found, String> {
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ClusterNode {
+    pub id: String,
+    pub addr: NodeAddr,
+    /// For a replica, its master's id.
+    pub master_id: Option<String>,
+    pub is_master: bool,
+    /// Flagged `fail` or `fail?` by the node asked.
+    pub failing: bool,
+    pub epoch: u64,
+    /// Slot ranges served, both bounds included (masters only).
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// Asks `addr` for its view of the cluster (and, if `want_version`, its Redis version).
+pub(super) async fn ask(addr: &NodeAddr, limit: Duration, want_version: bool) -> Result<View, String> {
     let stream = timeout(limit, TcpStream::connect(addr.as_str()))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let mut conn = Conn { stream, buf: BytesMut::with_capacity(16 * 1024), limit };
-    let map = match conn.call(&["CLUSTER", "SHARDS"]).await? {
-        OwnedFrame::Error(e) if e.contains("unknown subcommand") || e.contains("Unknown subcommand") => {
-            parse_slots(&conn.call(&["CLUSTER", "SLOTS"]).await?, addr)?
-        }
-        reply => parse_shards(&reply, addr)?,
+    let nodes = match conn.call(&["CLUSTER", "NODES"]).await? {
+        OwnedFrame::BulkString(text) => parse_nodes(&String::from_utf8_lossy(&text), addr)?,
+        OwnedFrame::Error(e) => return Err(format!("CLUSTER NODES: {e}")),
+        _ => return Err("CLUSTER NODES: unexpected reply".into()),
     };
-    if map.served_slots() == 0 {
+    if !nodes.iter().any(|n| n.is_master && !n.slots.is_empty()) {
         return Err("the node serves no slots (not part of a cluster yet?)".into());
     }
     let redis_version = if want_version {
@@ -51,7 +68,7 @@ pub(super) async fn ask(addr: &NodeAddr, limit: Duration, want_version: bool) ->
     } else {
         None
     };
-    Ok(Found { map, redis_version })
+    Ok(View { nodes, redis_version })
 }
 
 struct Conn {
@@ -91,123 +108,57 @@ impl Conn {
     }
 }
 
-/// `CLUSTER SHARDS`: per shard, `slots` (pairs of bounds) and `nodes` (field
-/// lists with ip, endpoint, port, role, health).
-fn parse_shards(reply: &OwnedFrame, asked: &NodeAddr) -> Result<SlotMap, String> {
-    let OwnedFrame::Array(shards) = reply else {
-        return Err(unexpected("CLUSTER SHARDS", reply));
-    };
-    let mut ranges = Vec::new();
-    for shard in shards {
-        let fields = pairs(shard).ok_or("malformed shard")?;
-        let slots = field(&fields, "slots").and_then(integers).ok_or("shard without slots")?;
-        let nodes = match field(&fields, "nodes") {
-            Some(OwnedFrame::Array(nodes)) => nodes,
-            _ => return Err("shard without nodes".into()),
+/// `CLUSTER NODES`: a line per node,
+/// `<id> <ip:port@cport[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot>...`.
+/// Nodes without a usable address (`noaddr`, `handshake`) are left out; a
+/// node that does not know its own IP yet is reached at the host we asked.
+fn parse_nodes(text: &str, asked: &NodeAddr) -> Result<Vec<ClusterNode>, String> {
+    let mut nodes = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let [id, address, flags, master, _ping, _pong, epoch, _link, slots @ ..] = fields.as_slice() else {
+            return Err(format!("malformed CLUSTER NODES line: {}", line.chars().take(200).collect::<String>()));
         };
-        let mut master = None;
-        let mut replicas = Vec::new();
-        for node in nodes {
-            let node = pairs(node).ok_or("malformed node")?;
-            let Some(addr) = shard_node_addr(&node, asked) else { continue };
-            let healthy = field(&node, "health").and_then(text).is_none_or(|h| h == "online");
-            match field(&node, "role").and_then(text) {
-                Some("master") if master.is_none() => master = Some(addr),
-                Some("replica") if healthy => replicas.push(addr),
-                _ => {}
-            }
+        let flags: Vec<&str> = flags.split(',').collect();
+        if flags.iter().any(|f| matches!(*f, "noaddr" | "handshake")) {
+            continue;
         }
-        // A shard with slots but no master (failover in progress) serves nothing yet.
-        let Some(master) = master else { continue };
-        let shard = Shard { master, replicas };
-        for bounds in slots.chunks_exact(2) {
-            let (first, last) = (slot_bound(bounds[0])?, slot_bound(bounds[1])?);
-            ranges.push((first, last, shard.clone()));
+        let Some(addr) = node_addr(address, asked) else { continue };
+        let is_master = flags.contains(&"master");
+        let mut ranges = Vec::new();
+        // Migration markers (`[slot->-id]`, `[slot-<-id]`) are not ownership.
+        for range in slots.iter().filter(|s| !s.starts_with('[')) {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            ranges.push((slot_bound(first)?, slot_bound(last)?));
         }
+        nodes.push(ClusterNode {
+            id: (*id).to_string(),
+            addr,
+            master_id: Some(*master).filter(|m| *m != "-").map(str::to_string),
+            is_master,
+            failing: flags.iter().any(|f| f.starts_with("fail")),
+            epoch: epoch.parse().map_err(|_| format!("bad config epoch {epoch}"))?,
+            slots: if is_master { ranges } else { Vec::new() },
+        });
     }
-    Ok(SlotMap::from_ranges(ranges))
+    Ok(nodes)
 }
 
-fn shard_node_addr(node: &[(&str, &OwnedFrame)], asked: &NodeAddr) -> Option<NodeAddr> {
-    let port = field(node, "port").and_then(integer)?;
-    let port = u16::try_from(port).ok().filter(|p| *p > 0)?;
-    let host = [field(node, "endpoint"), field(node, "ip")]
-        .into_iter()
-        .flatten()
-        .filter_map(text)
-        .find(|h| !h.is_empty() && *h != "?")
-        .unwrap_or(asked.host());
+/// `ip:port@cport[,hostname]` as an address to connect to.
+fn node_addr(field: &str, asked: &NodeAddr) -> Option<NodeAddr> {
+    let endpoint = field.split([',', '@']).next()?;
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() || host == "?" { asked.host() } else { host };
     Some(NodeAddr::from_parts(host, port))
 }
 
-/// `CLUSTER SLOTS`: `[first, last, [ip, port, id, ...], replicas...]` per range.
-fn parse_slots(reply: &OwnedFrame, asked: &NodeAddr) -> Result<SlotMap, String> {
-    let OwnedFrame::Array(ranges_in) = reply else {
-        return Err(unexpected("CLUSTER SLOTS", reply));
-    };
-    let mut ranges = Vec::new();
-    for range in ranges_in {
-        let OwnedFrame::Array(items) = range else { return Err("malformed slot range".into()) };
-        let [first, last, master, replicas @ ..] = items.as_slice() else {
-            return Err("short slot range".into());
-        };
-        let first = integer(first).ok_or("bad slot")?;
-        let last = integer(last).ok_or("bad slot")?;
-        let master = slots_node_addr(master, asked).ok_or("bad master entry")?;
-        let replicas = replicas.iter().filter_map(|r| slots_node_addr(r, asked)).collect();
-        ranges.push((slot_bound(first)?, slot_bound(last)?, Shard { master, replicas }));
-    }
-    Ok(SlotMap::from_ranges(ranges))
-}
-
-fn slots_node_addr(node: &OwnedFrame, asked: &NodeAddr) -> Option<NodeAddr> {
-    let OwnedFrame::Array(items) = node else { return None };
-    let host = items.first().and_then(text).filter(|h| !h.is_empty() && *h != "?").unwrap_or(asked.host());
-    let port = u16::try_from(items.get(1).and_then(integer)?).ok()?;
-    Some(NodeAddr::from_parts(host, port))
-}
-
-fn slot_bound(n: i64) -> Result<u16, String> {
-    u16::try_from(n)
+fn slot_bound(text: &str) -> Result<u16, String> {
+    text.parse::<u16>()
         .ok()
-        .filter(|n| usize::from(*n) < crate::cluster::SLOT_COUNT)
-        .ok_or(format!("slot {n} out of range"))
-}
-
-/// A flat `[name, value, name, value, ...]` array as pairs.
-fn pairs(frame: &OwnedFrame) -> Option<Vec<(&str, &OwnedFrame)>> {
-    let OwnedFrame::Array(items) = frame else { return None };
-    items.chunks_exact(2).map(|kv| Some((text(&kv[0])?, &kv[1]))).collect()
-}
-
-fn field<'a>(fields: &[(&str, &'a OwnedFrame)], name: &str) -> Option<&'a OwnedFrame> {
-    fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
-}
-
-fn text(frame: &OwnedFrame) -> Option<&str> {
-    match frame {
-        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => std::str::from_utf8(b).ok(),
-        _ => None,
-    }
-}
-
-fn integer(frame: &OwnedFrame) -> Option<i64> {
-    match frame {
-        OwnedFrame::Integer(n) => Some(*n),
-        other => text(other)?.parse().ok(),
-    }
-}
-
-fn integers(frame: &OwnedFrame) -> Option<Vec<i64>> {
-    let OwnedFrame::Array(items) = frame else { return None };
-    items.iter().map(integer).collect()
-}
-
-fn unexpected(command: &str, reply: &OwnedFrame) -> String {
-    match reply {
-        OwnedFrame::Error(e) => format!("{command}: {e}"),
-        _ => format!("{command}: unexpected reply"),
-    }
+        .filter(|n| usize::from(*n) < SLOT_COUNT)
+        .ok_or_else(|| format!("slot {} out of range", text.chars().take(20).collect::<String>()))
 }
 
 /// One `field:value` line of an INFO reply.
@@ -220,71 +171,35 @@ fn info_field(info: &[u8], name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> OwnedFrame {
-        OwnedFrame::BulkString(s.as_bytes().to_vec())
-    }
+    const NODES: &str = "\
+07c3 10.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-8000 [8001->-0a2b]
+0a2b :7002@17002 master - 0 1 2 connected 8001-16383
+4f1c 10.0.0.4:7004@17004,node-4 slave 07c3 0 1 1 connected
+5d2e 10.0.0.5:7005@17005 slave,fail 0a2b 0 1 2 disconnected
+9e9e 10.0.0.9:7009@17009 handshake - 0 0 0 connected
+";
 
-    fn node(ip: &str, endpoint: &str, port: i64, role: &str, health: &str) -> OwnedFrame {
-        OwnedFrame::Array(vec![
-            bulk("id"),
-            bulk("abc"),
-            bulk("port"),
-            OwnedFrame::Integer(port),
-            bulk("ip"),
-            bulk(ip),
-            bulk("endpoint"),
-            bulk(endpoint),
-            bulk("role"),
-            bulk(role),
-            bulk("health"),
-            bulk(health),
-        ])
+    #[test]
+    fn nodes_reply_becomes_a_view() {
+        let nodes = parse_nodes(NODES, &NodeAddr::new("seed:7002")).unwrap();
+        assert_eq!(nodes.len(), 4, "the handshake node is left out");
+        assert_eq!(nodes[0].addr.as_str(), "10.0.0.1:7001");
+        assert_eq!(nodes[0].slots, vec![(0, 8000)], "a migration marker is not ownership");
+        assert_eq!((nodes[0].epoch, nodes[1].epoch), (1, 2));
+        assert_eq!(nodes[1].addr.as_str(), "seed:7002", "an unknown IP is the host asked");
+        assert_eq!(nodes[2].addr.as_str(), "10.0.0.4:7004");
+        assert_eq!(nodes[2].master_id.as_deref(), Some("07c3"));
+        assert!(!nodes[2].is_master && !nodes[2].failing);
+        assert!(nodes[3].failing);
     }
 
     #[test]
-    fn shards_reply_becomes_a_map() {
-        let shard = |slots: Vec<i64>, nodes: Vec<OwnedFrame>| {
-            OwnedFrame::Array(vec![
-                bulk("slots"),
-                OwnedFrame::Array(slots.into_iter().map(OwnedFrame::Integer).collect()),
-                bulk("nodes"),
-                OwnedFrame::Array(nodes),
-            ])
-        };
-        let reply = OwnedFrame::Array(vec![
-            shard(
-                vec![0, 8000],
-                vec![
-                    node("10.0.0.1", "10.0.0.1", 7001, "master", "online"),
-                    node("10.0.0.4", "?", 7004, "replica", "online"),
-                ],
-            ),
-            shard(vec![8001, 16383], vec![node("10.0.0.2", "", 7002, "master", "online")]),
-            shard(vec![], vec![node("10.0.0.3", "10.0.0.3", 7003, "master", "online")]),
-        ]);
-        let map = parse_shards(&reply, &NodeAddr::new("10.0.0.9:7009")).unwrap();
-        assert_eq!(map.served_slots(), 16384);
-        assert_eq!(map.shards()[0].master.as_str(), "10.0.0.1:7001");
-        assert_eq!(map.shards()[0].replicas, vec![NodeAddr::new("10.0.0.4:7004")]);
-        assert_eq!(map.shards()[1].master.as_str(), "10.0.0.2:7002");
-    }
-
-    #[test]
-    fn slots_reply_becomes_a_map() {
-        let entry = |ip: &str, port: i64| OwnedFrame::Array(vec![bulk(ip), OwnedFrame::Integer(port), bulk("id")]);
-        let reply = OwnedFrame::Array(vec![
-            OwnedFrame::Array(vec![
-                OwnedFrame::Integer(0),
-                OwnedFrame::Integer(100),
-                entry("", 7001),
-                entry("h", 7004),
-            ]),
-            OwnedFrame::Array(vec![OwnedFrame::Integer(101), OwnedFrame::Integer(16383), entry("h2", 7002)]),
-        ]);
-        let map = parse_slots(&reply, &NodeAddr::new("seed:7001")).unwrap();
-        assert_eq!(map.shards()[0].master.as_str(), "seed:7001");
-        assert_eq!(map.shards()[0].replicas[0].as_str(), "h:7004");
-        assert_eq!(map.served_slots(), 16384);
+    fn hostile_lines_are_errors_not_panics() {
+        let asked = NodeAddr::new("seed:1");
+        assert!(parse_nodes("short line", &asked).is_err());
+        assert!(parse_nodes("a b:1@2 master - 0 0 x connected", &asked).is_err());
+        assert!(parse_nodes("a b:1@2 master - 0 0 1 connected 0-99999", &asked).is_err());
+        assert!(parse_nodes("a b:0@2 master - 0 0 1 connected 0-5", &asked).unwrap().is_empty());
     }
 
     #[test]

@@ -8,14 +8,16 @@
 //! why the cluster is down; the task keeps retrying with backoff meanwhile.
 
 mod discover;
+mod merge;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::slot::Slot;
 use super::slotmap::{NodeAddr, SlotMap};
@@ -25,6 +27,11 @@ use super::slotmap::{NodeAddr, SlotMap};
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
 /// The longest pause between attempts while no node answers.
 const MAX_RETRY_GAP: Duration = Duration::from_secs(1);
+/// Nodes asked at once in a refresh: more than one, so that one stale or
+/// hung node is outvoted or outwaited.
+const ASK_AT_ONCE: usize = 3;
+/// Once one node has answered, how long the others of its batch may take.
+const LATE_ANSWER: Duration = Duration::from_millis(100);
 
 /// What the topology task needs to know.
 #[derive(Debug, Clone)]
@@ -50,6 +57,8 @@ pub struct Topology {
     version: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
     status: Mutex<Status>,
+    /// Tells the workers that the map changed (its version).
+    changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Event {
@@ -78,6 +87,7 @@ impl Topology {
             version: AtomicU64::new(0),
             events,
             status: Mutex::new(Status::default()),
+            changes: watch::Sender::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&topology), settings, rx));
         topology
@@ -91,6 +101,11 @@ impl Topology {
     /// The current map's version: changes whenever the map does.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
+    }
+
+    /// Wakes when the map changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// A node answered MOVED: patch the map now and refresh it soon.
@@ -122,6 +137,7 @@ impl Topology {
         let version = self.map.load().version() + 1;
         self.map.store(Arc::new(map.with_version(version)));
         self.version.store(version, Ordering::Release);
+        self.changes.send_replace(version);
     }
 }
 
@@ -195,39 +211,82 @@ fn backoff(failures: u32) -> Duration {
     MIN_REFRESH_GAP.saturating_mul(1 << failures.clamp(1, 5).saturating_sub(1)).min(MAX_RETRY_GAP)
 }
 
-/// Asks the known masters, then the seeds, until one describes the cluster.
+/// Asks a few nodes at once (the known masters first, then the other known
+/// nodes, then the seeds), batch after batch until some answer, and merges
+/// what they say.
 async fn refresh(topology: &Topology, settings: &TopologySettings) -> Result<(), String> {
     let current = topology.snapshot();
-    let mut candidates: Vec<NodeAddr> = current.shards().iter().map(|s| s.master.clone()).collect();
-    // Start at a different master each time, so one sick node is not asked forever.
-    let start = (current.version() as usize) % candidates.len().max(1);
-    candidates.rotate_left(start);
-    for seed in &settings.seeds {
-        if !candidates.contains(seed) {
-            candidates.push(seed.clone());
+    let mut masters: Vec<NodeAddr> = current.shards().iter().map(|s| s.master.clone()).collect();
+    // Start at a different master each time, so one sick node is not asked first forever.
+    let start = (current.version() as usize) % masters.len().max(1);
+    masters.rotate_left(start);
+    let mut candidates = Vec::new();
+    for addr in masters.into_iter().chain(current.nodes().iter().cloned()).chain(settings.seeds.iter().cloned()) {
+        if !candidates.contains(&addr) {
+            candidates.push(addr);
         }
     }
     let want_version = topology.redis_version().is_none();
     let mut errors = Vec::new();
-    for addr in &candidates {
-        match discover::ask(addr, settings.timeout, want_version).await {
-            Ok(found) => {
-                let mut status = topology.lock_status();
-                status.last_error = None;
-                if let Some(version) = found.redis_version {
-                    status.redis_version = Some(version.into());
-                }
-                drop(status);
-                if !found.map.same_layout(&topology.snapshot()) {
-                    tracing::info!(from = %addr, shards = found.map.shards().len(), slots = found.map.served_slots(), "cluster topology updated");
-                    topology.publish(found.map);
-                }
-                return Ok(());
-            }
-            Err(error) => errors.push(format!("{addr}: {error}")),
+    for batch in candidates.chunks(ASK_AT_ONCE) {
+        let views = ask_all(batch, settings.timeout, want_version, &mut errors).await;
+        if views.is_empty() {
+            continue;
         }
+        let mut status = topology.lock_status();
+        status.last_error = None;
+        if let Some(version) = views.iter().find_map(|v| v.redis_version.clone()) {
+            status.redis_version = Some(version.into());
+        }
+        drop(status);
+        let map = merge::merge(&views, &current);
+        if !map.same_layout(&current) {
+            tracing::info!(
+                shards = map.shards().len(),
+                slots = map.served_slots(),
+                nodes = map.nodes().len(),
+                "cluster topology updated"
+            );
+            topology.publish(map);
+        }
+        return Ok(());
     }
     Err(format!("no node answered with the cluster's slots ({})", errors.join("; ")))
+}
+
+/// The views of the nodes in `batch` that answer; once one has, the others
+/// get [`LATE_ANSWER`] more.
+async fn ask_all(
+    batch: &[NodeAddr],
+    limit: Duration,
+    want_version: bool,
+    errors: &mut Vec<String>,
+) -> Vec<discover::View> {
+    let mut asking = JoinSet::new();
+    for addr in batch {
+        let addr = addr.clone();
+        asking.spawn(async move {
+            let result = discover::ask(&addr, limit, want_version).await;
+            (addr, result)
+        });
+    }
+    let mut views = Vec::new();
+    let mut until = None;
+    loop {
+        let joined = match until {
+            Some(until) => timeout_at(until, asking.join_next()).await.ok().flatten(),
+            None => asking.join_next().await,
+        };
+        match joined {
+            None => return views,
+            Some(Ok((_, Ok(view)))) => {
+                views.push(view);
+                until.get_or_insert(Instant::now() + LATE_ANSWER);
+            }
+            Some(Ok((addr, Err(error)))) => errors.push(format!("{addr}: {error}")),
+            Some(Err(join_error)) => errors.push(join_error.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
