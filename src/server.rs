@@ -63,10 +63,14 @@ fn spawn_worker(
     let settings = config.session();
     std::thread::Builder::new().name(format!("slotgate-worker-{index}")).spawn(move || {
         runtime.block_on(async move {
+            let mut changes = topology.changes();
             let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, clients: registry, scripts });
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
+                    // Routes follow the map even while no client asks: nodes
+                    // that left the cluster get their connections closed.
+                    Ok(()) = changes.changed() => drop(ctx.pool.routes()),
                     stream = incoming.recv() => match stream.map(TcpStream::from_std) {
                         Some(Ok(stream)) => {
                             tokio::spawn(session::run(stream, ctx.clone()));

@@ -311,12 +311,17 @@ impl Connection {
         self.in_flight.front().is_some_and(|oldest| oldest.queued_at.elapsed() > limit)
     }
 
-    /// Runs until the queue closes (`Ok`) or the connection fails (`Err`).
+    /// Runs until the queue closes and what was sent is answered (`Ok`), or
+    /// the connection fails (`Err`).
     async fn serve(&mut self, queue: &Mailbox<Outbound>, request_timeout: Option<Duration>) -> Result<(), String> {
+        let mut closing = false;
         // Checked a few times per timeout period, only while requests wait.
         let mut check = tokio::time::interval(request_timeout.unwrap_or(Duration::from_secs(3600)) / 4);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if closing && self.in_flight.is_empty() {
+                return Ok(());
+            }
             if self.read.capacity() - self.read.len() < MIN_READ {
                 self.read.reserve(READ_CHUNK);
             }
@@ -333,8 +338,12 @@ impl Connection {
                     Ok(n) => self.written += n as u64,
                     Err(e) => return Err(e.to_string()),
                 },
-                taken = poll_fn(|cx| queue.poll_take(cx, &mut self.batch)), if self.unwritten.len() < MAX_UNWRITTEN => {
-                    if !taken {
+                taken = poll_fn(|cx| queue.poll_take(cx, &mut self.batch)), if !closing && self.unwritten.len() < MAX_UNWRITTEN => {
+                    // A shared connection whose node left the cluster answers
+                    // what it carries first; a client's own closes at once
+                    // (that is how the node learns the client left).
+                    closing = !taken;
+                    if closing && self.mode.one_shot() {
                         return Ok(());
                     }
                     self.queue_batch();

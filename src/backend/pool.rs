@@ -23,6 +23,14 @@ pub struct Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Node {
+    /// Closes the connections (the node left the cluster): each answers what
+    /// it has sent, then ends; what was still queued fails, safe to retry.
+    fn close(&self) {
         for queue in self.resp2.iter().chain(&self.resp3) {
             for out in queue.close() {
                 let cause = "the node left the cluster map".into();
@@ -149,6 +157,15 @@ impl Pool {
         let mut routes = lock(&self.routes);
         if routes.version() != self.topology.version() {
             let map = self.topology.snapshot();
+            // A node that left the cluster: its connections close now, even
+            // while an idle client's old routes still name it.
+            lock(&self.nodes).retain(|addr, node| {
+                let member = map.knows(addr);
+                if !member {
+                    node.close();
+                }
+                member
+            });
             let masters = map.shards().iter().map(|shard| self.node(&shard.master)).collect();
             let first_slots = map.first_slots();
             *routes = Arc::new(Routes { map, masters, first_slots });
