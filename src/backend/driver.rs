@@ -12,8 +12,13 @@
 //! treated like a broken connection.
 //!
 //! Connections are opened on demand: the task waits for a first request,
-//! connects (and says `HELLO 3` for a RESP3 connection), and reconnects with
-//! backoff after a failure, failing requests at once while the node is down.
+//! connects (and says `HELLO 3` for a RESP3 connection, `READONLY` where
+//! replicas serve reads), and after a failure reconnects by itself with
+//! backoff, failing requests at once while the node is down. A shared
+//! connection sends a PING every `health_check`: one left unanswered past
+//! the request timeout marks the node hung (an idle connection would not
+//! notice otherwise), and its round trip is the node's latency for
+//! `read_from = "nearest"`.
 //!
 //! # Cancel safety
 //! The `select!` arms use `read_buf`, `write_buf` and `recv_many`, each of
@@ -22,6 +27,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -34,6 +40,7 @@ use crate::cluster::NodeAddr;
 use crate::resp::{Protocol, ReplyScanner, Request};
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 /// Read in chunks of this size, reserving again when less than `MIN_READ` is free.
 const READ_CHUNK: usize = 64 * 1024;
 const MIN_READ: usize = 8 * 1024;
@@ -45,19 +52,47 @@ const MAX_REPLY: usize = 1024 * 1024 * 1024;
 const BATCH: usize = 512;
 
 /// Starts the driver task of one connection and returns its queue; closing
-/// the queue ends the task.
-///
-/// `request_timeout` is `None` for a connection that may legitimately wait
-/// forever (a client's own connection for blocking commands).
+/// the queue ends the task. The task reports on the node in `health`.
 pub(super) fn spawn(
     addr: NodeAddr,
     protocol: Protocol,
     settings: Arc<BackendSettings>,
     mode: Mode,
+    health: Arc<Health>,
 ) -> Arc<Mailbox<Outbound>> {
     let queue = Arc::new(Mailbox::default());
-    tokio::spawn(run(addr, protocol, queue.clone(), settings, mode));
+    tokio::spawn(run(addr, protocol, queue.clone(), settings, mode, health));
     queue
+}
+
+/// What a node's connections have seen of it, for choosing among replicas.
+#[derive(Debug)]
+pub struct Health {
+    /// Not known to be down: the last connection attempt succeeded (or none was made).
+    up: AtomicBool,
+    /// Round trip of the last health-check PING, in microseconds; 0 until measured.
+    latency_us: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { up: AtomicBool::new(true), latency_us: AtomicU64::new(0) }
+    }
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The measured round trip; `None` until a PING has come back.
+    pub fn latency(&self) -> Option<Duration> {
+        Some(self.latency_us.load(Ordering::Relaxed)).filter(|&us| us > 0).map(Duration::from_micros)
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
 }
 
 /// What a connection carries.
@@ -96,17 +131,25 @@ async fn run(
     queue: Arc<Mailbox<Outbound>>,
     settings: Arc<BackendSettings>,
     mode: Mode,
+    health: Arc<Health>,
 ) {
     let mut failures: u32 = 0;
     let mut batch = Vec::with_capacity(BATCH);
+    // Shared connections of a cluster read from replicas say READONLY.
+    let readonly = settings.read_from != super::ReadFrom::Master && !mode.one_shot();
     loop {
-        // Connect on demand: wait for work first.
-        if !poll_fn(|cx| queue.poll_take(cx, &mut batch)).await {
+        // Connect on demand: wait for work first. After a failure, try again
+        // by itself (the backoff has passed), so the node's health is known.
+        if failures == 0 && !poll_fn(|cx| queue.poll_take(cx, &mut batch)).await {
             return;
         }
-        let stream = match connect(&addr, protocol, settings.connect_timeout).await {
-            Ok(stream) => stream,
+        let stream = match connect(&addr, protocol, settings.connect_timeout, readonly).await {
+            Ok(stream) => {
+                health.set_up(true);
+                stream
+            }
             Err(cause) => {
+                health.set_up(false);
                 failures = failures.saturating_add(1);
                 if failures == 1 || failures % 100 == 0 {
                     tracing::warn!(node = %addr, %cause, attempts = failures, "cannot connect to node");
@@ -122,8 +165,8 @@ async fn run(
                 continue;
             }
         };
-        let mut conn = Connection::new(stream, std::mem::take(&mut batch), mode);
-        let result = conn.serve(&queue, mode.request_timeout()).await;
+        let mut conn = Connection::new(stream, std::mem::take(&mut batch), mode, health.clone());
+        let result = conn.serve(&queue, mode.request_timeout(), settings.health_check).await;
         // Only a connection that answered counts as recovered: a node that
         // accepts and closes at once (max clients reached) keeps backing off.
         if conn.answered {
@@ -137,6 +180,7 @@ async fn run(
         let cause: Arc<str> = match &result {
             Ok(()) => "the node left the cluster map; connection closed".into(),
             Err(cause) => {
+                health.set_up(false);
                 tracing::warn!(node = %addr, %cause, "node connection lost");
                 cause.as_str().into()
             }
@@ -201,37 +245,53 @@ fn fail(reply_to: ReplyTo, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
     reply_to.send(Reply::Failed(NodeError { addr: addr.clone(), cause: cause.clone(), retry }));
 }
 
-async fn connect(addr: &NodeAddr, protocol: Protocol, limit: Duration) -> Result<TcpStream, String> {
+async fn connect(addr: &NodeAddr, protocol: Protocol, limit: Duration, readonly: bool) -> Result<TcpStream, String> {
     let mut stream = timeout(limit, TcpStream::connect(addr.as_str()))
         .await
         .map_err(|_| format!("connect timed out after {limit:?}"))?
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut setup = Vec::new();
     if protocol == Protocol::Resp3 {
-        timeout(limit, hello3(&mut stream)).await.map_err(|_| "HELLO 3 timed out".to_string())??;
+        setup.push(Request::from_args(&["HELLO", "3"]));
+    }
+    if readonly {
+        setup.push(Request::from_args(&["READONLY"]));
+    }
+    if !setup.is_empty() {
+        timeout(limit, say(&mut stream, &setup)).await.map_err(|_| "connection setup timed out".to_string())??;
     }
     Ok(stream)
 }
 
-/// Switches a fresh connection to RESP3 and consumes the HELLO reply.
-async fn hello3(stream: &mut TcpStream) -> Result<(), String> {
-    stream.write_all(Request::from_args(&["HELLO", "3"]).frame()).await.map_err(|e| e.to_string())?;
+/// Sends the setup commands of a fresh connection and consumes their replies.
+async fn say(stream: &mut TcpStream, commands: &[Request]) -> Result<(), String> {
+    let mut out = Vec::new();
+    for command in commands {
+        out.extend_from_slice(command.frame());
+    }
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut scanner = ReplyScanner::default();
-    loop {
-        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("connection closed during HELLO 3".into());
-        }
-        if let Some(frame) = scanner.scan(&buf).map_err(|e| e.to_string())? {
-            if buf.first() == Some(&b'-') {
-                return Err(format!("HELLO 3 refused: {}", String::from_utf8_lossy(&buf[1..frame.len - 2])));
+    for command in commands {
+        let name = String::from_utf8_lossy(command.name()).into_owned();
+        let frame = loop {
+            if let Some(frame) = scanner.scan(&buf).map_err(|e| e.to_string())? {
+                break frame;
             }
-            return Ok(());
-        }
-        if buf.len() > 1024 * 1024 {
-            return Err("HELLO 3 reply too large".into());
+            if buf.len() > 1024 * 1024 {
+                return Err(format!("{name} reply too large"));
+            }
+            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err(format!("connection closed during {name}"));
+            }
+        };
+        let reply = buf.split_to(frame.len);
+        if reply.first() == Some(&b'-') {
+            return Err(format!("{name} refused: {}", String::from_utf8_lossy(&reply[1..reply.len() - 2])));
         }
     }
+    Ok(())
 }
 
 /// A request written (or about to be) and not yet answered.
@@ -242,6 +302,8 @@ struct InFlight {
     end: u64,
     /// When it was queued here, for the request timeout.
     queued_at: Instant,
+    /// A health-check PING: its round trip is the node's latency.
+    probe: bool,
 }
 
 struct Connection {
@@ -259,11 +321,14 @@ struct Connection {
     mode: Mode,
     /// Subscriber mode: where every frame goes.
     sink: Option<ReplyTo>,
+    health: Arc<Health>,
+    /// The node left a request unanswered past the request timeout.
+    hung: bool,
 }
 
 impl Connection {
     /// A fresh connection, with the first requests to write.
-    fn new(stream: TcpStream, first: Vec<Outbound>, mode: Mode) -> Connection {
+    fn new(stream: TcpStream, first: Vec<Outbound>, mode: Mode, health: Arc<Health>) -> Connection {
         let mut conn = Connection {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
@@ -276,6 +341,8 @@ impl Connection {
             answered: false,
             mode,
             sink: None,
+            health,
+            hung: false,
         };
         conn.queue_batch();
         conn
@@ -303,7 +370,7 @@ impl Connection {
     fn append(&mut self, frame: &[u8], reply_to: Option<ReplyTo>, queued_at: Instant) {
         self.unwritten.extend_from_slice(frame);
         self.queued += frame.len() as u64;
-        self.in_flight.push_back(InFlight { reply_to, end: self.queued, queued_at });
+        self.in_flight.push_back(InFlight { reply_to, end: self.queued, queued_at, probe: false });
     }
 
     /// Has the oldest request waited longer than `limit`?
@@ -313,11 +380,21 @@ impl Connection {
 
     /// Runs until the queue closes and what was sent is answered (`Ok`), or
     /// the connection fails (`Err`).
-    async fn serve(&mut self, queue: &Mailbox<Outbound>, request_timeout: Option<Duration>) -> Result<(), String> {
+    async fn serve(
+        &mut self,
+        queue: &Mailbox<Outbound>,
+        request_timeout: Option<Duration>,
+        health_check: Option<Duration>,
+    ) -> Result<(), String> {
         let mut closing = false;
-        // Checked a few times per timeout period, only while requests wait.
-        let mut check = tokio::time::interval(request_timeout.unwrap_or(Duration::from_secs(3600)) / 4);
+        // Only a connection with a request timeout can tell a hung node.
+        let health_check = health_check.filter(|_| request_timeout.is_some());
+        // Overdue requests are looked for a few times per timeout period, and
+        // a PING goes out once per health-check period.
+        let period = [request_timeout.map(|t| t / 4), health_check].into_iter().flatten().min();
+        let mut check = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_ping = Instant::now();
         loop {
             if closing && self.in_flight.is_empty() {
                 return Ok(());
@@ -348,9 +425,17 @@ impl Connection {
                     }
                     self.queue_batch();
                 }
-                _ = check.tick(), if request_timeout.is_some() && !self.in_flight.is_empty() => {
+                now = check.tick(), if period.is_some() => {
                     if let Some(limit) = request_timeout.filter(|&limit| self.overdue(limit)) {
+                        self.hung = true;
                         return Err(format!("no reply within {} ms", limit.as_millis()));
+                    }
+                    if health_check.is_some_and(|every| now - last_ping >= every) && !closing {
+                        last_ping = now;
+                        self.append(PING, None, now);
+                        if let Some(ping) = self.in_flight.back_mut() {
+                            ping.probe = true;
+                        }
                     }
                 }
             }
@@ -381,6 +466,10 @@ impl Connection {
                 return Err("reply without a request".into());
             };
             self.answered = true;
+            if entry.probe {
+                let micros = entry.queued_at.elapsed().as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+                self.health.latency_us.store(micros, Ordering::Relaxed);
+            }
             if let Some(reply_to) = entry.reply_to {
                 reply_to.send(Reply::Frame(reply));
             }
@@ -394,7 +483,11 @@ impl Connection {
             fail(sink, addr, cause, Retry::NotSafe);
         }
         for entry in self.in_flight.drain(..) {
-            let retry = if entry.end <= self.written { Retry::NotSafe } else { Retry::Safe };
+            let retry = match (entry.end <= self.written, self.hung) {
+                (false, _) => Retry::Safe,
+                (true, false) => Retry::NotSafe,
+                (true, true) => Retry::TimedOut,
+            };
             if let Some(reply_to) = entry.reply_to {
                 fail(reply_to, addr, cause, retry);
             }

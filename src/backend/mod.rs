@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::cluster::NodeAddr;
 
+pub use driver::Health;
 pub use mailbox::Mailbox;
 pub use pool::{Dedicated, Node, Pool, Routes};
 
@@ -27,6 +28,25 @@ pub struct BackendSettings {
     /// A node that has not answered a request for this long is taken as hung:
     /// its connection is closed and reopened, its requests fail.
     pub request_timeout: Duration,
+    /// An idle shared connection is pinged this often (`None`: never).
+    pub health_check: Option<Duration>,
+    pub read_from: ReadFrom,
+}
+
+/// Where read-only commands go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// The slot's master, like every other command: reads see every write.
+    #[default]
+    Master,
+    /// A replica of the slot's master (the same one for a given client),
+    /// or the master while none is up. Reads may miss the latest writes.
+    ReplicaPreferred,
+    /// The node of the slot's shard with the lowest measured latency.
+    Nearest,
+    /// The shard's nodes in turn, request by request.
+    RoundRobin,
 }
 
 /// One request on its way to a node.
@@ -86,4 +106,7 @@ pub enum Retry {
     Safe,
     /// It was written: the node may have run it.
     NotSafe,
+    /// It was written and the node did not answer in time: it may have run,
+    /// and sent again it would most likely wait as long.
+    TimedOut,
 }
