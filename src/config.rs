@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backend::BackendSettings;
+use crate::backend::{BackendSettings, ReadFrom};
 use crate::cluster::{NodeAddr, TopologySettings};
 use crate::resp::Limits;
 use crate::session::SessionSettings;
@@ -36,9 +36,21 @@ pub struct Config {
     /// (written ones with "the command may have run") and it is reopened.
     /// Longer than your slowest command or script. Default 5000.
     pub request_timeout_ms: u64,
+    /// Each shared node connection sends a PING this often, in milliseconds,
+    /// so that a hung node is found even while no client uses it, and the
+    /// nodes' latencies are known (`read_from = "nearest"`); 0 turns it off.
+    /// Default 1000.
+    pub health_check_ms: u64,
     /// Full topology refresh at least this often, in milliseconds (MOVED and
     /// node errors refresh sooner). Default 5000.
     pub topology_refresh_ms: u64,
+    /// Where read-only commands go: `master` (every read sees every write),
+    /// `replica-preferred` (a replica of the slot, the same one for a client,
+    /// or the master while none is up), `nearest` (the slot's node with the
+    /// lowest latency), `round-robin` (the slot's nodes in turn). Replicas
+    /// copy asynchronously: reads from them may miss recent writes, even the
+    /// client's own. Default `master`.
+    pub read_from: ReadFrom,
     /// MOVED/ASK hops one request may take before the redirect reaches the
     /// client (protects against redirect loops). Default 5.
     pub max_redirects: u8,
@@ -71,7 +83,9 @@ impl Default for Config {
             node_connections: 1,
             connect_timeout_ms: 1000,
             request_timeout_ms: 5000,
+            health_check_ms: 1000,
             topology_refresh_ms: 5000,
+            read_from: ReadFrom::Master,
             max_redirects: 5,
             retry_timeout_ms: 5000,
             max_pipeline: 10_000,
@@ -189,6 +203,8 @@ impl Config {
             connections_per_node: self.node_connections,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            health_check: Some(Duration::from_millis(self.health_check_ms)).filter(|d| !d.is_zero()),
+            read_from: self.read_from,
         }
     }
 
@@ -244,7 +260,9 @@ mod tests {
             "node_connections",
             "connect_timeout_ms",
             "request_timeout_ms",
+            "health_check_ms",
             "topology_refresh_ms",
+            "read_from",
             "max_redirects",
             "retry_timeout_ms",
             "max_pipeline",

@@ -53,6 +53,14 @@ struct Cli {
     #[arg(long, global = true, value_name = "MS")]
     request_timeout_ms: Option<i64>,
 
+    /// Each node connection sends a PING this often; 0 = never. [key: health_check_ms; default 1000]
+    #[arg(long, global = true, value_name = "MS")]
+    health_check_ms: Option<i64>,
+
+    /// Where read-only commands go: master, replica-preferred, nearest, round-robin. [key: read_from; default master]
+    #[arg(long, global = true, value_name = "WHERE")]
+    read_from: Option<String>,
+
     /// Full topology refresh at least this often. [key: topology_refresh_ms; default 5000]
     #[arg(long, global = true, value_name = "MS")]
     topology_refresh_ms: Option<i64>,
@@ -101,13 +109,14 @@ impl Cli {
         if let Some(cluster) = &self.cluster {
             flags.push(("cluster", FlagValue::List(cluster.clone())));
         }
-        let texts = [("listen", &self.listen), ("log_level", &self.log_level)];
+        let texts = [("listen", &self.listen), ("log_level", &self.log_level), ("read_from", &self.read_from)];
         flags.extend(texts.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Text(v.clone()?)))));
         let numbers = [
             ("threads", self.threads),
             ("node_connections", self.node_connections),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
+            ("health_check_ms", self.health_check_ms),
             ("topology_refresh_ms", self.topology_refresh_ms),
             ("max_redirects", self.max_redirects),
             ("retry_timeout_ms", self.retry_timeout_ms),

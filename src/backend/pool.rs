@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{BackendSettings, Mailbox, NodeError, Outbound, Reply, Retry, driver};
+use super::{BackendSettings, Health, Mailbox, NodeError, Outbound, ReadFrom, Reply, Retry, driver};
 use crate::cluster::{NodeAddr, Slot, SlotMap, Topology};
 use crate::resp::Protocol;
 
@@ -19,6 +19,7 @@ pub struct Node {
     addr: NodeAddr,
     resp2: Vec<Arc<Mailbox<Outbound>>>,
     resp3: Vec<Arc<Mailbox<Outbound>>>,
+    health: Arc<Health>,
 }
 
 impl Drop for Node {
@@ -43,15 +44,21 @@ impl Node {
 
 impl Node {
     fn new(addr: NodeAddr, settings: &Arc<BackendSettings>) -> Node {
+        let health = Arc::new(Health::default());
         let connections = |protocol| {
             (0..settings.connections_per_node.max(1))
                 .map(|_| {
                     let mode = driver::Mode::Shared { request_timeout: settings.request_timeout };
-                    driver::spawn(addr.clone(), protocol, settings.clone(), mode)
+                    driver::spawn(addr.clone(), protocol, settings.clone(), mode, health.clone())
                 })
                 .collect()
         };
-        Node { resp2: connections(Protocol::Resp2), resp3: connections(Protocol::Resp3), addr }
+        Node { resp2: connections(Protocol::Resp2), resp3: connections(Protocol::Resp3), addr, health }
+    }
+
+    /// What its connections have seen of the node.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub fn addr(&self) -> &NodeAddr {
@@ -100,11 +107,14 @@ impl Drop for Dedicated {
     }
 }
 
-/// A slot map with each shard's master resolved to this worker's connections.
+/// A slot map with each shard's nodes resolved to this worker's connections.
 #[derive(Debug)]
 pub struct Routes {
     pub map: Arc<SlotMap>,
     masters: Vec<Arc<Node>>,
+    /// Each shard's replicas, where reads may go to them (else empty).
+    replicas: Vec<Vec<Arc<Node>>>,
+    read_from: ReadFrom,
     /// One slot per master, in slot order (see [`SlotMap::first_slots`]).
     first_slots: Vec<Slot>,
 }
@@ -116,6 +126,35 @@ impl Routes {
 
     pub fn master(&self, slot: Slot) -> Option<&Arc<Node>> {
         self.map.shard_index(slot).map(|index| &self.masters[index])
+    }
+
+    /// Do read-only commands go anywhere but the master?
+    pub fn reads_from_replicas(&self) -> bool {
+        self.read_from != ReadFrom::Master
+    }
+
+    /// The node a read-only command for `slot` goes to, by `read_from`:
+    /// the master, or one of its replicas not known to be down. A client
+    /// stays on one replica (chosen by `client_id`); round-robin takes the
+    /// nodes in `turn`.
+    pub fn reader(&self, slot: Slot, client_id: u64, turn: u64) -> Option<&Arc<Node>> {
+        let index = self.map.shard_index(slot)?;
+        let master = &self.masters[index];
+        let up = self.replicas[index].iter().filter(|node| node.health.is_up());
+        let nth = |pick: u64, count: usize| (pick % count.max(1) as u64) as usize;
+        match self.read_from {
+            ReadFrom::Master => Some(master),
+            ReadFrom::ReplicaPreferred => {
+                let count = up.clone().count();
+                Some(up.clone().nth(nth(client_id, count)).unwrap_or(master))
+            }
+            ReadFrom::RoundRobin => {
+                let count = up.clone().count() + 1;
+                std::iter::once(master).chain(up).nth(nth(turn, count))
+            }
+            // Not measured yet counts as nearest, so that it gets measured.
+            ReadFrom::Nearest => std::iter::once(master).chain(up).min_by_key(|node| node.health.latency()),
+        }
     }
 
     /// One slot of each master, in slot order: a request for every master
@@ -144,7 +183,13 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(topology: Arc<Topology>, settings: BackendSettings) -> Pool {
-        let routes = Arc::new(Routes { map: Arc::new(SlotMap::empty()), masters: Vec::new(), first_slots: Vec::new() });
+        let routes = Arc::new(Routes {
+            map: Arc::new(SlotMap::empty()),
+            masters: Vec::new(),
+            replicas: Vec::new(),
+            read_from: settings.read_from,
+            first_slots: Vec::new(),
+        });
         Pool { topology, settings: Arc::new(settings), nodes: Mutex::default(), routes: Mutex::new(routes) }
     }
 
@@ -167,8 +212,17 @@ impl Pool {
                 member
             });
             let masters = map.shards().iter().map(|shard| self.node(&shard.master)).collect();
+            let read_from = self.settings.read_from;
+            let replicas = map
+                .shards()
+                .iter()
+                .map(|shard| match read_from {
+                    ReadFrom::Master => Vec::new(),
+                    _ => shard.replicas.iter().map(|addr| self.node(addr)).collect(),
+                })
+                .collect();
             let first_slots = map.first_slots();
-            *routes = Arc::new(Routes { map, masters, first_slots });
+            *routes = Arc::new(Routes { map, masters, replicas, read_from, first_slots });
         }
         routes.clone()
     }
@@ -178,14 +232,16 @@ impl Pool {
     /// request timeout applies; once broken, it stays closed.
     pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
         let mode = driver::Mode::Dedicated;
-        Dedicated { addr: addr.clone(), queue: driver::spawn(addr.clone(), protocol, self.settings.clone(), mode) }
+        let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default());
+        Dedicated { addr: addr.clone(), queue }
     }
 
     /// A new subscribed connection to `addr` for one client: every frame
     /// the node sends on it goes to that client's session.
     pub fn subscriber(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
         let mode = driver::Mode::Subscriber;
-        Dedicated { addr: addr.clone(), queue: driver::spawn(addr.clone(), protocol, self.settings.clone(), mode) }
+        let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default());
+        Dedicated { addr: addr.clone(), queue }
     }
 
     /// This worker's connections to the node at `addr`, made on first use.

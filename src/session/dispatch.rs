@@ -68,7 +68,7 @@ impl Session {
         match entry.route {
             Route::Local(local) => self.local(local, entry.command, request),
             Route::Refused(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
-            Route::AnyMaster => self.forward(request, Target::AnyMaster, false),
+            Route::AnyMaster => self.forward(request, Target::AnyMaster, Kind::Other),
             Route::ConfigGet => self.forward_parts(vec![(Target::AnyMaster, request)], Merge::ConfigReadable),
             Route::Keyed(keyed) => {
                 if keyed.runs_scripts && matches!(entry.command.name, "eval" | "eval_ro") {
@@ -86,12 +86,12 @@ impl Session {
             Route::PubSub(kind) => self.pubsub(kind, request),
             Route::Wait => self.wait(request),
             Route::Publish => match self.routes.first_slots().first() {
-                Some(&slot) => self.forward(request, Target::Slot(slot), false),
+                Some(&slot) => self.forward(request, Target::Slot(slot), Kind::Other),
                 None => self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error())),
             },
             Route::SlotArgument => {
                 match request.arg(2).and_then(parse_i64).and_then(|n| u16::try_from(n).ok()).and_then(Slot::new) {
-                    Some(slot) => self.forward(request, Target::Slot(slot), false),
+                    Some(slot) => self.forward(request, Target::Slot(slot), Kind::Other),
                     None => self.reply_error(ClientError::InvalidSlot),
                 }
             }
@@ -128,11 +128,16 @@ impl Session {
     /// Sends each part as a request of its own (with its own redirects and
     /// retries); the client gets one reply, merged once all are answered.
     fn forward_parts(&mut self, parts: Vec<(Target, Request)>, merge: Merge) {
+        self.forward_parts_of(parts, merge, false);
+    }
+
+    /// [`Session::forward_parts`], for parts that only read when `read_only`.
+    fn forward_parts_of(&mut self, parts: Vec<(Target, Request)>, merge: Merge, read_only: bool) {
         let count = parts.len();
         let routes = self.routes.clone();
         let mut first = None;
         for (target, request) in parts {
-            let seq = self.pending.push(Entry::new(target, false));
+            let seq = self.pending.push(Entry { read_only, ..Entry::new(target, false) });
             first.get_or_insert(seq);
             self.send(seq, request, target, &routes);
         }
@@ -159,27 +164,41 @@ impl Session {
             },
         };
         self.keys = keys;
+        let read_only = command.flags.contains(command::spec::flag::READONLY)
+            && !command.flags.contains(command::spec::flag::WRITE)
+            && !keyed.runs_scripts;
         match target {
             Ok(Target::Slot(slot)) if keyed.blocking.blocks(&request) => self.forward_blocking(slot, request),
+            Ok(Target::Slot(slot)) if read_only && self.routes.reads_from_replicas() => {
+                self.forward(request, Target::Reader(slot), Kind::Read)
+            }
             Ok(target) => {
                 if let Target::Slot(slot) = target
                     && command.flags.contains(command::spec::flag::WRITE)
                 {
                     self.last_write = Some(slot);
                 }
-                self.forward(request, target, keyed.runs_scripts)
+                let kind = match (keyed.runs_scripts, read_only) {
+                    (true, _) => Kind::Script,
+                    (false, true) => Kind::Read,
+                    (false, false) => Kind::Other,
+                };
+                self.forward(request, target, kind)
             }
             Err(Some(split)) => {
-                let parts = split.parts.into_iter().map(|(slot, part)| (Target::Slot(slot), part)).collect();
-                self.forward_parts(parts, split.merge);
+                let reader = read_only && self.routes.reads_from_replicas();
+                let target = |slot| if reader { Target::Reader(slot) } else { Target::Slot(slot) };
+                let parts = split.parts.into_iter().map(|(slot, part)| (target(slot), part)).collect();
+                self.forward_parts_of(parts, split.merge, read_only);
             }
             Err(None) => self.reply_error(ClientError::CrossSlot),
         }
     }
 
     /// Sends a new request to its target and gives it a place in the order.
-    fn forward(&mut self, request: Request, target: Target, runs_scripts: bool) {
-        let seq = self.pending.push(Entry::new(target, runs_scripts));
+    fn forward(&mut self, request: Request, target: Target, kind: Kind) {
+        let entry = Entry::new(target, kind == Kind::Script);
+        let seq = self.pending.push(Entry { read_only: kind == Kind::Read, ..entry });
         let routes = self.routes.clone();
         self.send(seq, request, target, &routes);
     }
@@ -188,6 +207,10 @@ impl Session {
     pub(super) fn send(&mut self, seq: u64, request: Request, target: Target, routes: &Routes) {
         let node = match target {
             Target::Slot(slot) => routes.master(slot),
+            Target::Reader(slot) => {
+                self.reads = self.reads.wrapping_add(1);
+                routes.reader(slot, self.client.id, self.reads)
+            }
             Target::AnyMaster => routes.any_master(self.client.id),
             Target::Local | Target::Dedicated => None,
         };
@@ -260,7 +283,7 @@ impl Session {
                 Reply::Failed(error) => {
                     let error = match error.retry {
                         Retry::Safe => ClientError::NodeUnreachable(error),
-                        Retry::NotSafe => ClientError::NodeLost(error),
+                        Retry::NotSafe | Retry::TimedOut => ClientError::NodeLost(error),
                     };
                     self.fail(seq, error);
                     self.dedicated_lost();
@@ -288,13 +311,13 @@ impl Session {
                 let trusted = !entry.runs_scripts;
                 let (target, hops_left) = (entry.target, entry.redirects < max_redirects);
                 match redirect {
-                    Redirect::Moved { slot, addr } if trusted && hops_left && target == Target::Slot(slot) => {
+                    Redirect::Moved { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
                         self.ctx.pool.topology().moved(slot, addr.clone());
                         let node = self.ctx.pool.node(&addr);
                         self.send_to(seq, request, &node, false);
                     }
-                    Redirect::Ask { slot, addr } if trusted && hops_left && target == Target::Slot(slot) => {
+                    Redirect::Ask { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
                         let node = self.ctx.pool.node(&addr);
                         self.send_to(seq, request, &node, true);
@@ -316,10 +339,13 @@ impl Session {
             }
             Reply::Failed(error) => {
                 self.ctx.pool.topology().refresh();
+                let read_only = entry.read_only;
                 let error = match error.retry {
                     Retry::Safe if self.retry_later(seq, &request) => return,
+                    // Run twice, a read changes nothing.
+                    Retry::NotSafe if read_only && self.retry_later(seq, &request) => return,
                     Retry::Safe => ClientError::NodeUnreachable(error),
-                    Retry::NotSafe => ClientError::NodeLost(error),
+                    Retry::NotSafe | Retry::TimedOut => ClientError::NodeLost(error),
                 };
                 self.fail(seq, error);
             }
@@ -440,6 +466,16 @@ impl Session {
         ];
         ProxyInfo { included: ProxyInfo::wanted(request.args().skip(1)), fields }
     }
+}
+
+/// What a forwarded command may do, for redirects and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Only reads: safe to send again whatever happened.
+    Read,
+    /// Runs a script or function: its errors may look like redirects.
+    Script,
+    Other,
 }
 
 fn error_bytes(error: &ClientError) -> Bytes {

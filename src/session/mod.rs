@@ -131,6 +131,8 @@ struct Session {
     last_command: &'static str,
     /// The slot of the client's last write, whose master WAIT asks.
     last_write: Option<crate::cluster::Slot>,
+    /// Reads sent so far: `read_from = "round-robin"` takes the nodes in turn.
+    reads: u64,
 }
 
 /// Which replies the client asked not to get (CLIENT REPLY).
@@ -254,6 +256,7 @@ impl Session {
             killed: false,
             last_command: "NULL",
             last_write: None,
+            reads: 0,
             ctx,
         }
     }

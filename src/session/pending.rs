@@ -19,12 +19,24 @@ use crate::resp::{Protocol, Request};
 pub enum Target {
     /// The master of this slot.
     Slot(Slot),
+    /// A read-only command for this slot: its master or, by `read_from`, a replica.
+    Reader(Slot),
     /// Any master (keyless commands).
     AnyMaster,
     /// Answered by slotgate itself.
     Local,
     /// The client's own node connection (transactions, blocking commands).
     Dedicated,
+}
+
+impl Target {
+    /// The slot a request is sent for, if any.
+    pub fn slot(self) -> Option<Slot> {
+        match self {
+            Target::Slot(slot) | Target::Reader(slot) => Some(slot),
+            _ => None,
+        }
+    }
 }
 
 /// One request the client is waiting on.
@@ -38,6 +50,9 @@ pub struct Entry {
     /// The command runs user code (EVAL, FCALL): its error replies may look
     /// like redirects without being them.
     pub runs_scripts: bool,
+    /// The command only reads: sent twice, it changes nothing, so it is
+    /// retried even when a node may have run it before its connection broke.
+    pub read_only: bool,
     /// The node it was last sent to (host-less redirects name its host).
     pub node: Option<NodeAddr>,
     /// MOVED/ASK hops so far.
@@ -100,6 +115,7 @@ impl Entry {
             request: None,
             target,
             runs_scripts,
+            read_only: false,
             node: None,
             redirects: 0,
             healed: false,
