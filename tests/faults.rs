@@ -32,8 +32,10 @@ fn traffic_time() -> Duration {
     Duration::from_secs_f64(secs)
 }
 
-fn print_summary(report: &Report, scenario: &str) {
-    eprintln!("{SUMMARY_HEADER}\n{}", report.summary(scenario));
+/// The scenario's row of the chaos table (`lag`: how long after the
+/// cluster's own recovery writes went through again).
+fn print_summary(report: &Report, scenario: &str, lag: Option<Duration>) {
+    eprintln!("{SUMMARY_HEADER}\n{}", report.summary(scenario, lag));
 }
 
 /// A 3+3 cluster with slotgate in front of it, and traffic flowing.
@@ -64,10 +66,9 @@ fn a_killed_master_fails_over_and_only_its_in_flight_requests_fail() {
     let recovered = Instant::now();
     std::thread::sleep(traffic_time() + Duration::from_secs(1));
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "kill -9 of a master");
     eprintln!("cluster recovered {} ms after the kill", (recovered - killed).as_millis());
 
-    assert_writes_resume(&report, killed, recovered, |key| victims[key]);
+    assert_writes_resume(&report, "kill -9 of a master", killed, recovered, |key| victims[key]);
     assert_errors_only(&report, "on the failed master's slots, in flight or while it had no successor", |error| {
         let text = error.error.as_deref().unwrap_or_default();
         let victim_key = error.op == Op::Incr && victims[error.key];
@@ -115,14 +116,13 @@ fn a_frozen_master_costs_only_its_own_slots_a_timeout() {
     probing.store(false, std::sync::atomic::Ordering::Relaxed);
     let (slowest, probed) = probe.join().unwrap();
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "SIGSTOP of a master until failover");
     eprintln!(
         "cluster recovered {} ms after the freeze; healthy slots: {probed} SETs, slowest {slowest:?}",
         (recovered - frozen).as_millis()
     );
 
     assert!(slowest < Duration::from_millis(500), "a healthy slot's request waited {slowest:?}");
-    assert_writes_resume(&report, frozen, recovered, |key| victims[key]);
+    assert_writes_resume(&report, "SIGSTOP of a master until failover", frozen, recovered, |key| victims[key]);
     assert_errors_only(&report, "on the frozen master's slots, timed out or while it had no successor", |error| {
         let text = error.error.as_deref().unwrap_or_default();
         let victim_key = match error.op {
@@ -154,7 +154,7 @@ fn resharding_1000_slots_under_load_costs_no_error() {
     ]);
     std::thread::sleep(traffic_time());
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "reshard 1000 slots");
+    print_summary(&report, "reshard 1000 slots", None);
     assert_clean(&report);
     assert_eq!(
         support::slot_ranges(masters[1]).iter().filter(|r| r.2 == masters[1]).map(|r| r.1 - r.0 + 1).sum::<i64>(),
@@ -181,7 +181,7 @@ fn a_node_added_and_rebalanced_under_load_takes_traffic_without_errors() {
     redis_cli_cluster(&["rebalance", &entry, "--cluster-use-empty-masters"]);
     std::thread::sleep(traffic_time());
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "add-node + rebalance");
+    print_summary(&report, "add-node + rebalance", None);
     assert_clean(&report);
     let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut cluster.node(added).connection()).unwrap();
     assert!(stats.contains("cmdstat_incr:"), "the new node serves its share of the writes:\n{stats}");
@@ -203,7 +203,7 @@ fn a_node_emptied_and_deleted_under_load_is_forgotten() {
     let left = cluster.take_node(leaving);
     std::thread::sleep(traffic_time());
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "rebalance away + del-node");
+    print_summary(&report, "rebalance away + del-node", None);
     assert_clean(&report);
     // slotgate closes its connections to the node once it has left the cluster.
     wait_for("slotgate to close its connections to the deleted node", Duration::from_secs(15), || {
@@ -233,8 +233,7 @@ fn a_whole_cluster_restart_answers_clusterdown_then_recovers() {
     let recovered = Instant::now();
     std::thread::sleep(traffic_time() + Duration::from_secs(1));
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "whole cluster restart");
-    assert_writes_resume(&report, stopped, recovered, |_| true);
+    assert_writes_resume(&report, "whole cluster restart", stopped, recovered, |_| true);
     assert_errors_only(&report, "CLUSTERDOWN while the cluster was down, or in flight when it stopped", |error| {
         let text = error.error.as_deref().unwrap_or_default();
         let in_flight = error.sent <= stopped && text.contains("may have run");
@@ -264,8 +263,7 @@ fn a_cluster_back_on_new_addresses_is_found_through_the_seeds() {
     let recovered = Instant::now();
     std::thread::sleep(traffic_time() + Duration::from_secs(1));
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "cluster back on new addresses");
-    assert_writes_resume(&report, stopped, recovered, |_| true);
+    assert_writes_resume(&report, "cluster back on new addresses", stopped, recovered, |_| true);
     assert_errors_only(&report, "CLUSTERDOWN while no cluster was up, or the old cluster's data missing", |error| {
         let text = error.error.as_deref().unwrap_or_default();
         let in_flight = error.sent <= stopped && text.contains("may have run");
@@ -288,8 +286,7 @@ fn slotgate_started_before_the_cluster_serves_it_once_it_is_up() {
     let recovered = Instant::now();
     std::thread::sleep(traffic_time() + Duration::from_secs(1));
     let report = load.stop(Duration::from_secs(10));
-    print_summary(&report, "slotgate started before the cluster");
-    assert_writes_resume(&report, started, recovered, |_| true);
+    assert_writes_resume(&report, "slotgate started before the cluster", started, recovered, |_| true);
     assert_errors_only(&report, "CLUSTERDOWN before the cluster was up", |error| {
         error.sent <= recovered && error.error.as_deref().unwrap_or_default().contains("ClusterDown")
     });
@@ -298,10 +295,16 @@ fn slotgate_started_before_the_cluster_serves_it_once_it_is_up() {
 
 /// Writes to the counters `which` selects succeed again within a second of
 /// the cluster's own recovery at `recovered` (a fault at `since`).
-fn assert_writes_resume(report: &Report, since: Instant, recovered: Instant, which: impl Fn(usize) -> bool) {
+fn assert_writes_resume(
+    report: &Report,
+    scenario: &str,
+    since: Instant,
+    recovered: Instant,
+    which: impl Fn(usize) -> bool,
+) {
     let first = report.first_write_after(since, which).expect("writes resume");
     let lag = first.saturating_duration_since(recovered);
-    eprintln!("writes resumed {} ms after the cluster had recovered", lag.as_millis());
+    print_summary(report, scenario, Some(lag));
     assert!(lag <= Duration::from_secs(1), "writes resumed {lag:?} after the cluster had recovered");
 }
 

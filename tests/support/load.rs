@@ -7,6 +7,7 @@
 //! the answers were right, and whether any write ran twice (a counter above
 //! the INCRs sent for it) or an acknowledged one was lost (below the acked).
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -46,6 +47,9 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     writers: Vec<JoinHandle<(Vec<Outcome>, Vec<u64>)>>,
     readers: Vec<JoinHandle<(Vec<Outcome>, Vec<u64>)>>,
+    /// `redis-benchmark` pressing on slotgate meanwhile, when
+    /// `SLOTGATE_CHAOS_BENCH` is set (scripts/chaos.sh).
+    benchmark: Option<Child>,
 }
 
 impl Load {
@@ -63,17 +67,31 @@ impl Load {
         };
         let writer_handles = (0..writers).map(|w| spawn(w, Op::Incr)).collect();
         let reader_handles = (0..readers).map(|r| spawn(r, Op::Get)).collect();
-        Load { counters, fixed, url: url.to_string(), stop, writers: writer_handles, readers: reader_handles }
+        let benchmark = std::env::var_os("SLOTGATE_CHAOS_BENCH").map(|_| benchmark(url));
+        Load {
+            counters,
+            fixed,
+            url: url.to_string(),
+            stop,
+            writers: writer_handles,
+            readers: reader_handles,
+            benchmark,
+        }
     }
 
     /// Stops the traffic and reads every counter's final value, waiting (up
     /// to `settle`) for slotgate to answer again if the cluster is still
     /// recovering.
-    pub fn stop(self, settle: Duration) -> Report {
+    pub fn stop(mut self, settle: Duration) -> Report {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut benchmark) = self.benchmark.take() {
+            let _ = benchmark.kill();
+            let _ = benchmark.wait();
+        }
         let mut outcomes = Vec::new();
         let mut sent = vec![0u64; self.counters.len()];
-        for handle in self.writers.into_iter().chain(self.readers) {
+        let threads = std::mem::take(&mut self.writers).into_iter().chain(std::mem::take(&mut self.readers));
+        for handle in threads {
             let (seen, counts) = handle.join().expect("load thread");
             outcomes.extend(seen);
             for (total, n) in sent.iter_mut().zip(counts) {
@@ -96,6 +114,30 @@ impl Load {
             }
         }
         Report { outcomes, sent, finals: finals.unwrap_or_default() }
+    }
+}
+
+/// SET and GET over 100,000 keys from 20 pipelining clients, for ever.
+fn benchmark(url: &str) -> Child {
+    let port = url.trim_end_matches('/').rsplit(':').next().expect("url with a port");
+    Command::new("redis-benchmark")
+        .args(["-p", port, "-t", "set,get", "-c", "20", "-P", "8", "-r", "100000", "-n", "100000000", "-q"])
+        .arg("-l")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-benchmark must be installed (apt-get install -y redis-tools)")
+}
+
+impl Drop for Load {
+    /// A test that fails midway leaves no traffic behind.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut benchmark) = self.benchmark.take() {
+            let _ = benchmark.kill();
+            let _ = benchmark.wait();
+        }
     }
 }
 
@@ -239,10 +281,12 @@ impl Report {
         self.outcomes.iter().filter(|o| o.done >= from && o.done <= to && o.error.is_none()).count()
     }
 
-    /// A table row for the chaos script and test logs.
-    pub fn summary(&self, scenario: &str) -> String {
+    /// A table row for the chaos script and test logs; `lag` is how long
+    /// after the cluster's own recovery writes succeeded again.
+    pub fn summary(&self, scenario: &str, lag: Option<Duration>) -> String {
+        let lag = lag.map_or("-".to_string(), |lag| format!("{} ms", lag.as_millis()));
         format!(
-            "| {scenario} | {} | {} | {} ms | {} | {} |",
+            "| {scenario} | {} | {} | {} ms | {lag} | {} | {} |",
             self.requests(),
             self.errors().len(),
             self.longest_write_gap().as_millis(),
@@ -253,4 +297,4 @@ impl Report {
 }
 
 /// The header of [`Report::summary`] rows.
-pub const SUMMARY_HEADER: &str = "| scenario | requests | client-visible errors | longest gap with no successful write | acknowledged writes missing | INCR over-counts |\n|---|---|---|---|---|---|";
+pub const SUMMARY_HEADER: &str = "| scenario | requests | client-visible errors | longest gap with no successful write | writes back after the cluster recovered | acknowledged writes missing | INCR over-counts |\n|---|---|---|---|---|---|---|";

@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 
-/// Node timeout of test clusters: short, so failover tests stay quick.
-pub const NODE_TIMEOUT_MS: u64 = 2000;
+/// Node timeout of test clusters: short, so failover tests stay quick;
+/// `SLOTGATE_TEST_NODE_TIMEOUT_MS` changes it (scripts/chaos.sh uses 3000).
+pub fn node_timeout_ms() -> u64 {
+    std::env::var("SLOTGATE_TEST_NODE_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+}
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
@@ -114,7 +117,7 @@ impl Node {
             "--cluster-config-file",
             &format!("nodes-{port}.conf"),
             "--cluster-node-timeout",
-            &NODE_TIMEOUT_MS.to_string(),
+            &node_timeout_ms().to_string(),
             "--dir",
             &dir.display().to_string(),
             "--logfile",
@@ -279,6 +282,14 @@ impl Cluster {
             let _: () = redis::cmd("CLUSTER").arg("REPLICATE").arg(master).query(&mut replica.connection()).unwrap();
         }
         self.wait_stable();
+        // Every node knows every replica as one (gossip takes a moment).
+        let replicas = self.nodes.len() - masters;
+        wait_for("every node to know the replicas", Duration::from_secs(20), || {
+            self.nodes.iter().all(|n| {
+                let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut n.connection()).unwrap_or_default();
+                nodes.lines().filter(|l| l.contains(" slave ") || l.contains(",slave ")).count() == replicas
+            })
+        });
         // A replica that never synced could not take over from its master.
         wait_for("every replica to sync", Duration::from_secs(20), || {
             self.nodes[masters..].iter().all(|n| {
@@ -358,7 +369,7 @@ impl Cluster {
             .map(|line| line.split(' ').collect::<Vec<_>>())
             .find(|f| f.len() > 3 && f[3] == id && f[2].contains("slave"))
             .and_then(|f| f[1].split(['@', ':']).nth(1)?.parse().ok())
-            .expect("the master has a replica")
+            .unwrap_or_else(|| panic!("the master on {master} ({id}) has no replica:\n{nodes}"))
     }
 
     /// The master whose slots do not include `slot`: a migration target.
