@@ -291,3 +291,31 @@ fn a_hung_node_costs_only_its_own_requests_a_timeout() {
         redis::cmd("GET").arg(&hung_keys[0]).query::<Option<String>>(&mut c).is_ok_and(|v| v.as_deref() == Some("v"))
     });
 }
+
+#[test]
+fn a_hung_node_times_out_transactions_and_blocking_commands_but_not_a_long_block() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds(), &["--request-timeout-ms", "300"]);
+    proxy.wait_routing();
+    // A block longer than the request timeout is no timeout.
+    let mut c = proxy.client("resp2");
+    let started = std::time::Instant::now();
+    let popped: Option<(String, String)> = redis::cmd("BLPOP").arg("hung:list").arg(1).query(&mut c).unwrap();
+    assert_eq!(popped, None);
+    assert!(started.elapsed() >= Duration::from_millis(900), "BLPOP returned after {:?}", started.elapsed());
+
+    let (slot, keys) = keys_in_one_slot("hungtx", 1);
+    let node = cluster.owner(slot);
+    let mut tx = proxy.client("resp2");
+    let _: () = redis::cmd("MULTI").query(&mut tx).unwrap();
+    let _: () = redis::cmd("SET").arg(&keys[0]).arg("v").query(&mut tx).unwrap();
+    let mut blocked = proxy.client("resp2");
+    cluster.node(node).pause();
+    let started = std::time::Instant::now();
+    let err = redis::cmd("EXEC").query::<redis::Value>(&mut tx).unwrap_err();
+    assert!(err.to_string().contains("no reply within 300 ms"), "{err}");
+    let err = redis::cmd("BLPOP").arg(&keys[0]).arg(1).query::<redis::Value>(&mut blocked).unwrap_err();
+    assert!(err.to_string().contains("no reply within 300 ms"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the timeouts took {:?}", started.elapsed());
+    cluster.node(node).resume();
+}

@@ -50,6 +50,8 @@ const MAX_UNWRITTEN: usize = 4 * 1024 * 1024;
 const MAX_REPLY: usize = 1024 * 1024 * 1024;
 /// Room for requests taken from the queue at once (it grows when needed).
 const BATCH: usize = 512;
+/// Longer than any process lives: a BLPOP 0 is never overdue.
+const FOR_EVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Starts the driver task of one connection and returns its queue; closing
 /// the queue ends the task. The task reports on the node in `health`.
@@ -102,10 +104,11 @@ pub(super) enum Mode {
     /// silent for `request_timeout` is taken as hung; reconnects as needed.
     Shared { request_timeout: Duration },
     /// One client's own connection (its transaction, its blocking command):
-    /// replies in order, no timeout (BLPOP 0 waits for ever), and never
+    /// replies in order; the request timeout counts from the end of a
+    /// blocking command's own timeout (BLPOP 0 waits for ever); never
     /// reopened: what the node holds for it (MULTI, WATCH) dies with it, so
     /// once it breaks every later request fails.
-    Dedicated,
+    Dedicated { request_timeout: Duration },
     /// One client's subscribed connection: confirmations and messages come
     /// as the node pleases, so every frame goes to the client; never reopened.
     Subscriber,
@@ -114,8 +117,8 @@ pub(super) enum Mode {
 impl Mode {
     fn request_timeout(self) -> Option<Duration> {
         match self {
-            Mode::Shared { request_timeout } => Some(request_timeout),
-            Mode::Dedicated | Mode::Subscriber => None,
+            Mode::Shared { request_timeout } | Mode::Dedicated { request_timeout } => Some(request_timeout),
+            Mode::Subscriber => None,
         }
     }
 
@@ -362,7 +365,12 @@ impl Connection {
             if out.asking {
                 self.append(ASKING, None, now);
             }
-            self.append(&out.frame, Some(out.reply_to), now);
+            // A blocking command is overdue only once its own wait is over.
+            let counted_from = match out.blocks_for {
+                None => now,
+                Some(wait) => now.checked_add(wait).unwrap_or_else(|| now + FOR_EVER),
+            };
+            self.append(&out.frame, Some(out.reply_to), counted_from);
         }
         self.batch = batch;
     }
@@ -387,8 +395,9 @@ impl Connection {
         health_check: Option<Duration>,
     ) -> Result<(), String> {
         let mut closing = false;
-        // Only a connection with a request timeout can tell a hung node.
-        let health_check = health_check.filter(|_| request_timeout.is_some());
+        // Only a shared connection is pinged: on a client's own, a PING
+        // would land inside its transaction.
+        let health_check = health_check.filter(|_| matches!(self.mode, Mode::Shared { .. }));
         // Overdue requests are looked for a few times per timeout period, and
         // a PING goes out once per health-check period.
         let period = [request_timeout.map(|t| t / 4), health_check].into_iter().flatten().min();

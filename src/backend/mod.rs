@@ -56,6 +56,9 @@ pub struct Outbound {
     pub frame: Bytes,
     /// Send `ASKING` first, on the same connection (after an `-ASK`).
     pub asking: bool,
+    /// A blocking command may wait this long for its answer before the
+    /// request timeout starts counting (`Duration::MAX`: for ever).
+    pub blocks_for: Option<Duration>,
     pub reply_to: ReplyTo,
 }
 

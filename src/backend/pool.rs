@@ -228,10 +228,10 @@ impl Pool {
     }
 
     /// A new connection to `addr` for one client alone (its transaction, its
-    /// blocking commands). Its requests may wait for ever (BLPOP 0), so no
-    /// request timeout applies; once broken, it stays closed.
+    /// blocking commands). The request timeout counts from the end of a
+    /// blocking command's own wait; once broken, it stays closed.
     pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
-        let mode = driver::Mode::Dedicated;
+        let mode = driver::Mode::Dedicated { request_timeout: self.settings.request_timeout };
         let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default());
         Dedicated { addr: addr.clone(), queue }
     }

@@ -3,6 +3,8 @@
 //! cluster client (answered locally, refused, or routed by a special rule).
 //! It says what kind of routing a command needs, never where.
 
+use std::time::Duration;
+
 use super::spec::{Command, RequestPolicy, ResponsePolicy, flag};
 use crate::resp::Request;
 
@@ -187,6 +189,32 @@ impl Blocking {
             };
         }
         false
+    }
+
+    /// How long this request may block: `None` if it does not,
+    /// `Duration::MAX` for ever (a timeout of 0). A timeout Redis would
+    /// refuse counts as no block: the node answers at once.
+    pub fn block_time(self, req: &Request) -> Option<Duration> {
+        if !self.blocks(req) {
+            return None;
+        }
+        let (arg, unit) = match self {
+            Blocking::Never => return None,
+            // BLMPOP and BZMPOP take the timeout first; the others last, in seconds.
+            Blocking::Always
+                if req.name().eq_ignore_ascii_case(b"blmpop") || req.name().eq_ignore_ascii_case(b"bzmpop") =>
+            {
+                (req.arg(1), 1.0)
+            }
+            Blocking::Always => (req.arg(req.argc().checked_sub(1)?), 1.0),
+            Blocking::WithBlockOption => {
+                let at = (1..req.argc()).find(|&i| req.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"block")))?;
+                (req.arg(at + 1), 0.001)
+            }
+        };
+        let seconds =
+            std::str::from_utf8(arg?).ok()?.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)? * unit;
+        Some(if seconds == 0.0 { Duration::MAX } else { Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX) })
     }
 }
 
@@ -434,6 +462,20 @@ mod tests {
         assert!(!blocks(&["XREADGROUP", "GROUP", "block", "block", "STREAMS", "s", ">"]));
         assert!(blocks(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "10", "STREAMS", "s", ">"]));
         assert!(!Blocking::Never.blocks(&Request::from_args(&["XREAD", "BLOCK", "0"])));
+    }
+
+    #[test]
+    fn block_times_come_from_each_commands_timeout_argument() {
+        let time = |kind: Blocking, args: &[&str]| kind.block_time(&Request::from_args(args));
+        assert_eq!(time(Blocking::Always, &["BLPOP", "a", "b", "1.5"]), Some(Duration::from_millis(1500)));
+        assert_eq!(time(Blocking::Always, &["BLPOP", "a", "0"]), Some(Duration::MAX), "0 waits for ever");
+        assert_eq!(time(Blocking::Always, &["BLMPOP", "2", "1", "k", "LEFT"]), Some(Duration::from_secs(2)));
+        assert_eq!(time(Blocking::Always, &["BLPOP", "a", "-1"]), None, "refused at once");
+        assert_eq!(time(Blocking::Always, &["BLPOP", "a", "soon"]), None);
+        let xread = ["XREAD", "BLOCK", "250", "STREAMS", "s", "$"];
+        assert_eq!(time(Blocking::WithBlockOption, &xread), Some(Duration::from_millis(250)));
+        assert_eq!(time(Blocking::WithBlockOption, &["XREAD", "STREAMS", "s", "$"]), None);
+        assert_eq!(time(Blocking::Never, &["GET", "k"]), None);
     }
 
     #[test]

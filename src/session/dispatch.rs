@@ -168,7 +168,10 @@ impl Session {
             && !command.flags.contains(command::spec::flag::WRITE)
             && !keyed.runs_scripts;
         match target {
-            Ok(Target::Slot(slot)) if keyed.blocking.blocks(&request) => self.forward_blocking(slot, request),
+            Ok(Target::Slot(slot)) if keyed.blocking.blocks(&request) => {
+                let blocks_for = keyed.blocking.block_time(&request);
+                self.forward_blocking(slot, request, blocks_for)
+            }
             Ok(Target::Slot(slot)) if read_only && self.routes.reads_from_replicas() => {
                 self.forward(request, Target::Reader(slot), Kind::Read)
             }
@@ -229,7 +232,7 @@ impl Session {
 
     fn send_to(&mut self, seq: u64, request: Request, node: &Node, asking: bool) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: request.frame().clone(), asking, reply_to };
+        let out = Outbound { frame: request.frame().clone(), asking, blocks_for: None, reply_to };
         match node.send(self.client.protocol, self.client.id, out) {
             Ok(()) => {
                 self.in_flight += 1;
@@ -371,7 +374,7 @@ impl Session {
         let node = self.ctx.pool.node(&addr);
         let load = Request::from_args(&[&b"SCRIPT"[..], b"LOAD", &body]);
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq: UNANSWERED };
-        let out = Outbound { frame: load.frame().clone(), asking: false, reply_to };
+        let out = Outbound { frame: load.frame().clone(), asking: false, blocks_for: None, reply_to };
         if node.send(self.client.protocol, self.client.id, out).is_ok() {
             self.in_flight += 1;
         }

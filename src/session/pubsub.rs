@@ -173,7 +173,7 @@ impl Session {
             sub.awaiting.push_back((seq, expected));
             let seq = SUBSCRIBER_SEQ + self.subs.generation * MAX_CONNECTIONS as u64 + index as u64;
             let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-            let out = Outbound { frame: request.frame().clone(), asking: false, reply_to };
+            let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
             if sub.conn.send(out).is_err() {
                 self.subscriber_lost();
                 return;

@@ -14,6 +14,8 @@
 //! for everything in flight (see "Ordering" in the session), so a WATCH
 //! never overtakes this client's own earlier write, and a BLPOP sees it.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::Session;
@@ -130,7 +132,7 @@ impl Session {
         if self.tx.started {
             if self.tx_connection_ready(&request) {
                 let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-                self.send_dedicated(seq, request);
+                self.send_dedicated(seq, request, None);
             }
         } else if self.tx.held.len() >= self.ctx.settings.max_pipeline {
             self.tx.dirty = true;
@@ -178,7 +180,7 @@ impl Session {
         self.tx.started = true;
         self.tx.node = Some(addr);
         for held in std::mem::take(&mut self.tx.held) {
-            self.send_dedicated(UNANSWERED, held);
+            self.send_dedicated(UNANSWERED, held, None);
         }
         true
     }
@@ -194,7 +196,7 @@ impl Session {
         self.tx.dirty = false;
         if self.tx.started {
             let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-            self.send_dedicated(seq, request);
+            self.send_dedicated(seq, request, None);
         } else {
             // Answered now: a client may wait for it before queuing more.
             self.tx.held.push(request);
@@ -215,7 +217,7 @@ impl Session {
             return;
         }
         let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-        self.send_dedicated(seq, request);
+        self.send_dedicated(seq, request, None);
         self.tx = Transaction::default();
     }
 
@@ -228,7 +230,7 @@ impl Session {
                 return;
             }
             let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-            self.send_dedicated(seq, request);
+            self.send_dedicated(seq, request, None);
             self.tx = Transaction::default();
         } else {
             self.abandon_transaction();
@@ -242,7 +244,7 @@ impl Session {
     fn abandon_transaction(&mut self) {
         let tx = std::mem::take(&mut self.tx);
         if tx.started {
-            self.send_dedicated(UNANSWERED, Request::from_args(&["DISCARD"]));
+            self.send_dedicated(UNANSWERED, Request::from_args(&["DISCARD"]), None);
         }
     }
 
@@ -266,7 +268,7 @@ impl Session {
             return;
         }
         let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-        self.send_dedicated(seq, request);
+        self.send_dedicated(seq, request, None);
     }
 
     pub(super) fn unwatch(&mut self, request: Request) {
@@ -277,7 +279,7 @@ impl Session {
             return;
         }
         let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-        self.send_dedicated(seq, request);
+        self.send_dedicated(seq, request, None);
         if !self.tx.multi {
             self.tx = Transaction::default();
         }
@@ -286,14 +288,14 @@ impl Session {
     /// A blocking command (BLPOP, XREAD BLOCK, ...) on this client's own
     /// connection to the master of `slot`; while a WATCH holds that
     /// connection, on it (its slot only, as on a cluster node).
-    pub(super) fn forward_blocking(&mut self, slot: Slot, request: Request) {
+    pub(super) fn forward_blocking(&mut self, slot: Slot, request: Request, blocks_for: Option<Duration>) {
         if self.tx.started {
             if self.tx.slot != Some(slot) {
                 return self.reply_error(ClientError::CrossSlot);
             }
             if self.tx_connection_ready(&request) {
                 let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-                self.send_dedicated(seq, request);
+                self.send_dedicated(seq, request, blocks_for);
             }
             return;
         }
@@ -306,7 +308,7 @@ impl Session {
             return;
         }
         let seq = self.pending.push(Entry::new(Target::Dedicated, false));
-        self.send_dedicated(seq, request);
+        self.send_dedicated(seq, request, blocks_for);
     }
 
     /// Makes `conn` the connection requests travel on; false while requests
@@ -330,9 +332,9 @@ impl Session {
 
     /// Sends entry `seq`'s request on the dedicated connection. Nothing sent
     /// there is ever retried: a transaction's commands belong to it.
-    fn send_dedicated(&mut self, seq: u64, request: Request) {
+    fn send_dedicated(&mut self, seq: u64, request: Request, blocks_for: Option<Duration>) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: request.frame().clone(), asking: false, reply_to };
+        let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for, reply_to };
         let Some((dedicated, _)) = &self.dedicated else {
             return self.fail(seq, ClientError::ConnectionClosed);
         };
