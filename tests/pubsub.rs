@@ -110,3 +110,39 @@ fn subscriptions_survive_reset_and_mixing_kinds() {
     assert_eq!(receivers, 1);
     raw.expect(b"*3\r\n$7\r\nmessage\r\n$8\r\nmixafter\r\n$1\r\nm\r\n");
 }
+
+#[test]
+fn subscriptions_survive_the_failover_of_their_node() {
+    let mut cluster = support::Cluster::start(3, 1);
+    let proxy = support::Proxy::start(&cluster.seeds(), &[]);
+    proxy.wait_routing();
+    // SUBSCRIBE goes to the master of slot 0; a shard channel of that master too.
+    let victim = cluster.owner(0);
+    let replica = cluster.replica_of(victim);
+    let shard_channel =
+        (0..).map(|i| format!("failover-chan:{i}")).find(|c| cluster.owner(support::slot_of(c)) == victim).unwrap();
+    let mut subscriber = proxy.connection();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    pubsub.subscribe("failover-news").unwrap();
+    let mut shard = Raw::connect(proxy.port);
+    shard.send(format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{shard_channel}\r\n", shard_channel.len()).as_bytes());
+    for _ in 0..6 {
+        shard.read_line();
+    }
+    cluster.node_mut(victim).kill();
+    support::wait_for("the replica to take over", Duration::from_secs(20), || support::is_serving_master(replica));
+    let mut publisher = proxy.connection();
+    // Delivery, not PUBLISH's count: the subscription may now sit on another node.
+    pubsub.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    support::wait_for("PUBLISH to reach the subscriber again", Duration::from_secs(15), || {
+        let _: i64 = redis::cmd("PUBLISH").arg("failover-news").arg("after").query(&mut publisher).unwrap_or(0);
+        pubsub.get_message().is_ok_and(|m| m.get_payload::<String>().unwrap() == "after")
+    });
+    support::wait_for("SPUBLISH to reach the shard subscriber again", Duration::from_secs(15), || {
+        redis::cmd("SPUBLISH").arg(&shard_channel).arg("after").query::<i64>(&mut publisher).unwrap_or(0) == 1
+    });
+    let lines: Vec<String> = (0..7).map(|_| shard.read_line()).collect();
+    assert_eq!(lines[2], "smessage\r\n", "{lines:?}");
+    assert_eq!(lines[6], "after\r\n", "{lines:?}");
+}

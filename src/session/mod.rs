@@ -168,8 +168,9 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
         // slotgate notices at once when it goes away.
         let blocked = session.blocked() && input.len() < MAX_READ;
         let reading = !session.eof && (session.wants_input() || blocked) && output.len() < MAX_UNSENT;
-        // Retries go in request order: the oldest waiting one sets the time.
-        let retry_at = session.retries.front().map(|&(at, _)| at);
+        // Retries go in request order: the oldest waiting one sets the time;
+        // lost subscribed connections are opened again too.
+        let retry_at = session.retries.front().map(|&(at, _)| at).into_iter().chain(session.subs.reopen_at).min();
         tokio::select! {
             biased;
             _ = std::future::poll_fn(|cx| mailbox.poll_take(cx, &mut arrived)) => {
@@ -221,6 +222,7 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
             // make a timer when a retry waits.
             () = async { if let Some(at) = retry_at { sleep_until(at).await } }, if retry_at.is_some() => {
                 session.retry_due();
+                session.resubscribe_due();
             }
         }
     }

@@ -15,10 +15,17 @@
 //! (`subscribe`, `unsubscribe`, ... with the client's count across all its
 //! connections); each is released in the client's reply order once the
 //! node has confirmed. Messages are queued behind the replies already owed.
+//!
+//! A subscribed connection that breaks (its node died, failed over, left)
+//! is opened again, with backoff, to a node that serves its channels now,
+//! and subscribes to them again; messages published in between are lost,
+//! as they would be for a client of that node.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 use super::Session;
 use super::pending::{Entry, Target};
@@ -36,6 +43,9 @@ pub(super) const SUBSCRIBER_SEQ: u64 = 1 << 62;
 pub(super) const SUBSCRIBER_SEQ_END: u64 = 1 << 63;
 /// Redis Cluster has at most 1000 masters; one more for SUBSCRIBE.
 const MAX_CONNECTIONS: usize = 1024;
+/// Stands for the confirmations of a subscription made again after a lost
+/// connection: the client already has them.
+const RESUBSCRIBED: u64 = u64::MAX - 1;
 
 /// One subscribed node connection.
 #[derive(Debug)]
@@ -59,6 +69,11 @@ pub(super) struct Subscriptions {
     /// Bumped when every connection is dropped (RESET): frames still on
     /// their way from the old ones are recognised and ignored.
     generation: u64,
+    /// Connections lost, to open again at `reopen_at`.
+    lost: Vec<usize>,
+    pub(super) reopen_at: Option<Instant>,
+    /// Reopenings in a row that failed, for the backoff.
+    reopen_failures: u32,
 }
 
 impl Subscriptions {
@@ -175,8 +190,7 @@ impl Session {
             let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
             let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
             if sub.conn.send(out).is_err() {
-                self.subscriber_lost();
-                return;
+                self.subscriber_lost(index);
             }
         }
     }
@@ -239,7 +253,7 @@ impl Session {
         }
         let frame = match reply {
             Reply::Frame(frame) => frame,
-            Reply::Failed(_) => return self.subscriber_lost(),
+            Reply::Failed(_) => return self.subscriber_lost(index),
         };
         let kind =
             value::elements(&frame).and_then(|parts| parts.first().and_then(|k| value::text(k)).map(<[u8]>::to_vec));
@@ -273,6 +287,15 @@ impl Session {
             return;
         }
         sub.awaiting.pop_front();
+        if seq == RESUBSCRIBED {
+            // A node refused to take the channels back (the slot moved again).
+            if error {
+                self.subscriber_lost(index);
+            } else {
+                self.subs.reopen_failures = 0;
+            }
+            return;
+        }
         let Some((conns, reply)) = self.subs.prepared.get_mut(&seq) else { return };
         *conns -= 1;
         if error {
@@ -287,12 +310,78 @@ impl Session {
         }
     }
 
-    /// A subscribed connection failed: the client's subscriptions are gone
-    /// with it, so it is closed once it has its replies, as if its server
-    /// had gone away.
-    fn subscriber_lost(&mut self) {
-        self.drop_subscriptions();
-        self.close_after_last();
+    /// Subscribed connection `index` failed: confirmations it still owed are
+    /// released as written (the channels are subscribed again), and it is
+    /// opened again after a backoff.
+    fn subscriber_lost(&mut self, index: usize) {
+        let Some(Some(sub)) = self.subs.conns.get_mut(index).map(Option::take) else { return };
+        for (seq, _) in sub.awaiting {
+            let Some((conns, _)) = self.subs.prepared.get_mut(&seq) else { continue };
+            *conns -= 1;
+            if *conns == 0
+                && let Some((_, reply)) = self.subs.prepared.remove(&seq)
+                && let Some(entry) = self.pending.get_mut(seq)
+            {
+                entry.reply = Some(reply);
+            }
+        }
+        self.ctx.pool.topology().refresh();
+        self.subs.lost.push(index);
+        self.subs.reopen_failures = self.subs.reopen_failures.saturating_add(1);
+        let backoff = Duration::from_millis(50) * (1 << self.subs.reopen_failures.min(5));
+        self.subs.reopen_at.get_or_insert(Instant::now() + backoff.min(Duration::from_secs(1)));
+    }
+
+    /// Opens the lost subscribed connections again, to the nodes that serve
+    /// their channels by the newest map, and subscribes to them again.
+    pub(super) fn resubscribe_due(&mut self) {
+        if self.subs.reopen_at.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.subs.reopen_at = None;
+        let routes = self.ctx.pool.routes();
+        for index in std::mem::take(&mut self.subs.lost) {
+            let (addr, sends) = if index == 0 {
+                let mut sends = Vec::new();
+                for (name, set) in [(&b"SUBSCRIBE"[..], &self.subs.channels), (b"PSUBSCRIBE", &self.subs.patterns)] {
+                    if !set.is_empty() {
+                        let args: Vec<&[u8]> = std::iter::once(name).chain(set.iter().map(|c| &c[..])).collect();
+                        sends.push((Request::from_args(&args), set.len()));
+                    }
+                }
+                // Any node hears every PUBLISH: the first master that is up.
+                let mut masters = routes.first_slots().iter().filter_map(|&slot| routes.master(slot));
+                let master = masters.clone().find(|node| node.health().is_up()).or_else(|| masters.next());
+                (master.map(|n| n.addr().clone()), sends)
+            } else {
+                let channels = self.subs.shard_channels.iter().filter(|(_, i)| **i == index).map(|(c, _)| &c[..]);
+                let args: Vec<&[u8]> = std::iter::once(&b"SSUBSCRIBE"[..]).chain(channels).collect();
+                let master = args.get(1).and_then(|channel| routes.master(key_slot(channel)));
+                let sends = if args.len() > 1 { vec![(Request::from_args(&args), args.len() - 1)] } else { Vec::new() };
+                (master.map(|n| n.addr().clone()), sends)
+            };
+            if sends.is_empty() {
+                continue;
+            }
+            let Some(addr) = addr else {
+                self.subs.lost.push(index);
+                continue;
+            };
+            let mut sub =
+                Subscriber { conn: self.ctx.pool.subscriber(&addr, self.client.protocol), awaiting: VecDeque::new() };
+            let seq = SUBSCRIBER_SEQ + self.subs.generation * MAX_CONNECTIONS as u64 + index as u64;
+            for (request, count) in sends {
+                sub.awaiting.push_back((RESUBSCRIBED, count));
+                let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
+                let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
+                // A connection closed at once fails what it was given: lost again.
+                let _ = sub.conn.send(out);
+            }
+            self.subs.conns[index] = Some(sub);
+        }
+        if !self.subs.lost.is_empty() {
+            self.subs.reopen_at = Some(Instant::now() + Duration::from_millis(100));
+        }
     }
 
     /// RESET (and a lost connection): every subscription ends; confirmations
