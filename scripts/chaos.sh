@@ -17,7 +17,9 @@
 #   INCR over-counts          counter values above the INCRs sent: double execution
 # The test's own assertions still apply: a scenario that breaks them fails.
 #
-# Usage: ./scripts/chaos.sh [SECONDS]   traffic before and after each fault (default 10)
+# Usage: ./scripts/chaos.sh [SECONDS] [FILTER]
+#   SECONDS  traffic before and after each fault (default 10)
+#   FILTER   run only the scenarios whose test name contains it (e.g. killed)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +28,7 @@ cd "$ROOT"
 source "$ROOT/scripts/lib.sh"
 
 seconds="${1:-10}"
+filter="${2:-}"
 [[ "$seconds" =~ ^[0-9]+$ ]] || die "SECONDS must be a whole number, not '$seconds'"
 install_redis
 need_cargo
@@ -35,7 +38,7 @@ trap 'rm -f "$log"' EXIT
 say "Running the fault scenarios with ${seconds} s of traffic around each (log: $log) ..."
 status=0
 SLOTGATE_CHAOS_SECS="$seconds" SLOTGATE_CHAOS_BENCH=1 SLOTGATE_TEST_NODE_TIMEOUT_MS=3000 \
-    cargo test --locked --release --test faults -- --nocapture --test-threads 1 >"$log" 2>&1 || status=$?
+    cargo test --locked --release --test faults -- --nocapture --test-threads 1 ${filter:+"$filter"} >"$log" 2>&1 || status=$?
 
 say ""
 say "slotgate $(git describe --always --dirty 2>/dev/null || echo '?'), $(redis-server --version | cut -d' ' -f3), cluster-node-timeout 3000 ms, $(nproc) CPUs"
@@ -44,10 +47,11 @@ grep -m1 '^| scenario' "$log" || true
 grep -m1 '^|---' "$log" || true
 grep '^| ' "$log" | grep -v '^| scenario' || true
 say ""
-grep -E '^test .* \.\.\. ' "$log" || true
+grep -E '^test result' "$log" || true
 if [[ $status -ne 0 ]]; then
     say ""
-    grep -E 'panicked|assert' "$log" | head -20 || true
+    grep -E -A2 'panicked' "$log" | cut -c1-600 | head -30 || true
+    trap - EXIT
     die "a scenario failed (full log: $log)"
 fi
 trap - EXIT

@@ -60,6 +60,7 @@ fn a_killed_master_fails_over_and_only_its_in_flight_requests_fail() {
     let victim = cluster.owner(slot_of(&load.counters[0]));
     let replica = cluster.replica_of(victim);
     let victims: Vec<bool> = load.counters.iter().map(|k| cluster.owner(slot_of(k)) == victim).collect();
+    let fixed_victims: Vec<bool> = load.fixed.iter().map(|k| cluster.owner(slot_of(k)) == victim).collect();
     let killed = Instant::now();
     cluster.node_mut(victim).kill();
     wait_for("the replica to take over", Duration::from_secs(20), || is_serving_master(replica));
@@ -71,7 +72,10 @@ fn a_killed_master_fails_over_and_only_its_in_flight_requests_fail() {
     assert_writes_resume(&report, "kill -9 of a master", killed, recovered, |key| victims[key]);
     assert_errors_only(&report, "on the failed master's slots, in flight or while it had no successor", |error| {
         let text = error.error.as_deref().unwrap_or_default();
-        let victim_key = error.op == Op::Incr && victims[error.key];
+        let victim_key = match error.op {
+            Op::Incr => victims[error.key],
+            Op::Get => fixed_victims[error.key],
+        };
         victim_key && (text.contains("may have run") || (error.sent >= killed && error.sent <= recovered))
     });
     assert_eq!(report.over_counts(), 0, "writes executed twice");
