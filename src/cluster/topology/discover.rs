@@ -129,7 +129,11 @@ fn parse_nodes(text: &str, asked: &NodeAddr) -> Result<Vec<ClusterNode>, String>
         // Migration markers (`[slot->-id]`, `[slot-<-id]`) are not ownership.
         for range in slots.iter().filter(|s| !s.starts_with('[')) {
             let (first, last) = range.split_once('-').unwrap_or((range, range));
-            ranges.push((slot_bound(first)?, slot_bound(last)?));
+            let (first, last) = (slot_bound(first)?, slot_bound(last)?);
+            if first > last {
+                return Err(format!("slot range {range} runs backwards"));
+            }
+            ranges.push((first, last));
         }
         nodes.push(ClusterNode {
             id: (*id).to_string(),
@@ -144,13 +148,20 @@ fn parse_nodes(text: &str, asked: &NodeAddr) -> Result<Vec<ClusterNode>, String>
     Ok(nodes)
 }
 
-/// `ip:port@cport[,hostname]` as an address to connect to.
+/// `ip:port@cport[,hostname]` as an address to connect to: the hostname
+/// when the node announces one (`cluster-announce-hostname`, which goes
+/// with `cluster-preferred-endpoint-type hostname`: MOVED names it too),
+/// else the IP, else the host we asked.
 fn node_addr(field: &str, asked: &NodeAddr) -> Option<NodeAddr> {
-    let endpoint = field.split([',', '@']).next()?;
-    let (host, port) = endpoint.rsplit_once(':')?;
+    let (endpoint, hostname) = match field.split_once(',') {
+        Some((endpoint, hostname)) => (endpoint, Some(hostname).filter(|h| !h.is_empty())),
+        None => (field, None),
+    };
+    let endpoint = endpoint.split('@').next()?;
+    let (ip, port) = endpoint.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if host.is_empty() || host == "?" { asked.host() } else { host };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let host = hostname.unwrap_or(if ip.is_empty() || ip == "?" { asked.host() } else { ip });
     Some(NodeAddr::from_parts(host, port))
 }
 
@@ -187,7 +198,7 @@ mod tests {
         assert_eq!(nodes[0].slots, vec![(0, 8000)], "a migration marker is not ownership");
         assert_eq!((nodes[0].epoch, nodes[1].epoch), (1, 2));
         assert_eq!(nodes[1].addr.as_str(), "seed:7002", "an unknown IP is the host asked");
-        assert_eq!(nodes[2].addr.as_str(), "10.0.0.4:7004");
+        assert_eq!(nodes[2].addr.as_str(), "node-4:7004", "an announced hostname is preferred");
         assert_eq!(nodes[2].master_id.as_deref(), Some("07c3"));
         assert!(!nodes[2].is_master && !nodes[2].failing);
         assert!(nodes[3].failing);
@@ -199,6 +210,7 @@ mod tests {
         assert!(parse_nodes("short line", &asked).is_err());
         assert!(parse_nodes("a b:1@2 master - 0 0 x connected", &asked).is_err());
         assert!(parse_nodes("a b:1@2 master - 0 0 1 connected 0-99999", &asked).is_err());
+        assert!(parse_nodes("a b:1@2 master - 0 0 1 connected 500-100", &asked).is_err());
         assert!(parse_nodes("a b:0@2 master - 0 0 1 connected 0-5", &asked).unwrap().is_empty());
     }
 

@@ -32,7 +32,8 @@ pub(super) fn merge(views: &[View], current: &SlotMap) -> SlotMap {
     for (v, view) in views.iter().enumerate() {
         for (n, node) in view.nodes.iter().enumerate().filter(|(_, n)| n.is_master) {
             for &(first, last) in &node.slots {
-                for claim in &mut best[usize::from(first)..=usize::from(last)] {
+                let slots = usize::from(first).min(SLOT_COUNT)..(usize::from(last) + 1).min(SLOT_COUNT);
+                for claim in best.get_mut(slots).unwrap_or_default() {
                     if claim.1 == Owner::None || node.epoch > claim.0 {
                         *claim = (node.epoch, Owner::Fresh { view: v, node: n });
                     }
