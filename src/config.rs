@@ -38,7 +38,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Each shared node connection sends a PING this often, in milliseconds,
     /// so that a hung node is found even while no client uses it, and the
-    /// nodes' latencies are known (`read_from = "nearest"`); 0 turns it off.
+    /// nodes' latencies are known (`read_from = "nearest"`, which without
+    /// them reads from the master); 0 turns it off.
     /// Default 1000.
     pub health_check_ms: u64,
     /// Full topology refresh at least this often, in milliseconds (MOVED and

@@ -376,6 +376,9 @@ impl Connection {
     }
 
     fn append(&mut self, frame: &[u8], reply_to: Option<ReplyTo>, queued_at: Instant) {
+        // A request behind a blocking one cannot be answered before it: its
+        // clock starts no earlier.
+        let queued_at = self.in_flight.back().map_or(queued_at, |before| queued_at.max(before.queued_at));
         self.unwritten.extend_from_slice(frame);
         self.queued += frame.len() as u64;
         self.in_flight.push_back(InFlight { reply_to, end: self.queued, queued_at, probe: false });

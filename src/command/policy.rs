@@ -168,27 +168,10 @@ impl Blocking {
     /// among them are not mistaken for the option.
     pub fn blocks(self, req: &Request) -> bool {
         match self {
-            Blocking::Never => return false,
-            Blocking::Always => return true,
-            Blocking::WithBlockOption => {}
+            Blocking::Never => false,
+            Blocking::Always => true,
+            Blocking::WithBlockOption => block_option(req).is_some(),
         }
-        let mut i = 1;
-        while let Some(arg) = req.arg(i) {
-            if arg.eq_ignore_ascii_case(b"streams") {
-                return false;
-            }
-            if arg.eq_ignore_ascii_case(b"block") {
-                return true;
-            }
-            i += if arg.eq_ignore_ascii_case(b"group") {
-                3
-            } else if arg.eq_ignore_ascii_case(b"count") {
-                2
-            } else {
-                1
-            };
-        }
-        false
     }
 
     /// How long this request may block: `None` if it does not,
@@ -207,15 +190,35 @@ impl Blocking {
                 (req.arg(1), 1.0)
             }
             Blocking::Always => (req.arg(req.argc().checked_sub(1)?), 1.0),
-            Blocking::WithBlockOption => {
-                let at = (1..req.argc()).find(|&i| req.arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"block")))?;
-                (req.arg(at + 1), 0.001)
-            }
+            Blocking::WithBlockOption => (req.arg(block_option(req)? + 1), 0.001),
         };
         let seconds =
             std::str::from_utf8(arg?).ok()?.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)? * unit;
         Some(if seconds == 0.0 { Duration::MAX } else { Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX) })
     }
+}
+
+/// The position of XREAD's or XREADGROUP's BLOCK option. Options come
+/// before STREAMS; GROUP takes two arguments and COUNT one, so names equal
+/// to "block" among them are not mistaken for the option.
+fn block_option(req: &Request) -> Option<usize> {
+    let mut i = 1;
+    while let Some(arg) = req.arg(i) {
+        if arg.eq_ignore_ascii_case(b"streams") {
+            return None;
+        }
+        if arg.eq_ignore_ascii_case(b"block") {
+            return Some(i);
+        }
+        i += if arg.eq_ignore_ascii_case(b"group") {
+            3
+        } else if arg.eq_ignore_ascii_case(b"count") {
+            2
+        } else {
+            1
+        };
+    }
+    None
 }
 
 /// Where a command's keys are.
@@ -475,6 +478,8 @@ mod tests {
         let xread = ["XREAD", "BLOCK", "250", "STREAMS", "s", "$"];
         assert_eq!(time(Blocking::WithBlockOption, &xread), Some(Duration::from_millis(250)));
         assert_eq!(time(Blocking::WithBlockOption, &["XREAD", "STREAMS", "s", "$"]), None);
+        let group = ["XREADGROUP", "GROUP", "g", "block", "BLOCK", "0", "STREAMS", "s", ">"];
+        assert_eq!(time(Blocking::WithBlockOption, &group), Some(Duration::MAX), "a consumer named block");
         assert_eq!(time(Blocking::Never, &["GET", "k"]), None);
     }
 

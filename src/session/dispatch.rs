@@ -303,6 +303,19 @@ impl Session {
                 if entry.runs_scripts && !entry.healed && reply.starts_with(b"-NOSCRIPT") {
                     return self.heal_noscript(seq, request, reply);
                 }
+                // A replica still loading or cut off from its master: the
+                // read goes to the master instead.
+                if let Target::Reader(slot) = entry.target
+                    && (reply.starts_with(b"-LOADING") || reply.starts_with(b"-MASTERDOWN"))
+                {
+                    entry.target = Target::Slot(slot);
+                    if !self.retry_later(seq, &request)
+                        && let Some(entry) = self.pending.get_mut(seq)
+                    {
+                        entry.reply = Some(reply);
+                    }
+                    return;
+                }
                 let redirect = match reply.first() {
                     Some(b'-') => Redirect::parse(&reply, entry.node.as_ref()),
                     _ => None,

@@ -194,7 +194,10 @@ impl Pending {
         let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
             return false;
         };
-        self.entries.iter().skip(index + 1).any(|entry| entry.target == target && entry.sent())
+        // A read for a slot and a write for it are one target: whichever
+        // node each went to, the read must not come back with the later write.
+        let same = |other: Target| other == target || (target.slot().is_some() && other.slot() == target.slot());
+        self.entries.iter().skip(index + 1).any(|entry| same(entry.target) && entry.sent())
     }
 
     /// The front request's reply, once it (all its parts) is ready.
