@@ -146,3 +146,26 @@ fn subscriptions_survive_the_failover_of_their_node() {
     assert_eq!(lines[2], "smessage\r\n", "{lines:?}");
     assert_eq!(lines[6], "after\r\n", "{lines:?}");
 }
+
+#[test]
+fn a_shard_channel_follows_its_slot_to_a_new_master() {
+    let cluster = support::Cluster::start(3, 0);
+    let proxy = support::Proxy::start(&cluster.seeds(), &[]);
+    proxy.wait_routing();
+    let channel = "moving-chan";
+    let slot = support::slot_of(channel);
+    let mut shard = Raw::connect(proxy.port);
+    shard.send(format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{channel}\r\n", channel.len()).as_bytes());
+    for _ in 0..6 {
+        shard.read_line();
+    }
+    // The old owner unsubscribes its shard channels when the slot leaves it.
+    cluster.migrate_slot(slot, cluster.other_master(slot), || {});
+    let mut publisher = proxy.connection();
+    support::wait_for("SPUBLISH to reach the subscriber at the new owner", Duration::from_secs(15), || {
+        redis::cmd("SPUBLISH").arg(channel).arg("moved").query::<i64>(&mut publisher).unwrap_or(0) == 1
+    });
+    let lines: Vec<String> = (0..7).map(|_| shard.read_line()).collect();
+    assert_eq!(lines[2], "smessage\r\n", "{lines:?}");
+    assert_eq!(lines[6], "moved\r\n", "{lines:?}");
+}

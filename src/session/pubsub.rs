@@ -37,7 +37,7 @@ use crate::resp::{Protocol, Request, value, write};
 
 /// Sequence numbers from here on (up to [`SUBSCRIBER_SEQ_END`]) name a
 /// subscribed connection, not a request: every frame on it arrives with
-/// that number, `generation * MAX_CONNECTIONS + index`. Requests never get
+/// that number, `incarnation * MAX_CONNECTIONS + index`. Requests never get
 /// numbers this high.
 pub(super) const SUBSCRIBER_SEQ: u64 = 1 << 62;
 pub(super) const SUBSCRIBER_SEQ_END: u64 = 1 << 63;
@@ -51,8 +51,18 @@ const RESUBSCRIBED: u64 = u64::MAX - 1;
 #[derive(Debug)]
 struct Subscriber {
     conn: Dedicated,
+    /// Which connection this is, of all this client ever opened: frames
+    /// still coming from one it replaced (RESET, a reopening) are ignored.
+    incarnation: u64,
     /// Requests waiting for confirmations: (sequence number, frames to come).
     awaiting: VecDeque<(u64, usize)>,
+}
+
+impl Subscriber {
+    /// The number its frames arrive with, as connection `index`.
+    fn seq(&self, index: usize) -> u64 {
+        SUBSCRIBER_SEQ + self.incarnation * MAX_CONNECTIONS as u64 + index as u64
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,9 +76,8 @@ pub(super) struct Subscriptions {
     /// Confirmations written for a request: how many connections must
     /// still confirm before they are released.
     prepared: HashMap<u64, (usize, Bytes)>,
-    /// Bumped when every connection is dropped (RESET): frames still on
-    /// their way from the old ones are recognised and ignored.
-    generation: u64,
+    /// The incarnation of the next connection opened.
+    incarnations: u64,
     /// Connections lost, to open again at `reopen_at`.
     lost: Vec<usize>,
     pub(super) reopen_at: Option<Instant>,
@@ -175,7 +184,10 @@ impl Session {
         }
         let seq = self.pending.push(Entry::new(Target::Local, false));
         let reply = out.freeze();
-        sends.retain(|&(_, _, expected)| expected > 0);
+        // A connection lost and not yet reopened confirms nothing: its
+        // channels are already out of the sets it will be reopened with.
+        let conns = &self.subs.conns;
+        sends.retain(|&(index, _, expected)| expected > 0 && matches!(conns.get(index), Some(Some(_))));
         if sends.is_empty() {
             if let Some(entry) = self.pending.get_mut(seq) {
                 entry.reply = Some(reply);
@@ -186,8 +198,7 @@ impl Session {
         for (index, request, expected) in sends {
             let Some(Some(sub)) = self.subs.conns.get_mut(index) else { continue };
             sub.awaiting.push_back((seq, expected));
-            let seq = SUBSCRIBER_SEQ + self.subs.generation * MAX_CONNECTIONS as u64 + index as u64;
-            let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
+            let reply_to = ReplyTo { session: self.mailbox.clone(), seq: sub.seq(index) };
             let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
             if sub.conn.send(out).is_err() {
                 self.subscriber_lost(index);
@@ -238,17 +249,26 @@ impl Session {
             self.reply_error(ClientError::Refused("ssubscribe", "too many nodes for one client"));
             return None;
         };
-        let conn = self.ctx.pool.subscriber(&addr, self.client.protocol);
-        self.subs.conns[index] = Some(Subscriber { conn, awaiting: VecDeque::new() });
+        self.subs.conns[index] = Some(self.open_subscriber(&addr));
         Some(index)
+    }
+
+    fn open_subscriber(&mut self, addr: &NodeAddr) -> Subscriber {
+        let incarnation = self.subs.incarnations;
+        self.subs.incarnations += 1;
+        Subscriber {
+            conn: self.ctx.pool.subscriber(addr, self.client.protocol),
+            incarnation,
+            awaiting: VecDeque::new(),
+        }
     }
 
     /// A frame from subscribed connection number `number` (see [`SUBSCRIBER_SEQ`]).
     pub(super) fn subscriber_event(&mut self, number: u64, reply: Reply) {
-        let generation = number / MAX_CONNECTIONS as u64;
+        let incarnation = number / MAX_CONNECTIONS as u64;
         let index = (number % MAX_CONNECTIONS as u64) as usize;
-        // A connection dropped on purpose (RESET) still says goodbye.
-        if generation != self.subs.generation || !self.subs.conns.get(index).is_some_and(Option::is_some) {
+        // A connection dropped (RESET) or replaced still says goodbye.
+        if self.subs.conns.get(index).and_then(Option::as_ref).map(|sub| sub.incarnation) != Some(incarnation) {
             return;
         }
         let frame = match reply {
@@ -278,7 +298,14 @@ impl Session {
             return;
         }
         let Some(Some(sub)) = self.subs.conns.get_mut(index) else { return };
-        let Some((seq, left)) = sub.awaiting.front_mut() else { return };
+        let Some((seq, left)) = sub.awaiting.front_mut() else {
+            // Unasked: a node that lost a slot unsubscribes its shard
+            // channels (Redis 7). They are subscribed again where they are now.
+            if kind.as_deref().is_some_and(|k| k.eq_ignore_ascii_case(b"sunsubscribe")) {
+                self.subscriber_lost(index);
+            }
+            return;
+        };
         let seq = *seq;
         // An error answers the whole request at once.
         let error = value::is_error(&frame);
@@ -367,12 +394,15 @@ impl Session {
                 self.subs.lost.push(index);
                 continue;
             };
-            let mut sub =
-                Subscriber { conn: self.ctx.pool.subscriber(&addr, self.client.protocol), awaiting: VecDeque::new() };
-            let seq = SUBSCRIBER_SEQ + self.subs.generation * MAX_CONNECTIONS as u64 + index as u64;
+            // SUBSCRIBE meanwhile may have opened connection 0 already: the
+            // old channels join it.
+            let mut sub = match self.subs.conns[index].take() {
+                Some(sub) => sub,
+                None => self.open_subscriber(&addr),
+            };
             for (request, count) in sends {
                 sub.awaiting.push_back((RESUBSCRIBED, count));
-                let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
+                let reply_to = ReplyTo { session: self.mailbox.clone(), seq: sub.seq(index) };
                 let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
                 // A connection closed at once fails what it was given: lost again.
                 let _ = sub.conn.send(out);
@@ -384,8 +414,8 @@ impl Session {
         }
     }
 
-    /// RESET (and a lost connection): every subscription ends; confirmations
-    /// still owed are released as written.
+    /// RESET: every subscription ends; confirmations still owed are
+    /// released as written.
     pub(super) fn drop_subscriptions(&mut self) {
         let prepared = std::mem::take(&mut self.subs.prepared);
         for (seq, (_, reply)) in prepared {
@@ -393,8 +423,8 @@ impl Session {
                 entry.reply = Some(reply);
             }
         }
-        let generation = self.subs.generation + 1;
-        self.subs = Subscriptions { generation, ..Subscriptions::default() };
+        let incarnations = self.subs.incarnations;
+        self.subs = Subscriptions { incarnations, ..Subscriptions::default() };
     }
 }
 
