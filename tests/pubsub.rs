@@ -169,3 +169,26 @@ fn a_shard_channel_follows_its_slot_to_a_new_master() {
     assert_eq!(lines[2], "smessage\r\n", "{lines:?}");
     assert_eq!(lines[6], "moved\r\n", "{lines:?}");
 }
+
+#[test]
+fn a_subscriber_of_a_frozen_node_moves_to_its_successor() {
+    let cluster = support::Cluster::start_with(3, 1, &["--cluster-require-full-coverage", "no"]);
+    let proxy = support::Proxy::start(&cluster.seeds(), &["--request-timeout-ms", "500", "--health-check-ms", "100"]);
+    proxy.wait_routing();
+    let victim = cluster.owner(0);
+    let replica = cluster.replica_of(victim);
+    let mut subscriber = proxy.connection();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("frozen-news").unwrap();
+    // The node keeps the connection open but answers nothing: only the
+    // subscribed connection's own PING can tell.
+    cluster.node(victim).pause();
+    support::wait_for("the replica to take over", Duration::from_secs(20), || support::is_serving_master(replica));
+    let mut publisher = proxy.connection();
+    pubsub.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    support::wait_for("PUBLISH to reach the subscriber again", Duration::from_secs(15), || {
+        let _: i64 = redis::cmd("PUBLISH").arg("frozen-news").arg("thawed").query(&mut publisher).unwrap_or(0);
+        pubsub.get_message().is_ok_and(|m| m.get_payload::<String>().unwrap() == "thawed")
+    });
+    cluster.node(victim).resume();
+}

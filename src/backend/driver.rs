@@ -110,15 +110,18 @@ pub(super) enum Mode {
     /// once it breaks every later request fails.
     Dedicated { request_timeout: Duration },
     /// One client's subscribed connection: confirmations and messages come
-    /// as the node pleases, so every frame goes to the client; never reopened.
-    Subscriber,
+    /// as the node pleases, so every frame goes to the client, except the
+    /// answers to its own health-check PINGs (one left unanswered for
+    /// `request_timeout` marks the node hung); never reopened.
+    Subscriber { request_timeout: Duration },
 }
 
 impl Mode {
     fn request_timeout(self) -> Option<Duration> {
         match self {
-            Mode::Shared { request_timeout } | Mode::Dedicated { request_timeout } => Some(request_timeout),
-            Mode::Subscriber => None,
+            Mode::Shared { request_timeout }
+            | Mode::Dedicated { request_timeout }
+            | Mode::Subscriber { request_timeout } => Some(request_timeout),
         }
     }
 
@@ -324,6 +327,8 @@ struct Connection {
     mode: Mode,
     /// Subscriber mode: where every frame goes.
     sink: Option<ReplyTo>,
+    /// Subscriber mode: when the health-check PING still unanswered went out.
+    ping_sent: Option<Instant>,
     health: Arc<Health>,
     /// The node left a request unanswered past the request timeout.
     hung: bool,
@@ -344,6 +349,7 @@ impl Connection {
             answered: false,
             mode,
             sink: None,
+            ping_sent: None,
             health,
             hung: false,
         };
@@ -356,7 +362,7 @@ impl Connection {
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
         for out in batch.drain(..) {
-            if self.mode == Mode::Subscriber {
+            if matches!(self.mode, Mode::Subscriber { .. }) {
                 self.unwritten.extend_from_slice(&out.frame);
                 self.queued += out.frame.len() as u64;
                 self.sink = Some(out.reply_to);
@@ -398,9 +404,9 @@ impl Connection {
         health_check: Option<Duration>,
     ) -> Result<(), String> {
         let mut closing = false;
-        // Only a shared connection is pinged: on a client's own, a PING
-        // would land inside its transaction.
-        let health_check = health_check.filter(|_| matches!(self.mode, Mode::Shared { .. }));
+        // A client's own connection is not pinged: the PING would land
+        // inside its transaction.
+        let health_check = health_check.filter(|_| !matches!(self.mode, Mode::Dedicated { .. }));
         // Overdue requests are looked for a few times per timeout period, and
         // a PING goes out once per health-check period.
         let period = [request_timeout.map(|t| t / 4), health_check].into_iter().flatten().min();
@@ -438,15 +444,24 @@ impl Connection {
                     self.queue_batch();
                 }
                 now = check.tick(), if period.is_some() => {
-                    if let Some(limit) = request_timeout.filter(|&limit| self.overdue(limit)) {
+                    let ping_overdue = |limit| self.ping_sent.is_some_and(|sent| now - sent > limit);
+                    if let Some(limit) = request_timeout.filter(|&limit| self.overdue(limit) || ping_overdue(limit)) {
                         self.hung = true;
                         return Err(format!("no reply within {} ms", limit.as_millis()));
                     }
                     if health_check.is_some_and(|every| now - last_ping >= every) && !closing {
                         last_ping = now;
-                        self.append(PING, None, now);
-                        if let Some(ping) = self.in_flight.back_mut() {
-                            ping.probe = true;
+                        if self.sink.is_some() {
+                            if self.ping_sent.is_none() {
+                                self.ping_sent = Some(now);
+                                self.unwritten.extend_from_slice(PING);
+                                self.queued += PING.len() as u64;
+                            }
+                        } else {
+                            self.append(PING, None, now);
+                            if let Some(ping) = self.in_flight.back_mut() {
+                                ping.probe = true;
+                            }
                         }
                     }
                 }
@@ -468,6 +483,14 @@ impl Connection {
             let reply = self.read.split_to(frame.len).freeze();
             if let Some(sink) = &self.sink {
                 self.answered = true;
+                // Our PING's answer, subscribed (RESP2) or not: nobody else
+                // sends PING on this connection (slotgate answers the client's).
+                if self.ping_sent.is_some()
+                    && (reply.starts_with(b"*2\r\n$4\r\npong\r\n") || &reply[..] == b"+PONG\r\n")
+                {
+                    self.ping_sent = None;
+                    continue;
+                }
                 sink.clone().send(Reply::Frame(reply));
                 continue;
             }

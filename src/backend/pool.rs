@@ -239,7 +239,7 @@ impl Pool {
     /// A new subscribed connection to `addr` for one client: every frame
     /// the node sends on it goes to that client's session.
     pub fn subscriber(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
-        let mode = driver::Mode::Subscriber;
+        let mode = driver::Mode::Subscriber { request_timeout: self.settings.request_timeout };
         let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default());
         Dedicated { addr: addr.clone(), queue }
     }
