@@ -117,3 +117,25 @@ fn a_client_that_leaves_while_blocked_takes_nothing() {
     let left: Option<String> = redis::cmd("LPOP").arg(key).query(&mut con).unwrap();
     assert_eq!(left.as_deref(), Some("kept"), "the departed client's BLPOP took the value");
 }
+
+#[test]
+fn a_blocked_pop_follows_its_slot_to_a_new_master() {
+    let cluster = support::Cluster::start(3, 0);
+    let proxy = support::Proxy::start(&cluster.seeds(), &[]);
+    proxy.wait_routing();
+    let key = "moving-list";
+    let slot = support::slot_of(key);
+    let url = proxy.url();
+    let popper = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        redis::cmd("BLPOP").arg(key).arg(20).query::<Option<(String, String)>>(&mut c)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // The node unblocks it with -MOVED when the slot leaves; slotgate blocks it again there.
+    cluster.migrate_slot(slot, cluster.other_master(slot), || {});
+    std::thread::sleep(Duration::from_millis(500));
+    let _: i64 = redis::cmd("RPUSH").arg(key).arg("after-move").query(&mut proxy.connection()).unwrap();
+    let popped = popper.join().unwrap().unwrap();
+    assert_eq!(popped, Some((key.to_string(), "after-move".to_string())));
+}

@@ -274,12 +274,26 @@ impl Session {
         let max_redirects = self.ctx.settings.max_redirects;
         let Some(entry) = self.pending.get_mut(seq) else { return };
         if entry.target == Target::Dedicated {
-            // This client's own connection: passed on as it is, never retried.
+            // This client's own connection: passed on as it is, never retried,
+            // except a blocking command outside a transaction that a node
+            // redirected (it did not run): it follows the redirect.
             match completion.reply {
                 Reply::Frame(reply) => {
                     if reply.starts_with(b"-MOVED") || reply.starts_with(b"-ASK") {
                         // The next one goes where the slot is now.
                         self.ctx.pool.topology().refresh();
+                        let from = self.dedicated.as_ref().map(|(conn, _)| conn.addr().clone());
+                        let redirect = Redirect::parse(&reply, from.as_ref());
+                        // Only with nothing else on that connection, which is replaced.
+                        let alone = self.in_flight == 0;
+                        let request = entry.request.take().filter(|_| alone && entry.redirects < max_redirects);
+                        if let (Some(request), Some(Redirect::Moved { addr, .. } | Redirect::Ask { addr, .. })) =
+                            (request, &redirect)
+                        {
+                            entry.redirects += 1;
+                            let asking = matches!(redirect, Some(Redirect::Ask { .. }));
+                            return self.redirect_blocking(seq, request, addr.clone(), asking);
+                        }
                     }
                     entry.reply = Some(reply);
                 }

@@ -307,8 +307,34 @@ impl Session {
             self.parked = Some(request);
             return;
         }
-        let seq = self.pending.push(Entry::new(Target::Dedicated, false));
+        // Kept: a MOVED or ASK is followed (see `redirect_blocking`).
+        let seq = self.pending.push(Entry { request: Some(request.clone()), ..Entry::new(Target::Dedicated, false) });
         self.send_dedicated(seq, request, blocks_for);
+    }
+
+    /// A blocking command outside a transaction was redirected (it did not
+    /// run): it goes again, on a new connection of the client's own to the
+    /// node named, after `ASKING` for an ASK.
+    pub(super) fn redirect_blocking(&mut self, seq: u64, request: Request, addr: NodeAddr, asking: bool) {
+        let protocol = self.client.protocol;
+        self.dedicated = Some((self.ctx.pool.dedicated(&addr, protocol), protocol));
+        self.conn = Conn::Dedicated { addr, protocol };
+        let blocks_for = self.commands.lookup(&request).ok().and_then(|entry| match entry.route {
+            Route::Keyed(keyed) => keyed.blocking.block_time(&request),
+            _ => None,
+        });
+        if let Some(entry) = self.pending.get_mut(seq) {
+            entry.request = Some(request.clone());
+        }
+        let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
+        let out = Outbound { frame: request.frame().clone(), asking, blocks_for, reply_to };
+        match self.dedicated.as_ref().map(|(conn, _)| conn.send(out)) {
+            Some(Ok(())) => self.in_flight += 1,
+            _ => {
+                self.fail(seq, ClientError::ConnectionClosed);
+                self.dedicated_lost();
+            }
+        }
     }
 
     /// Makes `conn` the connection requests travel on; false while requests
