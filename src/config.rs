@@ -23,6 +23,10 @@ pub struct Config {
     pub cluster: Vec<String>,
     /// Address clients connect to. Default `127.0.0.1:6380`.
     pub listen: String,
+    /// Address of the HTTP endpoint for `/metrics` (Prometheus), `/healthz`
+    /// and `/readyz`, such as `0.0.0.0:9187`; empty turns it off. Also
+    /// `SLOTGATE_METRICS` and `--metrics`. Default empty (off).
+    pub metrics_listen: String,
     /// Worker threads, each with its own event loop and node connections;
     /// 0 means one per CPU. Default 1.
     pub threads: usize,
@@ -80,6 +84,7 @@ impl Default for Config {
         Config {
             cluster: vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into(), "127.0.0.1:7003".into()],
             listen: "127.0.0.1:6380".into(),
+            metrics_listen: String::new(),
             threads: 1,
             node_connections: 1,
             connect_timeout_ms: 1000,
@@ -117,7 +122,11 @@ impl Config {
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
         }
-        let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("SLOTGATE_")).collect();
+        let mut env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("SLOTGATE_")).collect();
+        // The short name operators expect, for metrics_listen.
+        if let Some(addr) = env.remove("SLOTGATE_METRICS") {
+            env.entry("SLOTGATE_METRICS_LISTEN".into()).or_insert(addr);
+        }
         builder = builder.add_source(
             config::Environment::with_prefix("SLOTGATE")
                 .prefix_separator("_")
@@ -152,6 +161,9 @@ impl Config {
         if let Err(reason) = check_host_port(&self.listen) {
             return invalid("listen", format!("{:?}: {reason}", self.listen));
         }
+        if let Some(reason) = self.metrics_addr().and_then(|addr| check_host_port(addr).err()) {
+            return invalid("metrics_listen", format!("{:?}: {reason}", self.metrics_listen));
+        }
         if !(1..=64).contains(&self.node_connections) {
             return invalid("node_connections", "must be 1 to 64".into());
         }
@@ -181,6 +193,11 @@ impl Config {
             return invalid("log_level", format!("{:?} is not a log filter", self.log_level));
         }
         Ok(())
+    }
+
+    /// Where to serve metrics and health, if anywhere.
+    pub fn metrics_addr(&self) -> Option<&str> {
+        Some(self.metrics_listen.as_str()).filter(|addr| !addr.is_empty())
     }
 
     /// Worker threads to start: `threads`, or one per CPU when 0.
@@ -257,6 +274,7 @@ mod tests {
         for key in [
             "cluster",
             "listen",
+            "metrics_listen",
             "threads",
             "node_connections",
             "connect_timeout_ms",
@@ -299,6 +317,14 @@ mod tests {
         assert_eq!(config.max_redirects, 7);
         assert_eq!(config.cluster, vec!["a:1".to_string(), "b:2".to_string()]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn slotgate_metrics_names_the_metrics_endpoint() {
+        let metrics = Config::load(None, env(&[("SLOTGATE_METRICS", "0.0.0.0:9187")]), &[]).unwrap();
+        assert_eq!(metrics.metrics_addr(), Some("0.0.0.0:9187"));
+        assert_eq!(Config::default().metrics_addr(), None, "off by default");
+        assert!(Config::load(None, env(&[("SLOTGATE_METRICS", "nohost")]), &[]).is_err());
     }
 
     #[test]

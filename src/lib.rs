@@ -34,6 +34,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod metrics;
 pub mod resp;
 pub mod server;
 pub mod session;

@@ -36,6 +36,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<String>,
 
+    /// Serve /metrics, /healthz and /readyz over HTTP here; empty = off. [key: metrics_listen; env SLOTGATE_METRICS; default off]
+    #[arg(long = "metrics", global = true, value_name = "ADDR")]
+    metrics: Option<String>,
+
     /// Worker threads, each with its own event loop and node connections; 0 = one per CPU. [key: threads; default 1]
     #[arg(long, global = true, value_name = "N")]
     threads: Option<i64>,
@@ -109,7 +113,12 @@ impl Cli {
         if let Some(cluster) = &self.cluster {
             flags.push(("cluster", FlagValue::List(cluster.clone())));
         }
-        let texts = [("listen", &self.listen), ("log_level", &self.log_level), ("read_from", &self.read_from)];
+        let texts = [
+            ("listen", &self.listen),
+            ("metrics_listen", &self.metrics),
+            ("log_level", &self.log_level),
+            ("read_from", &self.read_from),
+        ];
         flags.extend(texts.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Text(v.clone()?)))));
         let numbers = [
             ("threads", self.threads),

@@ -19,6 +19,13 @@ use crate::session::{self, Clients, Context, Scripts};
 /// Serves clients from `listener` until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
     let topology = Topology::start(config.topology());
+    if let Some(addr) = config.metrics_addr() {
+        let metrics = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}")))?;
+        tracing::info!(listen = %metrics.local_addr()?, "serving /metrics, /healthz, /readyz");
+        tokio::spawn(crate::metrics::serve(metrics, topology.clone(), shutdown.clone()));
+    }
     let clients = Arc::new(Clients::default());
     let scripts = Arc::new(Scripts::default());
     let workers = (0..config.worker_threads())

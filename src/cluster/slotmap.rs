@@ -52,12 +52,14 @@ pub struct Shard {
     pub id: Arc<str>,
     /// The master's config epoch: of two claims on a slot, the higher wins.
     pub epoch: u64,
+    /// The cluster flags the master `fail` or `fail?` (it may be failing over).
+    pub failing: bool,
 }
 
 impl Shard {
     /// A master known only by its address (from a MOVED).
     pub fn at(master: NodeAddr) -> Shard {
-        Shard { master, replicas: Vec::new(), id: "".into(), epoch: 0 }
+        Shard { master, replicas: Vec::new(), id: "".into(), epoch: 0, failing: false }
     }
 }
 
@@ -180,6 +182,11 @@ impl SlotMap {
 
     pub fn master(&self, slot: Slot) -> Option<&NodeAddr> {
         self.shard_index(slot).map(|index| &self.shards[index].master)
+    }
+
+    /// How many slots the shard at `index` serves.
+    pub fn slots_of(&self, index: usize) -> usize {
+        self.slots.iter().filter(|&&i| usize::from(i) == index).count()
     }
 
     /// How many slots have a master.

@@ -79,7 +79,8 @@ fn shard_of(view: &View, master: &ClusterNode) -> Shard {
         .filter(|n| !n.is_master && !n.failing && n.master_id.as_deref() == Some(master.id.as_str()))
         .map(|n| n.addr.clone())
         .collect();
-    Shard { master: master.addr.clone(), replicas, id: Arc::from(master.id.as_str()), epoch: master.epoch }
+    let id = Arc::from(master.id.as_str());
+    Shard { master: master.addr.clone(), replicas, id, epoch: master.epoch, failing: master.failing }
 }
 
 #[cfg(test)]

@@ -134,6 +134,14 @@ impl Topology {
     }
 
     fn publish(&self, map: SlotMap) {
+        let metrics = crate::metrics::get();
+        metrics.node_slots.reset();
+        for (index, shard) in map.shards().iter().enumerate() {
+            let slots = map.slots_of(index);
+            metrics.node_slots.with_label_values(&[shard.master.as_str()]).set(slots as i64);
+        }
+        let epoch = map.shards().iter().map(|s| s.epoch).max().unwrap_or(0);
+        metrics.cluster_epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
         let version = self.map.load().version() + 1;
         self.map.store(Arc::new(map.with_version(version)));
         self.version.store(version, Ordering::Release);
@@ -167,10 +175,12 @@ async fn run(topology: Weak<Topology>, settings: TopologySettings, mut events: m
             wanted = false;
             let gap = match refresh(&topology, &settings).await {
                 Ok(()) => {
+                    crate::metrics::get().refreshes_ok.inc();
                     failures = 0;
                     MIN_REFRESH_GAP
                 }
                 Err(error) => {
+                    crate::metrics::get().refreshes_failed.inc();
                     failures = failures.saturating_add(1);
                     wanted = true;
                     if failures == 1 || failures % 60 == 0 {

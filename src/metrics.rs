@@ -1,0 +1,159 @@
+//! What operators watch: the Prometheus registry with slotgate's metrics,
+//! and the HTTP endpoints that serve them: `/metrics` (Prometheus text
+//! format), `/healthz` (the process answers) and `/readyz` (the topology is
+//! known and every slot has a master that is not failing; 503 with the
+//! reason otherwise).
+//!
+//! Metrics live in one process-wide set, made on first use. Labelled
+//! children are resolved once where they are created, never per command.
+
+use std::convert::Infallible;
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{SLOT_COUNT, Topology};
+
+/// slotgate's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Client connections open now.
+    pub clients: IntGauge,
+    /// Client connections accepted since start.
+    pub clients_accepted: IntCounter,
+    /// Topology refreshes that found the cluster.
+    pub refreshes_ok: IntCounter,
+    /// Topology refreshes where no node answered.
+    pub refreshes_failed: IntCounter,
+    /// Slots each master serves, by node address (a bounded set: the cluster's masters).
+    pub node_slots: IntGaugeVec,
+    /// The highest config epoch among the masters.
+    pub cluster_epoch: IntGauge,
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+            register(&registry, counter)
+        };
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+            register(&registry, gauge)
+        };
+        let refreshes = IntCounterVec::new(
+            Opts::new("slotgate_topology_refreshes_total", "Topology refreshes, by outcome."),
+            &["outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        let refreshes = register(&registry, refreshes);
+        let node_slots =
+            IntGaugeVec::new(Opts::new("slotgate_node_slots", "Hash slots each master serves."), &["node"])
+                .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        let build = IntGaugeVec::new(Opts::new("slotgate_build_info", "slotgate's version; always 1."), &["version"])
+            .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        register(&registry, build.clone()).with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            clients: gauge("slotgate_client_connections", "Client connections open now."),
+            clients_accepted: counter("slotgate_client_connections_accepted_total", "Client connections accepted."),
+            refreshes_ok: refreshes.with_label_values(&["ok"]),
+            refreshes_failed: refreshes.with_label_values(&["error"]),
+            node_slots: register(&registry, node_slots),
+            cluster_epoch: gauge("slotgate_cluster_epoch", "The highest config epoch among the cluster's masters."),
+            registry,
+        }
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    // Names are fixed and distinct: registering cannot fail.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+/// Why slotgate cannot serve every slot now, if it cannot.
+pub fn not_ready(topology: &Topology) -> Option<String> {
+    let map = topology.snapshot();
+    if map.version() == 0 {
+        let why = topology.last_error().unwrap_or_else(|| "no node has answered yet".into());
+        return Some(format!("cluster topology not discovered yet: {why}"));
+    }
+    let unserved = SLOT_COUNT - map.served_slots();
+    if unserved > 0 {
+        return Some(format!("{unserved} hash slots have no master"));
+    }
+    let failing: Vec<&str> = map.shards().iter().filter(|s| s.failing).map(|s| s.master.as_str()).collect();
+    if !failing.is_empty() {
+        return Some(format!("masters marked failing by the cluster: {}", failing.join(", ")));
+    }
+    None
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, topology: Arc<Topology>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics endpoint: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let topology = topology.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| answer(request, topology.clone()));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn answer(request: Request<Incoming>, topology: Arc<Topology>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, content_type: &str, body: Vec<u8>| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = content_type.parse() {
+            response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        }
+        Ok(response)
+    };
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, b"GET only\n".to_vec());
+    }
+    match request.uri().path() {
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", get().render()),
+        "/healthz" => reply(StatusCode::OK, TEXT, b"ok\n".to_vec()),
+        "/readyz" => match not_ready(&topology) {
+            None => reply(StatusCode::OK, TEXT, b"ready\n".to_vec()),
+            Some(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready: {why}\n").into_bytes()),
+        },
+        _ => reply(StatusCode::NOT_FOUND, TEXT, b"not found: try /metrics, /healthz or /readyz\n".to_vec()),
+    }
+}

@@ -1,0 +1,69 @@
+//! The HTTP endpoint: `/metrics` in the Prometheus text format with the
+//! process's client, topology and build metrics; `/healthz` while the process
+//! runs; `/readyz` only once every slot has a master.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Cluster, Proxy, free_port, seed_list, wait_for};
+
+/// `GET path` over HTTP/1.0: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_health_and_readiness_are_served() {
+    let cluster = Cluster::start(3, 0);
+    let metrics_port = free_port();
+    let proxy = Proxy::start(&cluster.seeds(), &["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    proxy.wait_routing();
+    assert_eq!(http_get(metrics_port, "/healthz"), (200, "ok\n".to_string()));
+    wait_for("slotgate to be ready", Duration::from_secs(10), || http_get(metrics_port, "/readyz").0 == 200);
+    let mut c = proxy.connection();
+    let _: () = redis::cmd("SET").arg("m").arg("1").query(&mut c).unwrap();
+    let (status, text) = http_get(metrics_port, "/metrics");
+    assert_eq!(status, 200);
+    assert!(text.contains(&format!("slotgate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(sample(&text, "slotgate_client_connections_accepted_total").unwrap() >= 2.0, "{text}");
+    assert!(sample(&text, "slotgate_client_connections ").unwrap() >= 1.0, "{text}");
+    assert!(sample(&text, "slotgate_topology_refreshes_total{outcome=\"ok\"}").unwrap() >= 1.0, "{text}");
+    let slots: f64 = cluster
+        .masters()
+        .iter()
+        .map(|port| sample(&text, &format!("slotgate_node_slots{{node=\"127.0.0.1:{port}\"}}")).unwrap())
+        .sum();
+    assert_eq!(slots, 16384.0, "{text}");
+    assert!(sample(&text, "slotgate_cluster_epoch").unwrap() >= 1.0);
+    assert_eq!(http_get(metrics_port, "/nope").0, 404);
+}
+
+#[test]
+fn readyz_says_why_while_there_is_no_cluster() {
+    let seeds = seed_list(&[free_port()]);
+    let metrics_port = free_port();
+    let _proxy = Proxy::start(&seeds, &["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    wait_for("the metrics endpoint", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
+    });
+    assert_eq!(http_get(metrics_port, "/healthz").0, 200, "alive even without a cluster");
+    let (status, body) = http_get(metrics_port, "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.starts_with("not ready: cluster topology not discovered yet"), "{body}");
+}
