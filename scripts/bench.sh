@@ -24,7 +24,8 @@
 #
 # Environment: BENCH_ROUNDS (3), BENCH_REQUESTS_SCALE (1.0), BENCH_CLIENTS (50),
 # BENCH_KEYSPACE (100000), BENCH_RUN_TIMEOUT (300 s per redis-benchmark run),
-# BENCH_PORT_BASE (30001), CARGO_TARGET_DIR. Scenarios and targets: scripts/bench.py.
+# BENCH_PORT_BASE (30001), CARGO_TARGET_DIR, BENCH_SLOTGATE_ARGS (extra slotgate flags, e.g.
+# "--metrics 127.0.0.1:0" to measure with per-command metrics on). Scenarios and targets: scripts/bench.py.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -160,7 +161,10 @@ slotgate_ready() {
 start_slotgate() {
     local seeds=$1
     say "Starting slotgate on 127.0.0.1:$SLOTGATE_PORT (seeds $seeds)"
-    setsid "$SLOTGATE_BIN" --cluster "$seeds" --listen "127.0.0.1:$SLOTGATE_PORT" \
+    local -a extra=()
+    # shellcheck disable=SC2206 # word splitting of the extra arguments is intended
+    [[ -n "${BENCH_SLOTGATE_ARGS:-}" ]] && extra=($BENCH_SLOTGATE_ARGS)
+    setsid "$SLOTGATE_BIN" --cluster "$seeds" --listen "127.0.0.1:$SLOTGATE_PORT" "${extra[@]}" \
         </dev/null >"$TMP/slotgate.log" 2>&1 &
     SLOTGATE_PID=$!
     wait_for 15 slotgate_ready ||

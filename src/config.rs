@@ -231,6 +231,7 @@ impl Config {
             max_redirects: self.max_redirects,
             retry_timeout: Duration::from_millis(self.retry_timeout_ms),
             max_pipeline: self.max_pipeline,
+            metrics: self.metrics_addr().is_some(),
             limits: Limits {
                 max_bulk_len: self.proto_max_bulk_len,
                 max_inline_len: Limits::default().max_inline_len,

@@ -15,11 +15,27 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{SLOT_COUNT, Topology};
+use crate::command::Family;
+
+/// How a command ended, as the client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// An error reply from a node.
+    RedisError,
+    /// An error slotgate answered itself (node unreachable, CROSSSLOT, a refusal, ...).
+    ProxyError,
+}
+
+const OUTCOMES: [(Outcome, &str); 3] =
+    [(Outcome::Ok, "ok"), (Outcome::RedisError, "redis_error"), (Outcome::ProxyError, "proxy_error")];
 
 /// slotgate's metrics.
 #[derive(Debug)]
@@ -37,6 +53,10 @@ pub struct Metrics {
     pub node_slots: IntGaugeVec,
     /// The highest config epoch among the masters.
     pub cluster_epoch: IntGauge,
+    /// Commands answered, by family and outcome (indexed `[family][outcome]`).
+    commands: Vec<[IntCounter; 3]>,
+    /// From reading a command to its reply being ready to write.
+    latency: Histogram,
 }
 
 /// The process's metrics.
@@ -68,6 +88,28 @@ impl Metrics {
         let build = IntGaugeVec::new(Opts::new("slotgate_build_info", "slotgate's version; always 1."), &["version"])
             .unwrap_or_else(|e| unreachable!("metric: {e}"));
         register(&registry, build.clone()).with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let commands = IntCounterVec::new(
+            Opts::new("slotgate_commands_total", "Commands answered, by command family and outcome."),
+            &["family", "outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        let commands = register(&registry, commands);
+        let commands = Family::ALL
+            .iter()
+            .map(|family| OUTCOMES.map(|(_, outcome)| commands.with_label_values(&[family.name(), outcome])))
+            .collect();
+        let buckets = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            10.0,
+        ];
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "slotgate_command_duration_seconds",
+                "From reading a command to its reply being ready to write, end to end.",
+            )
+            .buckets(buckets),
+        )
+        .unwrap_or_else(|e| unreachable!("metric: {e}"));
         Metrics {
             clients: gauge("slotgate_client_connections", "Client connections open now."),
             clients_accepted: counter("slotgate_client_connections_accepted_total", "Client connections accepted."),
@@ -75,8 +117,19 @@ impl Metrics {
             refreshes_failed: refreshes.with_label_values(&["error"]),
             node_slots: register(&registry, node_slots),
             cluster_epoch: gauge("slotgate_cluster_epoch", "The highest config epoch among the cluster's masters."),
+            commands,
+            latency: register(&registry, latency),
             registry,
         }
+    }
+
+    /// One command answered: its family, how it ended, how long it took.
+    pub fn command(&self, family: Family, outcome: Outcome, seconds: f64) {
+        let index = OUTCOMES.iter().position(|(o, _)| *o == outcome).unwrap_or(0);
+        if let Some(counters) = self.commands.get(family as usize) {
+            counters[index].inc();
+        }
+        self.latency.observe(seconds);
     }
 
     /// Everything, in the Prometheus text format.

@@ -52,6 +52,27 @@ fn metrics_health_and_readiness_are_served() {
     assert_eq!(slots, 16384.0, "{text}");
     assert!(sample(&text, "slotgate_cluster_epoch").unwrap() >= 1.0);
     assert_eq!(http_get(metrics_port, "/nope").0, 404);
+
+    // Commands by family and outcome, and their latency.
+    let _: () = redis::cmd("SET").arg("m:text").arg("abc").query(&mut c).unwrap();
+    assert!(redis::cmd("INCR").arg("m:text").query::<i64>(&mut c).is_err(), "a node's error");
+    // (Not a keyspace command: the harness's EXISTS probes got CLUSTERDOWN before discovery.)
+    assert!(redis::cmd("SMOVE").arg("m:a").arg("m:b").arg("x").query::<i64>(&mut c).is_err(), "slotgate's CROSSSLOT");
+    let _: Vec<Option<String>> = redis::cmd("MGET").arg("m:1").arg("m:2").arg("m:3").query(&mut c).unwrap();
+    let text = http_get(metrics_port, "/metrics").1;
+    let count = |family: &str, outcome: &str| {
+        sample(&text, &format!("slotgate_commands_total{{family=\"{family}\",outcome=\"{outcome}\"}}")).unwrap()
+    };
+    assert!(count("string", "ok") >= 3.0, "SET, SET, MGET: {text}");
+    assert_eq!(count("string", "redis_error"), 1.0, "{text}");
+    assert_eq!(count("set", "proxy_error"), 1.0, "{text}");
+    let observed = sample(&text, "slotgate_command_duration_seconds_count").unwrap();
+    let counted: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("slotgate_commands_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(observed, counted, "every command counted once, with its latency");
 }
 
 #[test]

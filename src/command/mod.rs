@@ -6,6 +6,7 @@
 //! `scripts/gen-command-table.py`); `policy.rs` turns that data into routing
 //! kinds; `keys.rs` finds keys by key spec.
 
+mod family;
 mod keys;
 mod policy;
 pub mod spec;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
+pub use family::Family;
 pub use keys::{InvalidKeys, KeyPositions, key_positions};
 pub use policy::{Blocking, Combine, KeyFinder, Keyed, Local, PubSub, Route, config_readable};
 pub use spec::Command;

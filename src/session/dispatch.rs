@@ -29,9 +29,11 @@ impl Session {
         let entry = match self.commands.lookup(&request) {
             Ok(entry) => {
                 self.last_command = entry.command.name;
+                self.last_known = Some(entry.command);
                 entry
             }
             Err(error) => {
+                self.last_known = None;
                 // Redis refuses it at once, and EXEC will abort.
                 self.tx.dirty |= self.tx.multi;
                 return self.reply_error(lookup_error(error, request));
@@ -455,13 +457,16 @@ impl Session {
         if let Some(entry) = self.pending.get_mut(seq) {
             entry.request = None;
             entry.reply = Some(error_bytes(&error));
+            entry.tally.by_proxy = true;
         }
     }
 
     /// Answers the current request with an error, in its place in the order.
     pub(super) fn reply_error(&mut self, error: ClientError) {
         let reply = error_bytes(&error);
-        self.reply(reply);
+        let mut entry = Entry::ready(reply);
+        entry.tally.by_proxy = true;
+        self.pending.push(entry);
     }
 
     /// Answers the current request with `reply`, in its place in the order.

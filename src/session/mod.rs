@@ -63,6 +63,8 @@ pub struct SessionSettings {
     pub retry_timeout: Duration,
     /// Requests in flight per client before slotgate stops reading from it.
     pub max_pipeline: usize,
+    /// Keep per-command metrics (the metrics endpoint is on).
+    pub metrics: bool,
     pub limits: Limits,
 }
 
@@ -131,6 +133,14 @@ struct Session {
     last_command: &'static str,
     /// The slot of the client's last write, whose master WAIT asks.
     last_write: Option<crate::cluster::Slot>,
+    /// The command being handled, for its tally (`None`: unknown to slotgate).
+    last_known: Option<&'static crate::command::Command>,
+    /// Per-command metrics are kept (the metrics endpoint is on).
+    metrics: Option<&'static crate::metrics::Metrics>,
+    /// When the session began, and when the current batch of requests was
+    /// read (microseconds since): one clock read per batch, not per command.
+    began: Instant,
+    batch_read_at_us: u32,
     /// Reads sent so far: `read_from = "round-robin"` takes the nodes in turn.
     reads: u64,
 }
@@ -263,6 +273,10 @@ impl Session {
             killed: false,
             last_command: "NULL",
             last_write: None,
+            last_known: None,
+            metrics: ctx.settings.metrics.then(crate::metrics::get),
+            began: Instant::now(),
+            batch_read_at_us: 0,
             reads: 0,
             ctx,
         }
@@ -302,6 +316,9 @@ impl Session {
 
     /// Routes every complete request in `input`, as far as limits allow.
     fn process_input(&mut self, input: &mut BytesMut) {
+        if self.metrics.is_some() {
+            self.batch_read_at_us = micros_since(self.began);
+        }
         let before = self.pending.next_seq();
         self.process_requests(input);
         if self.pending.next_seq() != before {
@@ -339,6 +356,13 @@ impl Session {
             // Handled again later, from the start.
             return;
         }
+        if self.metrics.is_some()
+            && let Some(entry) = self.pending.get_mut(first)
+        {
+            let family = self.last_known.map_or(crate::command::Family::Unknown, crate::command::Family::of);
+            entry.tally.family = family as u8 + 1;
+            entry.tally.read_at_us = self.batch_read_at_us;
+        }
         self.silence = match self.silence {
             Silence::None => Silence::None,
             Silence::Off => {
@@ -369,22 +393,53 @@ impl Session {
 
     /// Moves replies that are ready, in order, to the output buffer.
     fn take_ready(&mut self, output: &mut BytesMut) {
+        // One clock read for all the replies ready now.
+        let mut now_us = None;
         while let Some(ready) = self.pending.pop_ready() {
-            match ready {
+            let (tally, is_error) = match ready {
                 Ready::One(entry) => {
-                    if let Some(reply) = entry.reply.filter(|_| !entry.silent) {
-                        output.extend_from_slice(&reply);
-                    }
                     if entry.close_after {
                         // Nothing was taken after a QUIT or a protocol error.
                         self.closing = true;
                     }
+                    let is_error = entry.reply.as_ref().is_some_and(|r| r.first() == Some(&b'-'));
+                    if let Some(reply) = entry.reply.filter(|_| !entry.silent) {
+                        output.extend_from_slice(&reply);
+                    }
+                    (entry.tally, is_error)
                 }
-                Ready::Parts(group, _) if group.silent => {}
-                Ready::Parts(group, replies) => fanout::merge(&group.merge, &replies, group.protocol, output),
+                Ready::Parts(group, _, tally) if group.silent => (tally, false),
+                Ready::Parts(group, replies, tally) => {
+                    let at = output.len();
+                    fanout::merge(&group.merge, &replies, group.protocol, output);
+                    (tally, output.get(at) == Some(&b'-'))
+                }
+            };
+            if let Some(metrics) = self.metrics.filter(|_| tally.family > 0) {
+                let now = *now_us.get_or_insert_with(|| micros_since(self.began));
+                tally_command(metrics, tally, is_error, now);
             }
         }
     }
+}
+
+/// Counts one answered command, its reply ready at `now_us`.
+fn tally_command(metrics: &crate::metrics::Metrics, tally: pending::Tally, is_error: bool, now_us: u32) {
+    use crate::metrics::Outcome;
+    let outcome = match (is_error, tally.by_proxy) {
+        (false, _) => Outcome::Ok,
+        (true, false) => Outcome::RedisError,
+        (true, true) => Outcome::ProxyError,
+    };
+    let family = crate::command::Family::ALL.get(usize::from(tally.family - 1)).copied();
+    let elapsed = now_us.wrapping_sub(tally.read_at_us);
+    metrics.command(family.unwrap_or(crate::command::Family::Unknown), outcome, f64::from(elapsed) / 1e6);
+}
+
+/// Microseconds since `began`, wrapping (after 71 minutes: latencies are
+/// differences of two, far shorter).
+fn micros_since(began: Instant) -> u32 {
+    began.elapsed().as_micros() as u32
 }
 
 /// Backoff before retry number `retries` of a request the cluster could not

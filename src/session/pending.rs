@@ -39,9 +39,21 @@ impl Target {
     }
 }
 
+/// What the metrics need of a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    /// Its command's family plus one; 0: not counted (a part, an internal request).
+    pub family: u8,
+    /// When it was read, in microseconds since the session began.
+    pub read_at_us: u32,
+    /// slotgate answered it with an error of its own.
+    pub by_proxy: bool,
+}
+
 /// One request the client is waiting on.
 #[derive(Debug)]
 pub struct Entry {
+    pub tally: Tally,
     /// The reply, once known.
     pub reply: Option<Bytes>,
     /// The request, kept while a redirect or retry may need to send it again.
@@ -103,14 +115,16 @@ pub struct Group {
 #[derive(Debug)]
 pub enum Ready {
     One(Entry),
-    /// Every part of a request has its reply, in part order.
-    Parts(Box<Group>, Vec<Bytes>),
+    /// Every part of a request has its reply, in part order; the first
+    /// part's tally (`by_proxy` if any part's).
+    Parts(Box<Group>, Vec<Bytes>, Tally),
 }
 
 impl Entry {
     /// A request about to be sent to `target`.
     pub fn new(target: Target, runs_scripts: bool) -> Entry {
         Entry {
+            tally: Tally::default(),
             reply: None,
             request: None,
             target,
@@ -211,10 +225,13 @@ impl Pending {
         if self.entries.len() < parts || self.entries.iter().take(parts).any(|entry| entry.reply.is_none()) {
             return None;
         }
-        let group = self.entries.front_mut()?.group.take()?;
+        let front = self.entries.front_mut()?;
+        let group = front.group.take()?;
+        let mut tally = front.tally;
+        tally.by_proxy = self.entries.iter().take(parts).any(|entry| entry.tally.by_proxy);
         self.base += parts as u64;
         let replies = self.entries.drain(..parts).filter_map(|entry| entry.reply).collect();
-        Some(Ready::Parts(group, replies))
+        Some(Ready::Parts(group, replies, tally))
     }
 }
 
@@ -261,7 +278,7 @@ mod tests {
         assert!(pending.pop_ready().is_none());
         pending.get_mut(second).unwrap().reply = Some(Bytes::from_static(b":2\r\n"));
         match pending.pop_ready() {
-            Some(Ready::Parts(group, replies)) => {
+            Some(Ready::Parts(group, replies, _)) => {
                 assert_eq!(group.merge, Merge::Sum);
                 assert_eq!(replies, vec![Bytes::from_static(b":1\r\n"), Bytes::from_static(b":2\r\n")]);
             }
