@@ -223,6 +223,7 @@ impl Config {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             health_check: Some(Duration::from_millis(self.health_check_ms)).filter(|d| !d.is_zero()),
             read_from: self.read_from,
+            metrics: self.metrics_addr().is_some(),
         }
     }
 

@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,32 @@ pub struct Metrics {
     commands: Vec<[IntCounter; 3]>,
     /// From reading a command to its reply being ready to write.
     latency: Histogram,
+    node_requests: IntCounterVec,
+    node_errors: IntCounterVec,
+    node_latency: HistogramVec,
+    node_connections: IntGaugeVec,
+    node_queue: IntGaugeVec,
+    node_redirects: IntCounterVec,
+}
+
+/// One node's metrics (labelled by its address), resolved once per node.
+#[derive(Debug, Clone)]
+pub struct NodeMetrics {
+    /// Requests written to it.
+    pub requests: IntCounter,
+    /// Requests that got no reply (connection lost, timed out, unreachable).
+    pub errors: IntCounter,
+    /// From queueing a request to its reply.
+    pub latency: Histogram,
+    /// Shared connections open to it.
+    pub connections: IntGauge,
+    /// Requests sent and not yet answered.
+    pub queue: IntGauge,
+}
+
+/// Seconds from 50 µs to 10 s, for latencies.
+fn latency_buckets() -> Vec<f64> {
+    vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 }
 
 /// The process's metrics.
@@ -98,10 +125,7 @@ impl Metrics {
             .iter()
             .map(|family| OUTCOMES.map(|(_, outcome)| commands.with_label_values(&[family.name(), outcome])))
             .collect();
-        let buckets = vec![
-            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            10.0,
-        ];
+        let buckets = latency_buckets();
         let latency = Histogram::with_opts(
             HistogramOpts::new(
                 "slotgate_command_duration_seconds",
@@ -119,8 +143,77 @@ impl Metrics {
             cluster_epoch: gauge("slotgate_cluster_epoch", "The highest config epoch among the cluster's masters."),
             commands,
             latency: register(&registry, latency),
+            node_requests: register(
+                &registry,
+                counter_vec("slotgate_node_requests_total", "Requests sent to each node.", &["node"]),
+            ),
+            node_errors: register(
+                &registry,
+                counter_vec(
+                    "slotgate_node_errors_total",
+                    "Requests to each node that got no reply (lost, timed out, unreachable).",
+                    &["node"],
+                ),
+            ),
+            node_latency: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "slotgate_node_request_duration_seconds",
+                        "From sending a request to a node to its reply.",
+                    )
+                    .buckets(latency_buckets()),
+                    &["node"],
+                )
+                .unwrap_or_else(|e| unreachable!("metric: {e}")),
+            ),
+            node_connections: register(
+                &registry,
+                gauge_vec("slotgate_node_connections", "Shared connections open to each node.", &["node"]),
+            ),
+            node_queue: register(
+                &registry,
+                gauge_vec("slotgate_node_queue_depth", "Requests sent to each node and not yet answered.", &["node"]),
+            ),
+            node_redirects: register(
+                &registry,
+                counter_vec(
+                    "slotgate_node_redirects_total",
+                    "MOVED and ASK answers received from each node.",
+                    &["node", "kind"],
+                ),
+            ),
             registry,
         }
+    }
+
+    /// The metrics of the node at `addr`.
+    pub fn node(&self, addr: &str) -> NodeMetrics {
+        NodeMetrics {
+            requests: self.node_requests.with_label_values(&[addr]),
+            errors: self.node_errors.with_label_values(&[addr]),
+            latency: self.node_latency.with_label_values(&[addr]),
+            connections: self.node_connections.with_label_values(&[addr]),
+            queue: self.node_queue.with_label_values(&[addr]),
+        }
+    }
+
+    /// The node at `addr` left the cluster: its series go, so the label set
+    /// stays the cluster's nodes.
+    pub fn forget_node(&self, addr: &str) {
+        let _ = self.node_requests.remove_label_values(&[addr]);
+        let _ = self.node_errors.remove_label_values(&[addr]);
+        let _ = self.node_latency.remove_label_values(&[addr]);
+        let _ = self.node_connections.remove_label_values(&[addr]);
+        let _ = self.node_queue.remove_label_values(&[addr]);
+        for kind in ["moved", "ask"] {
+            let _ = self.node_redirects.remove_label_values(&[addr, kind]);
+        }
+    }
+
+    /// A node answered MOVED (`kind` "moved") or ASK ("ask").
+    pub fn redirect(&self, addr: &str, kind: &str) {
+        self.node_redirects.with_label_values(&[addr, kind]).inc();
     }
 
     /// One command answered: its family, how it ended, how long it took.
@@ -139,6 +232,14 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"))
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"))
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {

@@ -73,6 +73,26 @@ fn metrics_health_and_readiness_are_served() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(observed, counted, "every command counted once, with its latency");
+
+    // Per node: requests, latency, connections, nothing left waiting; a MOVED.
+    let key = "m:moving";
+    let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut c).unwrap();
+    let slot = support::slot_of(key);
+    let old_owner = cluster.owner(slot);
+    cluster.migrate_slot(slot, cluster.other_master(slot), || {});
+    let v: String = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    assert_eq!(v, "v");
+    let text = http_get(metrics_port, "/metrics").1;
+    let node = |metric: &str, port: u16| sample(&text, &format!("{metric}{{node=\"127.0.0.1:{port}\"}}"));
+    for port in cluster.masters() {
+        assert!(node("slotgate_node_requests_total", port).unwrap() >= 1.0, "{port}: {text}");
+        assert_eq!(node("slotgate_node_queue_depth", port), Some(0.0), "{port}: {text}");
+        assert!(node("slotgate_node_request_duration_seconds_count", port).unwrap() >= 1.0, "{port}: {text}");
+    }
+    assert!(node("slotgate_node_connections", old_owner).unwrap() >= 1.0, "{text}");
+    let moved =
+        sample(&text, &format!("slotgate_node_redirects_total{{kind=\"moved\",node=\"127.0.0.1:{old_owner}\"}}"));
+    assert_eq!(moved, Some(1.0), "{text}");
 }
 
 #[test]

@@ -37,6 +37,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{BackendSettings, Mailbox, NodeError, Outbound, Reply, ReplyTo, Retry};
 use crate::cluster::NodeAddr;
+use crate::metrics::NodeMetrics;
 use crate::resp::{Protocol, ReplyScanner, Request};
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -61,9 +62,10 @@ pub(super) fn spawn(
     settings: Arc<BackendSettings>,
     mode: Mode,
     health: Arc<Health>,
+    metrics: Option<NodeMetrics>,
 ) -> Arc<Mailbox<Outbound>> {
     let queue = Arc::new(Mailbox::default());
-    tokio::spawn(run(addr, protocol, queue.clone(), settings, mode, health));
+    tokio::spawn(run(addr, protocol, queue.clone(), settings, mode, health, metrics));
     queue
 }
 
@@ -138,6 +140,7 @@ async fn run(
     settings: Arc<BackendSettings>,
     mode: Mode,
     health: Arc<Health>,
+    metrics: Option<NodeMetrics>,
 ) {
     let mut failures: u32 = 0;
     let mut batch = Vec::with_capacity(BATCH);
@@ -161,18 +164,28 @@ async fn run(
                     tracing::warn!(node = %addr, %cause, attempts = failures, "cannot connect to node");
                 }
                 let cause: Arc<str> = cause.into();
+                if let Some(metrics) = &metrics {
+                    metrics.errors.inc_by(batch.len() as u64);
+                }
                 fail_all(&mut batch, &addr, &cause);
                 if mode.one_shot() {
                     return close_for_good(&queue, &addr, &cause);
                 }
-                if !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures)).await {
+                if !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures), metrics.as_ref()).await
+                {
                     return;
                 }
                 continue;
             }
         };
-        let mut conn = Connection::new(stream, std::mem::take(&mut batch), mode, health.clone());
+        let mut conn = Connection::new(stream, std::mem::take(&mut batch), mode, health.clone(), metrics.clone());
+        if let Some(metrics) = &metrics {
+            metrics.connections.inc();
+        }
         let result = conn.serve(&queue, mode.request_timeout(), settings.health_check).await;
+        if let Some(metrics) = &metrics {
+            metrics.connections.dec();
+        }
         // Only a connection that answered counts as recovered: a node that
         // accepts and closes at once (max clients reached) keeps backing off.
         if conn.answered {
@@ -199,7 +212,9 @@ async fn run(
         if mode.one_shot() {
             return close_for_good(&queue, &addr, &cause);
         }
-        if failures > 0 && !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures)).await {
+        if failures > 0
+            && !fail_while_backing_off(&queue, &mut batch, &addr, &cause, backoff(failures), metrics.as_ref()).await
+        {
             return;
         }
     }
@@ -213,6 +228,7 @@ async fn fail_while_backing_off(
     addr: &NodeAddr,
     cause: &Arc<str>,
     gap: Duration,
+    metrics: Option<&NodeMetrics>,
 ) -> bool {
     let until = Instant::now() + gap;
     loop {
@@ -221,6 +237,9 @@ async fn fail_while_backing_off(
             taken = poll_fn(|cx| queue.poll_take(cx, batch)) => {
                 if !taken {
                     return false;
+                }
+                if let Some(metrics) = metrics {
+                    metrics.errors.inc_by(batch.len() as u64);
                 }
                 fail_all(batch, addr, cause);
             }
@@ -332,11 +351,18 @@ struct Connection {
     health: Arc<Health>,
     /// The node left a request unanswered past the request timeout.
     hung: bool,
+    metrics: Option<NodeMetrics>,
 }
 
 impl Connection {
     /// A fresh connection, with the first requests to write.
-    fn new(stream: TcpStream, first: Vec<Outbound>, mode: Mode, health: Arc<Health>) -> Connection {
+    fn new(
+        stream: TcpStream,
+        first: Vec<Outbound>,
+        mode: Mode,
+        health: Arc<Health>,
+        metrics: Option<NodeMetrics>,
+    ) -> Connection {
         let mut conn = Connection {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
@@ -352,6 +378,7 @@ impl Connection {
             ping_sent: None,
             health,
             hung: false,
+            metrics,
         };
         conn.queue_batch();
         conn
@@ -361,6 +388,10 @@ impl Connection {
         // One clock read per batch: the timeout is coarse by design.
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
+        if let Some(metrics) = &self.metrics {
+            metrics.requests.inc_by(batch.len() as u64);
+            metrics.queue.add(batch.len() as i64);
+        }
         for out in batch.drain(..) {
             if matches!(self.mode, Mode::Subscriber { .. }) {
                 self.unwritten.extend_from_slice(&out.frame);
@@ -479,6 +510,8 @@ impl Connection {
     }
 
     fn take_replies(&mut self) -> Result<(), String> {
+        // One clock read for every reply of this read.
+        let mut now = None;
         while let Some(frame) = self.scanner.scan(&self.read).map_err(|e| format!("unreadable reply: {e}"))? {
             let reply = self.read.split_to(frame.len).freeze();
             if let Some(sink) = &self.sink {
@@ -506,6 +539,11 @@ impl Connection {
                 self.health.latency_us.store(micros, Ordering::Relaxed);
             }
             if let Some(reply_to) = entry.reply_to {
+                if let Some(metrics) = &self.metrics {
+                    let now = *now.get_or_insert_with(Instant::now);
+                    metrics.queue.dec();
+                    metrics.latency.observe((now.saturating_duration_since(entry.queued_at)).as_secs_f64());
+                }
                 reply_to.send(Reply::Frame(reply));
             }
         }
@@ -524,6 +562,10 @@ impl Connection {
                 (true, true) => Retry::TimedOut,
             };
             if let Some(reply_to) = entry.reply_to {
+                if let Some(metrics) = &self.metrics {
+                    metrics.queue.dec();
+                    metrics.errors.inc();
+                }
                 fail(reply_to, addr, cause, retry);
             }
         }

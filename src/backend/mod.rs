@@ -31,6 +31,8 @@ pub struct BackendSettings {
     /// An idle shared connection is pinged this often (`None`: never).
     pub health_check: Option<Duration>,
     pub read_from: ReadFrom,
+    /// Keep per-node metrics (the metrics endpoint is on).
+    pub metrics: bool,
 }
 
 /// Where read-only commands go.

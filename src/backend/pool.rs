@@ -45,11 +45,12 @@ impl Node {
 impl Node {
     fn new(addr: NodeAddr, settings: &Arc<BackendSettings>) -> Node {
         let health = Arc::new(Health::default());
+        let metrics = settings.metrics.then(|| crate::metrics::get().node(addr.as_str()));
         let connections = |protocol| {
             (0..settings.connections_per_node.max(1))
                 .map(|_| {
                     let mode = driver::Mode::Shared { request_timeout: settings.request_timeout };
-                    driver::spawn(addr.clone(), protocol, settings.clone(), mode, health.clone())
+                    driver::spawn(addr.clone(), protocol, settings.clone(), mode, health.clone(), metrics.clone())
                 })
                 .collect()
         };
@@ -208,6 +209,9 @@ impl Pool {
                 let member = map.knows(addr);
                 if !member {
                     node.close();
+                    if self.settings.metrics {
+                        crate::metrics::get().forget_node(addr.as_str());
+                    }
                 }
                 member
             });
@@ -232,7 +236,7 @@ impl Pool {
     /// blocking command's own wait; once broken, it stays closed.
     pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
         let mode = driver::Mode::Dedicated { request_timeout: self.settings.request_timeout };
-        let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default());
+        let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default(), None);
         Dedicated { addr: addr.clone(), queue }
     }
 
@@ -240,7 +244,7 @@ impl Pool {
     /// the node sends on it goes to that client's session.
     pub fn subscriber(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
         let mode = driver::Mode::Subscriber { request_timeout: self.settings.request_timeout };
-        let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default());
+        let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default(), None);
         Dedicated { addr: addr.clone(), queue }
     }
 

@@ -345,12 +345,18 @@ impl Session {
                 match redirect {
                     Redirect::Moved { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
+                        if let (Some(metrics), Some(node)) = (self.metrics, &entry.node) {
+                            metrics.redirect(node.as_str(), "moved");
+                        }
                         self.ctx.pool.topology().moved(slot, addr.clone());
                         let node = self.ctx.pool.node(&addr);
                         self.send_to(seq, request, &node, false);
                     }
                     Redirect::Ask { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
+                        if let (Some(metrics), Some(node)) = (self.metrics, &entry.node) {
+                            metrics.redirect(node.as_str(), "ask");
+                        }
                         let node = self.ctx.pool.node(&addr);
                         self.send_to(seq, request, &node, true);
                     }
