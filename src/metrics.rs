@@ -64,6 +64,13 @@ pub struct Metrics {
     node_connections: IntGaugeVec,
     node_queue: IntGaugeVec,
     node_redirects: IntCounterVec,
+    /// Requests a multi-key or cluster-wide command was split into.
+    pub fanout_parts: IntCounter,
+    /// Bytes read from and written to clients.
+    pub client_bytes_received: IntCounter,
+    pub client_bytes_sent: IntCounter,
+    /// Clients closed for malformed input.
+    pub protocol_errors: IntCounter,
 }
 
 /// One node's metrics (labelled by its address), resolved once per node.
@@ -183,6 +190,13 @@ impl Metrics {
                     &["node", "kind"],
                 ),
             ),
+            fanout_parts: counter(
+                "slotgate_fanout_subrequests_total",
+                "Requests that multi-key and cluster-wide commands were split into.",
+            ),
+            client_bytes_received: counter("slotgate_client_bytes_received_total", "Bytes read from clients."),
+            client_bytes_sent: counter("slotgate_client_bytes_sent_total", "Bytes written to clients."),
+            protocol_errors: counter("slotgate_protocol_errors_total", "Clients closed for malformed input."),
             registry,
         }
     }

@@ -93,6 +93,20 @@ fn metrics_health_and_readiness_are_served() {
     let moved =
         sample(&text, &format!("slotgate_node_redirects_total{{kind=\"moved\",node=\"127.0.0.1:{old_owner}\"}}"));
     assert_eq!(moved, Some(1.0), "{text}");
+
+    // Fan-out parts, bytes, protocol errors.
+    let _: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let mut bad = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    bad.write_all(b"*1\r\n$x\r\n").unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = bad.read_to_string(&mut answer);
+    assert!(answer.starts_with("-ERR Protocol error"), "{answer}");
+    let text = http_get(metrics_port, "/metrics").1;
+    assert!(sample(&text, "slotgate_fanout_subrequests_total").unwrap() >= 3.0, "DBSIZE asks the 3 masters: {text}");
+    assert!(sample(&text, "slotgate_client_bytes_received_total").unwrap() > 100.0, "{text}");
+    assert!(sample(&text, "slotgate_client_bytes_sent_total").unwrap() > 100.0, "{text}");
+    assert_eq!(sample(&text, "slotgate_protocol_errors_total"), Some(1.0), "{text}");
 }
 
 #[test]

@@ -136,6 +136,9 @@ impl Session {
     /// [`Session::forward_parts`], for parts that only read when `read_only`.
     fn forward_parts_of(&mut self, parts: Vec<(Target, Request)>, merge: Merge, read_only: bool) {
         let count = parts.len();
+        if let Some(metrics) = self.metrics {
+            metrics.fanout_parts.inc_by(count as u64);
+        }
         let routes = self.routes.clone();
         let mut first = None;
         for (target, request) in parts {

@@ -206,11 +206,14 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                     }
                 }
             }
-            wrote = writer.write_buf(&mut output), if !output.is_empty() => {
-                if !matches!(wrote, Ok(n) if n > 0) {
-                    break;
+            wrote = writer.write_buf(&mut output), if !output.is_empty() => match wrote {
+                Ok(n) if n > 0 => {
+                    if let Some(metrics) = session.metrics {
+                        metrics.client_bytes_sent.inc_by(n as u64);
+                    }
                 }
-            }
+                _ => break,
+            },
             read = async {
                 // Idle clients hold no read buffer until they have something to say.
                 if input.capacity() == input.len() {
@@ -227,6 +230,9 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                 Ok(0) if session.blocked() => break,
                 Ok(0) => session.eof = true,
                 Ok(n) => {
+                    if let Some(metrics) = session.metrics {
+                        metrics.client_bytes_received.inc_by(n as u64);
+                    }
                     if n >= read_size {
                         read_size = (read_size * 2).min(MAX_READ);
                     }
@@ -339,6 +345,9 @@ impl Session {
                     break;
                 }
                 Err(error) => {
+                    if let Some(metrics) = self.metrics {
+                        metrics.protocol_errors.inc();
+                    }
                     tracing::debug!(%error, "closing client after a protocol error");
                     self.reply_error(crate::error::ClientError::Protocol(error));
                     self.close_after_last();
