@@ -55,7 +55,13 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
         let path = std::env::temp_dir().join(format!("slotgate-{label}-{}-{}", std::process::id(), free_port()));
+        // A process that reused an old one's PID may meet its leftovers (shared
+        // clusters live in statics, never dropped): a stale nodes.conf there
+        // would make a new node join the old cluster.
+        let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
+        // Removed at exit too, for the shared ones (a watchdog, like the processes').
+        after_exit(&format!("rm -rf '{}'", path.display()));
         TempDir(path)
     }
 
@@ -73,11 +79,12 @@ impl Drop for TempDir {
 /// Kills `pids` (SIGKILL) as soon as this test process is gone.
 fn watchdog(pids: &[u32]) -> Option<Child> {
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-    let script = format!(
-        "while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill -9 {} 2>/dev/null",
-        std::process::id(),
-        list.join(" ")
-    );
+    after_exit(&format!("kill -9 {} 2>/dev/null", list.join(" ")))
+}
+
+/// Runs the shell command `then` as soon as this test process is gone.
+fn after_exit(then: &str) -> Option<Child> {
+    let script = format!("while kill -0 {} 2>/dev/null; do sleep 0.5; done; {then}", std::process::id());
     Command::new("sh")
         .arg("-c")
         .arg(script)
