@@ -61,7 +61,8 @@ impl TempDir {
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         // Removed at exit too, for the shared ones (a watchdog, like the processes').
-        after_exit(&format!("rm -rf '{}'", path.display()));
+        // (After a second, once the processes' own watchdogs have killed them.)
+        after_exit(&format!("sleep 1; rm -rf '{}'", path.display()));
         TempDir(path)
     }
 
