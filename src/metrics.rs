@@ -35,6 +35,7 @@ pub enum Outcome {
     ProxyError,
 }
 
+/// Label values, in the order of [`Outcome`]'s variants (its index).
 const OUTCOMES: [(Outcome, &str); 3] =
     [(Outcome::Ok, "ok"), (Outcome::RedisError, "redis_error"), (Outcome::ProxyError, "proxy_error")];
 
@@ -102,93 +103,64 @@ pub fn get() -> &'static Metrics {
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let counter = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-            register(&registry, counter)
+        let counter = |name: &str, help: &str| register(&registry, made(IntCounter::new(name, help)));
+        let gauge = |name: &str, help: &str| register(&registry, made(IntGauge::new(name, help)));
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, made(IntCounterVec::new(Opts::new(name, help), labels)))
         };
-        let gauge = |name: &str, help: &str| {
-            let gauge = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-            register(&registry, gauge)
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, made(IntGaugeVec::new(Opts::new(name, help), labels)))
         };
-        let refreshes = IntCounterVec::new(
-            Opts::new("slotgate_topology_refreshes_total", "Topology refreshes, by outcome."),
-            &["outcome"],
-        )
-        .unwrap_or_else(|e| unreachable!("metric: {e}"));
-        let refreshes = register(&registry, refreshes);
-        let node_slots =
-            IntGaugeVec::new(Opts::new("slotgate_node_slots", "Hash slots each master serves."), &["node"])
-                .unwrap_or_else(|e| unreachable!("metric: {e}"));
-        let build = IntGaugeVec::new(Opts::new("slotgate_build_info", "slotgate's version; always 1."), &["version"])
-            .unwrap_or_else(|e| unreachable!("metric: {e}"));
-        register(&registry, build.clone()).with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let commands = IntCounterVec::new(
-            Opts::new("slotgate_commands_total", "Commands answered, by command family and outcome."),
+        let latency = |name: &str, help: &str| HistogramOpts::new(name, help).buckets(latency_buckets());
+
+        let build = gauge_vec("slotgate_build_info", "slotgate's version; always 1.", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let refreshes =
+            counter_vec("slotgate_topology_refreshes_total", "Topology refreshes, by outcome.", &["outcome"]);
+        let commands = counter_vec(
+            "slotgate_commands_total",
+            "Commands answered, by command family and outcome.",
             &["family", "outcome"],
-        )
-        .unwrap_or_else(|e| unreachable!("metric: {e}"));
-        let commands = register(&registry, commands);
-        let commands = Family::ALL
-            .iter()
-            .map(|family| OUTCOMES.map(|(_, outcome)| commands.with_label_values(&[family.name(), outcome])))
-            .collect();
-        let buckets = latency_buckets();
-        let latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "slotgate_command_duration_seconds",
-                "From reading a command to its reply being ready to write, end to end.",
-            )
-            .buckets(buckets),
-        )
-        .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        );
+        let command_latency = latency(
+            "slotgate_command_duration_seconds",
+            "From reading a command to its reply being ready to write, end to end.",
+        );
+        let node_latency =
+            latency("slotgate_node_request_duration_seconds", "From sending a request to a node to its reply.");
         Metrics {
             clients: gauge("slotgate_client_connections", "Client connections open now."),
             clients_accepted: counter("slotgate_client_connections_accepted_total", "Client connections accepted."),
             refreshes_ok: refreshes.with_label_values(&["ok"]),
             refreshes_failed: refreshes.with_label_values(&["error"]),
-            node_slots: register(&registry, node_slots),
+            node_slots: gauge_vec("slotgate_node_slots", "Hash slots each master serves.", &["node"]),
             cluster_epoch: gauge("slotgate_cluster_epoch", "The highest config epoch among the cluster's masters."),
-            commands,
-            latency: register(&registry, latency),
-            node_requests: register(
-                &registry,
-                counter_vec("slotgate_node_requests_total", "Requests sent to each node.", &["node"]),
+            commands: Family::ALL
+                .iter()
+                .map(|family| OUTCOMES.map(|(_, outcome)| commands.with_label_values(&[family.name(), outcome])))
+                .collect(),
+            latency: register(&registry, made(Histogram::with_opts(command_latency))),
+            node_requests: counter_vec("slotgate_node_requests_total", "Requests sent to each node.", &["node"]),
+            node_errors: counter_vec(
+                "slotgate_node_errors_total",
+                "Requests to each node that got no reply (lost, timed out, unreachable).",
+                &["node"],
             ),
-            node_errors: register(
-                &registry,
-                counter_vec(
-                    "slotgate_node_errors_total",
-                    "Requests to each node that got no reply (lost, timed out, unreachable).",
-                    &["node"],
-                ),
+            node_latency: register(&registry, made(HistogramVec::new(node_latency, &["node"]))),
+            node_connections: gauge_vec(
+                "slotgate_node_connections",
+                "Shared connections open to each node.",
+                &["node"],
             ),
-            node_latency: register(
-                &registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "slotgate_node_request_duration_seconds",
-                        "From sending a request to a node to its reply.",
-                    )
-                    .buckets(latency_buckets()),
-                    &["node"],
-                )
-                .unwrap_or_else(|e| unreachable!("metric: {e}")),
+            node_queue: gauge_vec(
+                "slotgate_node_queue_depth",
+                "Requests sent to each node and not yet answered.",
+                &["node"],
             ),
-            node_connections: register(
-                &registry,
-                gauge_vec("slotgate_node_connections", "Shared connections open to each node.", &["node"]),
-            ),
-            node_queue: register(
-                &registry,
-                gauge_vec("slotgate_node_queue_depth", "Requests sent to each node and not yet answered.", &["node"]),
-            ),
-            node_redirects: register(
-                &registry,
-                counter_vec(
-                    "slotgate_node_redirects_total",
-                    "MOVED and ASK answers received from each node.",
-                    &["node", "kind"],
-                ),
+            node_redirects: counter_vec(
+                "slotgate_node_redirects_total",
+                "MOVED and ASK answers received from each node.",
+                &["node", "kind"],
             ),
             fanout_parts: counter(
                 "slotgate_fanout_subrequests_total",
@@ -232,9 +204,8 @@ impl Metrics {
 
     /// One command answered: its family, how it ended, how long it took.
     pub fn command(&self, family: Family, outcome: Outcome, seconds: f64) {
-        let index = OUTCOMES.iter().position(|(o, _)| *o == outcome).unwrap_or(0);
         if let Some(counters) = self.commands.get(family as usize) {
-            counters[index].inc();
+            counters[outcome as usize].inc();
         }
         self.latency.observe(seconds);
     }
@@ -248,12 +219,9 @@ impl Metrics {
     }
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"))
-}
-
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"))
+/// A metric made from fixed, distinct names and labels: that cannot fail.
+fn made<T>(metric: prometheus::Result<T>) -> T {
+    metric.unwrap_or_else(|e| unreachable!("metric: {e}"))
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {

@@ -59,8 +59,7 @@ fn a_killed_master_fails_over_and_only_its_in_flight_requests_fail() {
     let (mut cluster, proxy, load) = cluster_under_load(&[]);
     let victim = cluster.owner(slot_of(&load.counters[0]));
     let replica = cluster.replica_of(victim);
-    let victims: Vec<bool> = load.counters.iter().map(|k| cluster.owner(slot_of(k)) == victim).collect();
-    let fixed_victims: Vec<bool> = load.fixed.iter().map(|k| cluster.owner(slot_of(k)) == victim).collect();
+    let victims = KeysOf::node(&cluster, &load, victim);
     let killed = Instant::now();
     cluster.node_mut(victim).kill();
     wait_for("the replica to take over", Duration::from_secs(20), || is_serving_master(replica));
@@ -69,14 +68,10 @@ fn a_killed_master_fails_over_and_only_its_in_flight_requests_fail() {
     let report = load.stop(Duration::from_secs(10));
     eprintln!("cluster recovered {} ms after the kill", (recovered - killed).as_millis());
 
-    assert_writes_resume(&report, "kill -9 of a master", killed, recovered, |key| victims[key]);
+    assert_writes_resume(&report, "kill -9 of a master", killed, recovered, |key| victims.counters[key]);
     assert_errors_only(&report, "on the failed master's slots, in flight or while it had no successor", |error| {
         let text = error.error.as_deref().unwrap_or_default();
-        let victim_key = match error.op {
-            Op::Incr => victims[error.key],
-            Op::Get => fixed_victims[error.key],
-        };
-        victim_key && (text.contains("may have run") || (error.sent >= killed && error.sent <= recovered))
+        victims.hit(error) && (text.contains("may have run") || (error.sent >= killed && error.sent <= recovered))
     });
     assert_eq!(report.over_counts(), 0, "writes executed twice");
     drop(proxy);
@@ -91,8 +86,7 @@ fn a_frozen_master_costs_only_its_own_slots_a_timeout() {
         cluster_under_load_with(&["--cluster-require-full-coverage", "no"], &["--request-timeout-ms", "1000"]);
     let victim = cluster.owner(slot_of(&load.counters[0]));
     let replica = cluster.replica_of(victim);
-    let victims: Vec<bool> = load.counters.iter().map(|k| cluster.owner(slot_of(k)) == victim).collect();
-    let fixed_victims: Vec<bool> = load.fixed.iter().map(|k| cluster.owner(slot_of(k)) == victim).collect();
+    let victims = KeysOf::node(&cluster, &load, victim);
     // A client of the other masters' slots alone, timing each request.
     let healthy_key = (0..).map(|i| format!("healthy:{i}")).find(|k| cluster.owner(slot_of(k)) != victim).unwrap();
     let probe_url = proxy.url();
@@ -126,14 +120,10 @@ fn a_frozen_master_costs_only_its_own_slots_a_timeout() {
     );
 
     assert!(slowest < Duration::from_millis(500), "a healthy slot's request waited {slowest:?}");
-    assert_writes_resume(&report, "SIGSTOP of a master until failover", frozen, recovered, |key| victims[key]);
+    assert_writes_resume(&report, "SIGSTOP of a master until failover", frozen, recovered, |key| victims.counters[key]);
     assert_errors_only(&report, "on the frozen master's slots, timed out or while it had no successor", |error| {
         let text = error.error.as_deref().unwrap_or_default();
-        let victim_key = match error.op {
-            Op::Incr => victims[error.key],
-            Op::Get => fixed_victims[error.key],
-        };
-        victim_key && (text.contains("no reply within") || (error.sent >= frozen && error.sent <= recovered))
+        victims.hit(error) && (text.contains("no reply within") || (error.sent >= frozen && error.sent <= recovered))
     });
     assert_eq!(report.over_counts(), 0, "writes executed twice");
 }
@@ -295,6 +285,27 @@ fn slotgate_started_before_the_cluster_serves_it_once_it_is_up() {
         error.sent <= recovered && error.error.as_deref().unwrap_or_default().contains("ClusterDown")
     });
     drop(cluster);
+}
+
+/// Which of the load's keys one node serves.
+struct KeysOf {
+    counters: Vec<bool>,
+    fixed: Vec<bool>,
+}
+
+impl KeysOf {
+    fn node(cluster: &Cluster, load: &Load, port: u16) -> KeysOf {
+        let on = |keys: &[String]| keys.iter().map(|k| cluster.owner(slot_of(k)) == port).collect();
+        KeysOf { counters: on(&load.counters), fixed: on(&load.fixed) }
+    }
+
+    /// Was this request for one of them?
+    fn hit(&self, outcome: &Outcome) -> bool {
+        match outcome.op {
+            Op::Incr => self.counters[outcome.key],
+            Op::Get => self.fixed[outcome.key],
+        }
+    }
 }
 
 /// Writes to the counters `which` selects succeed again within a second of

@@ -126,10 +126,7 @@ fn subscriptions_survive_the_failover_of_their_node() {
     pubsub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     pubsub.subscribe("failover-news").unwrap();
     let mut shard = Raw::connect(proxy.port);
-    shard.send(format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{shard_channel}\r\n", shard_channel.len()).as_bytes());
-    for _ in 0..6 {
-        shard.read_line();
-    }
+    ssubscribe(&mut shard, &shard_channel);
     cluster.node_mut(victim).kill();
     support::wait_for("the replica to take over", Duration::from_secs(20), || support::is_serving_master(replica));
     let mut publisher = proxy.connection();
@@ -155,10 +152,7 @@ fn a_shard_channel_follows_its_slot_to_a_new_master() {
     let channel = "moving-chan";
     let slot = support::slot_of(channel);
     let mut shard = Raw::connect(proxy.port);
-    shard.send(format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{channel}\r\n", channel.len()).as_bytes());
-    for _ in 0..6 {
-        shard.read_line();
-    }
+    ssubscribe(&mut shard, channel);
     // The old owner unsubscribes its shard channels when the slot leaves it.
     cluster.migrate_slot(slot, cluster.other_master(slot), || {});
     let mut publisher = proxy.connection();
@@ -191,4 +185,12 @@ fn a_subscriber_of_a_frozen_node_moves_to_its_successor() {
         pubsub.get_message().is_ok_and(|m| m.get_payload::<String>().unwrap() == "thawed")
     });
     cluster.node(victim).resume();
+}
+
+/// SSUBSCRIBE to `channel` on a raw connection, its confirmation read.
+fn ssubscribe(raw: &mut Raw, channel: &str) {
+    raw.send(format!("*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{channel}\r\n", channel.len()).as_bytes());
+    for _ in 0..6 {
+        raw.read_line();
+    }
 }

@@ -184,9 +184,13 @@ impl SlotMap {
         self.shard_index(slot).map(|index| &self.shards[index].master)
     }
 
-    /// How many slots the shard at `index` serves.
-    pub fn slots_of(&self, index: usize) -> usize {
-        self.slots.iter().filter(|&&i| usize::from(i) == index).count()
+    /// How many slots each shard serves, in the order of [`SlotMap::shards`].
+    pub fn slot_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.shards.len()];
+        for &index in self.slots.iter().filter(|&&index| index != UNSERVED) {
+            counts[usize::from(index)] += 1;
+        }
+        counts
     }
 
     /// How many slots have a master.

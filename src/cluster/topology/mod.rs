@@ -136,8 +136,7 @@ impl Topology {
     fn publish(&self, map: SlotMap) {
         let metrics = crate::metrics::get();
         metrics.node_slots.reset();
-        for (index, shard) in map.shards().iter().enumerate() {
-            let slots = map.slots_of(index);
+        for (shard, slots) in map.shards().iter().zip(map.slot_counts()) {
             metrics.node_slots.with_label_values(&[shard.master.as_str()]).set(slots as i64);
         }
         let epoch = map.shards().iter().map(|s| s.epoch).max().unwrap_or(0);
