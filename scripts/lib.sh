@@ -33,6 +33,18 @@ install_redis() {
     done
 }
 
+# Debian's prometheus (the metrics test scrapes a real slotgate with it) and docker-compose
+# (the deploy test validates docker-compose.yml with it; no Docker engine is needed for that).
+install_test_tools() {
+    local missing=()
+    command -v prometheus >/dev/null || missing+=(prometheus)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    ((${#missing[@]} == 0)) && return 0
+    command -v apt-get >/dev/null || die "${missing[*]} not found; install them (Debian/Ubuntu: apt-get install ${missing[*]})"
+    say "Installing ${missing[*]} ..."
+    apt_install --no-install-recommends "${missing[@]}"
+}
+
 # Rust's cargo, from rustup's default location when a fresh shell lacks it on PATH.
 need_cargo() {
     [[ -x "${HOME:-}/.cargo/bin/cargo" ]] && PATH="$HOME/.cargo/bin:$PATH"

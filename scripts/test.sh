@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs slotgate's whole test suite on a fresh machine: installs what is
-# missing (redis-server and redis-tools, the Python client packages, the
-# Rust lint components), checks formatting and lints, then runs every unit,
-# property and integration test. The integration tests start real
+# missing (redis-server and redis-tools, prometheus and docker-compose, the
+# Python client packages, the Rust lint components), checks formatting and
+# lints, then runs every unit, property and integration test. The integration tests start real
 # redis-server clusters on free loopback ports and stop them by PID.
 #
 # Usage: ./scripts/test.sh [extra cargo test arguments]
@@ -44,6 +44,7 @@ start=$(date +%s)
 install_redis
 redis-server --version
 install_python
+install_test_tools
 install_rust_tools
 
 log "cargo fmt --check"
