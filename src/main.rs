@@ -104,6 +104,9 @@ enum Command {
     },
     /// Load and validate the configuration, print it, and exit.
     CheckConfig,
+    /// Probe a running slotgate (for container healthchecks): GET /readyz on
+    /// metrics_listen when it is set, else PING on listen. Exits 0 when ready.
+    Health,
 }
 
 impl Cli {
@@ -159,9 +162,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = Config::load(cli.config.as_deref(), env, &cli.flags()).context("invalid configuration")?;
-    if let Some(Command::CheckConfig) = cli.command {
-        println!("{config:#?}");
-        return Ok(());
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("{config:#?}");
+            return Ok(());
+        }
+        Some(Command::Health) => {
+            println!("{}", health(&config)?);
+            return Ok(());
+        }
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
@@ -180,6 +190,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("slotgate stopped");
         Ok(())
     })
+}
+
+/// Asks the slotgate that `config` describes whether it is ready: its
+/// `/readyz` when the metrics endpoint is on (every slot has a master), else
+/// a PING on its client port. The answer, or why it is not ready.
+fn health(config: &Config) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let (addr, request, ready): (_, &[u8], fn(&str) -> bool) = match config.metrics_addr() {
+        Some(addr) => {
+            (addr, b"GET /readyz HTTP/1.0\r\n\r\n", |r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+        }
+        None => (config.listen.as_str(), b"*1\r\n$4\r\nPING\r\n", |r| r == "+PONG\r\n"),
+    };
+    let target = local_address(addr).with_context(|| format!("cannot resolve {addr}"))?;
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("slotgate is not answering on {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(request)?;
+    // Both answers are short; PING's arrives without the connection closing.
+    let mut answer = vec![0; 4096];
+    let mut len = 0;
+    while len < answer.len() {
+        match stream.read(&mut answer[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) if len > 0 => break,
+            Err(error) => return Err(error).with_context(|| format!("no answer from {target}")),
+        }
+        if config.metrics_addr().is_none() && answer[..len].ends_with(b"\r\n") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer[..len]);
+    let body = answer.split_once("\r\n\r\n").map_or(answer.trim(), |(_, body)| body.trim());
+    anyhow::ensure!(ready(&answer), "not ready ({target}): {body}");
+    Ok(format!("ready ({target}): {body}"))
+}
+
+/// Where to reach a listen address from this host: a wildcard address
+/// (`0.0.0.0`, `[::]`) is reached on loopback.
+fn local_address(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let mut addr = listen.to_socket_addrs()?.next().context("no address")?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    Ok(addr)
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -36,6 +36,10 @@ fn metrics_health_and_readiness_are_served() {
     proxy.wait_routing();
     assert_eq!(http_get(metrics_port, "/healthz"), (200, "ok\n".to_string()));
     wait_for("slotgate to be ready", Duration::from_secs(10), || http_get(metrics_port, "/readyz").0 == 200);
+    let (ready, said) = health(&["--metrics", &format!("0.0.0.0:{metrics_port}")]);
+    assert!(ready && said.contains("ready (127.0.0.1:") && said.contains("): ready"), "{said}");
+    let (ready, said) = health(&["--listen", &format!("127.0.0.1:{}", proxy.port)]);
+    assert!(ready && said.ends_with("): +PONG"), "PING when metrics are off: {said}");
     let mut c = proxy.connection();
     let _: () = redis::cmd("SET").arg("m").arg("1").query(&mut c).unwrap();
     let (status, text) = http_get(metrics_port, "/metrics");
@@ -121,4 +125,21 @@ fn readyz_says_why_while_there_is_no_cluster() {
     let (status, body) = http_get(metrics_port, "/readyz");
     assert_eq!(status, 503);
     assert!(body.starts_with("not ready: cluster topology not discovered yet"), "{body}");
+    let (ready, said) = health(&["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    assert!(!ready && said.contains("not ready: cluster topology not discovered yet"), "{said}");
+    let (ready, said) = health(&["--listen", &format!("127.0.0.1:{}", free_port())]);
+    assert!(!ready && said.contains("slotgate is not answering on 127.0.0.1:"), "{said}");
+}
+
+/// `slotgate health` with `args` (container healthchecks run it): whether it
+/// exited 0, and what it printed.
+fn health(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        .arg("health")
+        .args(args)
+        .env_remove("SLOTGATE_METRICS")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), said.trim().to_string())
 }
