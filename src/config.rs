@@ -65,6 +65,10 @@ pub struct Config {
     /// reaches the client. Only requests the node provably did not run are
     /// retried. Default 5000.
     pub retry_timeout_ms: u64,
+    /// Client connections open at once; one more is answered
+    /// `-ERR max number of clients reached` and closed, as Redis does past
+    /// its `maxclients`. Default 10000.
+    pub max_clients: usize,
     /// Requests one client may have in flight before slotgate stops reading
     /// from it until replies drain. Default 10000.
     pub max_pipeline: usize,
@@ -94,6 +98,7 @@ impl Default for Config {
             read_from: ReadFrom::Master,
             max_redirects: 5,
             retry_timeout_ms: 5000,
+            max_clients: 10_000,
             max_pipeline: 10_000,
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
@@ -178,6 +183,9 @@ impl Config {
         }
         if self.max_redirects == 0 {
             return invalid("max_redirects", "must be at least 1".into());
+        }
+        if self.max_clients == 0 || self.max_clients > 1 << 30 {
+            return invalid("max_clients", "must be 1 to 1073741824".into());
         }
         if self.max_pipeline == 0 {
             return invalid("max_pipeline", "must be at least 1".into());
@@ -286,6 +294,7 @@ mod tests {
             "read_from",
             "max_redirects",
             "retry_timeout_ms",
+            "max_clients",
             "max_pipeline",
             "proto_max_bulk_len",
             "client_query_buffer_limit",
@@ -344,5 +353,7 @@ mod tests {
         let flags = [("listen", FlagValue::Text("127.0.0.1:99999".into()))];
         assert!(Config::load(None, HashMap::new(), &flags).is_err());
         assert!(Config::load(None, env(&[("SLOTGATE_NO_SUCH_KEY", "1")]), &[]).is_err());
+        let flags = [("max_clients", FlagValue::Number(0))];
+        assert!(Config::load(None, HashMap::new(), &flags).is_err(), "no client could connect");
     }
 }

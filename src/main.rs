@@ -78,6 +78,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "MS")]
     retry_timeout_ms: Option<i64>,
 
+    /// Client connections open at once; more are refused as Redis refuses them. [key: max_clients; default 10000]
+    #[arg(long, global = true, value_name = "N")]
+    max_clients: Option<i64>,
+
     /// Requests a client may have in flight before slotgate stops reading from it. [key: max_pipeline; default 10000]
     #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
@@ -132,6 +136,7 @@ impl Cli {
             ("topology_refresh_ms", self.topology_refresh_ms),
             ("max_redirects", self.max_redirects),
             ("retry_timeout_ms", self.retry_timeout_ms),
+            ("max_clients", self.max_clients),
             ("max_pipeline", self.max_pipeline),
             ("proto_max_bulk_len", self.proto_max_bulk_len),
             ("client_query_buffer_limit", self.client_query_buffer_limit),

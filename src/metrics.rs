@@ -47,6 +47,8 @@ pub struct Metrics {
     pub clients: IntGauge,
     /// Client connections accepted since start.
     pub clients_accepted: IntCounter,
+    /// Client connections refused because `max_clients` were open.
+    pub clients_rejected: IntCounter,
     /// Topology refreshes that found the cluster.
     pub refreshes_ok: IntCounter,
     /// Topology refreshes where no node answered.
@@ -131,6 +133,10 @@ impl Metrics {
         Metrics {
             clients: gauge("slotgate_client_connections", "Client connections open now."),
             clients_accepted: counter("slotgate_client_connections_accepted_total", "Client connections accepted."),
+            clients_rejected: counter(
+                "slotgate_client_connections_rejected_total",
+                "Client connections refused because max_clients were open.",
+            ),
             refreshes_ok: refreshes.with_label_values(&["ok"]),
             refreshes_failed: refreshes.with_label_values(&["error"]),
             node_slots: gauge_vec("slotgate_node_slots", "Hash slots each master serves.", &["node"]),

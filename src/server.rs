@@ -1,14 +1,15 @@
-//! The listener and the workers. The accept loop hands each new client to a
-//! worker thread in turn; a worker is a single-threaded event loop with its
-//! own node connections, so a client's requests and replies never cross
-//! threads. The topology task runs beside the accept loop.
+//! The listener and the workers. The accept loop enforces `max_clients` and
+//! hands each new client to a worker thread in turn; a worker is a
+//! single-threaded event loop with its own node connections, so a client's
+//! requests and replies never cross threads. The topology task runs beside
+//! the accept loop.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Pool;
@@ -32,14 +33,25 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         .map(|index| spawn_worker(index, &config, topology.clone(), clients.clone(), scripts.clone(), shutdown.clone()))
         .collect::<io::Result<Vec<_>>>()?;
     tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), seeds = ?config.cluster, "slotgate ready");
+    // One permit per open client, held by its session until it ends.
+    let open = Arc::new(Semaphore::new(config.max_clients));
+    let mut refusing = false;
     let mut next = 0;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = open.clone().try_acquire_owned() else {
+                        if !std::mem::replace(&mut refusing, true) {
+                            tracing::warn!(%peer, max_clients = config.max_clients, "max_clients reached: refusing new clients");
+                        }
+                        refuse(&stream);
+                        continue;
+                    };
+                    refusing = false;
                     let stream = stream.into_std()?;
-                    if workers[next % workers.len()].send(stream).is_err() {
+                    if workers[next % workers.len()].send((stream, permit)).is_err() {
                         tracing::error!(worker = next % workers.len(), "worker stopped; shutting down");
                         return Err(io::Error::other("a worker thread stopped"));
                     }
@@ -55,6 +67,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     }
 }
 
+/// Answers a client past `max_clients` as Redis does, then closes it. The
+/// line fits any socket buffer, so one non-blocking write is enough.
+fn refuse(stream: &TcpStream) {
+    crate::metrics::get().clients_rejected.inc();
+    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+}
+
+/// A client socket and its place under `max_clients`.
+type NewClient = (std::net::TcpStream, OwnedSemaphorePermit);
+
 /// Starts worker thread `index`; returns the queue that feeds it clients.
 fn spawn_worker(
     index: usize,
@@ -63,8 +85,8 @@ fn spawn_worker(
     registry: Arc<Clients>,
     scripts: Arc<Scripts>,
     shutdown: CancellationToken,
-) -> io::Result<mpsc::UnboundedSender<std::net::TcpStream>> {
-    let (clients, mut incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
+) -> io::Result<mpsc::UnboundedSender<NewClient>> {
+    let (clients, mut incoming) = mpsc::unbounded_channel::<NewClient>();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let backend = config.backend();
     let settings = config.session();
@@ -78,11 +100,15 @@ fn spawn_worker(
                     // Routes follow the map even while no client asks: nodes
                     // that left the cluster get their connections closed.
                     Ok(()) = changes.changed() => drop(ctx.pool.routes()),
-                    stream = incoming.recv() => match stream.map(TcpStream::from_std) {
-                        Some(Ok(stream)) => {
-                            tokio::spawn(session::run(stream, ctx.clone()));
+                    client = incoming.recv() => match client.map(|(stream, permit)| (TcpStream::from_std(stream), permit)) {
+                        Some((Ok(stream), permit)) => {
+                            let ctx = ctx.clone();
+                            tokio::spawn(async move {
+                                session::run(stream, ctx).await;
+                                drop(permit);
+                            });
                         }
-                        Some(Err(error)) => tracing::warn!(%error, "cannot adopt client socket"),
+                        Some((Err(error), _)) => tracing::warn!(%error, "cannot adopt client socket"),
                         None => return,
                     },
                 }

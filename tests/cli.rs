@@ -41,6 +41,7 @@ fn help_explains_every_setting() {
         "--max-redirects",
         "--request-timeout-ms",
         "--retry-timeout-ms",
+        "--max-clients",
         "--max-pipeline",
         "--proto-max-bulk-len",
         "--client-query-buffer-limit",

@@ -7,6 +7,7 @@
 //! Ports 6379 and 6380 are never used.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod http;
 pub mod load;
 pub mod raw;
 

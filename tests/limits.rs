@@ -1,0 +1,47 @@
+//! Limits that protect slotgate and the cluster from too many or greedy
+//! clients: each refuses as Redis does and is counted in the metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::time::Duration;
+
+use support::http::{http_get, sample};
+use support::raw::Raw;
+use support::{Proxy, free_port, seed_list, wait_for};
+
+#[test]
+fn clients_past_max_clients_are_refused_as_redis_refuses_them() {
+    // PING is answered by slotgate itself: no cluster is needed.
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let proxy = Proxy::start(&seed_list(&[free_port()]), &["--max-clients", "2", "--metrics", &metrics]);
+    let rejected = || sample(&http_get(metrics_port, "/metrics").1, "slotgate_client_connections_rejected_total");
+    // The harness's own probe connection may still be closing: wait for it.
+    wait_for("the probe to close", Duration::from_secs(5), || {
+        sample(&http_get(metrics_port, "/metrics").1, "slotgate_client_connections ") == Some(0.0)
+    });
+    assert_eq!(rejected(), Some(0.0));
+
+    let mut first = Raw::connect(proxy.port);
+    let mut second = Raw::connect(proxy.port);
+    for client in [&mut first, &mut second] {
+        client.send(b"PING\r\n");
+        client.expect(b"+PONG\r\n");
+    }
+    let mut third = Raw::connect(proxy.port);
+    third.expect(b"-ERR max number of clients reached\r\n");
+    assert!(third.closed_within(Duration::from_secs(5)), "closed after the error");
+    assert_eq!(rejected(), Some(1.0));
+
+    // The others were not disturbed, and a client that leaves frees its place.
+    second.send(b"PING\r\n");
+    second.expect(b"+PONG\r\n");
+    drop(first);
+    wait_for("a place to free up", Duration::from_secs(5), || {
+        let mut next = Raw::connect(proxy.port);
+        next.send(b"PING\r\n");
+        next.read_line() == "+PONG\r\n"
+    });
+    assert!(proxy.log().contains("max_clients reached"), "{}", proxy.log());
+}
