@@ -181,6 +181,11 @@ impl Metrics {
 
     /// The metrics of the node at `addr`.
     pub fn node(&self, addr: &str) -> NodeMetrics {
+        // Its redirect series exist from the start, at 0, so that a rate of
+        // them is 0 rather than no data until the first MOVED.
+        for kind in ["moved", "ask"] {
+            self.node_redirects.with_label_values(&[addr, kind]);
+        }
         NodeMetrics {
             requests: self.node_requests.with_label_values(&[addr]),
             errors: self.node_errors.with_label_values(&[addr]),

@@ -106,6 +106,39 @@ fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
 
+/// A helper process (Prometheus, say), killed on drop or when the test process exits.
+pub struct Process {
+    child: Child,
+    watchdog: Option<Child>,
+}
+
+impl Process {
+    /// Spawns `command`; `what` names it when it cannot start.
+    pub fn spawn(command: &mut Command, what: &str) -> Process {
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let watchdog = watchdog(&[child.id()]);
+        Process { child, watchdog }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+        if let Some(mut watchdog) = self.watchdog.take() {
+            kill(&mut watchdog);
+        }
+    }
+}
+
 /// One redis-server process.
 pub struct Node {
     pub port: u16,
@@ -522,8 +555,7 @@ pub fn keyslot(port: u16, key: &[u8]) -> u16 {
 /// A slotgate process.
 pub struct Proxy {
     pub port: u16,
-    child: Child,
-    watchdog: Option<Child>,
+    process: Process,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -534,18 +566,18 @@ impl Proxy {
         let dir = TempDir::new("proxy");
         let port = free_port();
         let log = dir.path().join("slotgate.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_slotgate"))
-            .args(["--cluster", seeds, "--listen", &format!("127.0.0.1:{port}"), "--log-level", "info"])
-            .args(extra)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start slotgate");
-        let watchdog = watchdog(&[child.id()]);
-        let proxy = Proxy { port, child, watchdog, log, _dir: dir };
+        let process = Process::spawn(
+            Command::new(env!("CARGO_BIN_EXE_slotgate"))
+                .args(["--cluster", seeds, "--listen", &format!("127.0.0.1:{port}"), "--log-level", "info"])
+                .args(extra)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file")),
+            "slotgate",
+        );
+        let proxy = Proxy { port, process, log, _dir: dir };
         wait_for("slotgate to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
         proxy
     }
@@ -579,16 +611,7 @@ impl Proxy {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        kill(&mut self.child);
-        if let Some(mut watchdog) = self.watchdog.take() {
-            kill(&mut watchdog);
-        }
+        self.process.id()
     }
 }
 
