@@ -64,7 +64,7 @@ fn basic_usage_passes_through_slotgate() {
             "ZREVRANGE 0 -1 WITHSCORES: [('bob', 105.0), ('alice', 100.0), ('carol', 92.0)]",
             "MSET/MGET of 10 keys in 10 slots, one command each",
             "INFO proxy: cluster_slots_served: 16384",
-            "INFO proxy: slotgate 0.1.0, 3 masters",
+            &format!("INFO proxy: slotgate {}, 3 masters", env!("CARGO_PKG_VERSION")),
             "slot of '{user:1001}:profile', here and by CLUSTER KEYSLOT: 5712",
             "`slotgate slot KEY`",
             "Cleanup: deleted 7 keys",
