@@ -1,8 +1,8 @@
 //! What operators watch: the Prometheus registry with slotgate's metrics,
 //! and the HTTP endpoints that serve them: `/metrics` (Prometheus text
 //! format), `/healthz` (the process answers) and `/readyz` (the topology is
-//! known and every slot has a master that is not failing; 503 with the
-//! reason otherwise).
+//! known and every slot has a master that is not failing and that slotgate's
+//! connections reach; 503 with the reason otherwise).
 //!
 //! Metrics live in one process-wide set, made on first use. Labelled
 //! children are resolved once where they are created, never per command.
@@ -255,6 +255,14 @@ pub fn not_ready(topology: &Topology) -> Option<String> {
     let failing: Vec<&str> = map.shards().iter().filter(|s| s.failing).map(|s| s.master.as_str()).collect();
     if !failing.is_empty() {
         return Some(format!("masters marked failing by the cluster: {}", failing.join(", ")));
+    }
+    let unreachable: Vec<String> = map
+        .shards()
+        .iter()
+        .filter_map(|s| Some(format!("{} ({})", s.master, topology.unreachable(&s.master)?)))
+        .collect();
+    if !unreachable.is_empty() {
+        return Some(format!("masters slotgate cannot reach: {}", unreachable.join(", ")));
     }
     None
 }

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use support::http::{http_get, sample};
-use support::{Cluster, Proxy, free_port, seed_list, wait_for};
+use support::{Cluster, Proxy, cluster_info, free_port, seed_list, wait_for};
 
 #[test]
 fn metrics_health_and_readiness_are_served() {
@@ -113,6 +113,34 @@ fn readyz_says_why_while_there_is_no_cluster() {
     assert!(!ready && said.contains("not ready: cluster topology not discovered yet"), "{said}");
     let (ready, said) = health(&["--listen", &format!("127.0.0.1:{}", free_port())]);
     assert!(!ready && said.contains("slotgate is not answering on 127.0.0.1:"), "{said}");
+}
+
+#[test]
+fn readyz_is_503_while_slotgate_cannot_reach_a_master() {
+    // A long node timeout: the cluster itself does not flag the master while the test runs.
+    let mut cluster = Cluster::start_with(3, 0, &["--cluster-node-timeout", "60000"]);
+    let metrics_port = free_port();
+    let proxy = Proxy::start(&cluster.seeds(), &["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    proxy.wait_routing();
+    wait_for("slotgate to be ready", Duration::from_secs(10), || http_get(metrics_port, "/readyz").0 == 200);
+    let master = cluster.masters()[1];
+    let key = (0..).map(|i| format!("ready:{i}")).find(|k| cluster.owner(support::slot_of(k)) == master).unwrap();
+    let mut c = proxy.connection();
+    let _: () = redis::cmd("SET").arg(&key).arg("v").query(&mut c).unwrap();
+
+    cluster.node_mut(master).kill();
+    assert!(redis::cmd("GET").arg(&key).query::<String>(&mut c).is_err(), "its master is gone");
+    let why = format!("not ready: masters slotgate cannot reach: 127.0.0.1:{master} (");
+    wait_for("/readyz to say which master is unreachable", Duration::from_secs(10), || {
+        let (status, body) = http_get(metrics_port, "/readyz");
+        status == 503 && body.starts_with(&why)
+    });
+    assert!(cluster_info(cluster.masters()[0])["cluster_state"] == "ok", "the cluster has not noticed");
+
+    // Back, and reconnected to by slotgate on its own: ready again.
+    cluster.node_mut(master).restart();
+    wait_for("slotgate to be ready again", Duration::from_secs(15), || http_get(metrics_port, "/readyz").0 == 200);
+    let _: () = redis::cmd("SET").arg(&key).arg("again").query(&mut c).unwrap();
 }
 
 /// `slotgate health` with `args` (container healthchecks run it): whether it

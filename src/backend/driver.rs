@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{BackendSettings, Mailbox, NodeError, Outbound, Reply, ReplyTo, Retry};
-use crate::cluster::NodeAddr;
+use crate::cluster::{NodeAddr, Topology};
 use crate::metrics::NodeMetrics;
 use crate::resp::{Protocol, ReplyScanner, Request};
 
@@ -76,15 +76,31 @@ pub struct Health {
     up: AtomicBool,
     /// Round trip of the last health-check PING, in microseconds; 0 until measured.
     latency_us: AtomicU64,
+    /// Where a shared connection's changes of `up` are told, for `/readyz`.
+    report: Option<(NodeAddr, Arc<Topology>)>,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health { up: AtomicBool::new(true), latency_us: AtomicU64::new(0) }
+        Health { up: AtomicBool::new(true), latency_us: AtomicU64::new(0), report: None }
+    }
+}
+
+impl Drop for Health {
+    fn drop(&mut self) {
+        if !self.is_up() {
+            self.set_up(Ok(()));
+        }
     }
 }
 
 impl Health {
+    /// The health of a worker's shared connections to `addr`, whose ups and
+    /// downs `topology` hears of.
+    pub fn reporting(addr: NodeAddr, topology: Arc<Topology>) -> Health {
+        Health { up: AtomicBool::new(true), latency_us: AtomicU64::new(0), report: Some((addr, topology)) }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
@@ -94,8 +110,14 @@ impl Health {
         Some(self.latency_us.load(Ordering::Relaxed)).filter(|&us| us > 0).map(Duration::from_micros)
     }
 
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
+    /// A connection attempt succeeded (`Ok`), or a connection failed.
+    fn set_up(&self, outcome: Result<(), &str>) {
+        let was_up = self.up.swap(outcome.is_ok(), Ordering::Relaxed);
+        if let Some((addr, topology)) = &self.report {
+            if was_up != outcome.is_ok() {
+                topology.reached(addr, outcome);
+            }
+        }
     }
 }
 
@@ -154,11 +176,11 @@ async fn run(
         }
         let stream = match connect(&addr, protocol, settings.connect_timeout, readonly).await {
             Ok(stream) => {
-                health.set_up(true);
+                health.set_up(Ok(()));
                 stream
             }
             Err(cause) => {
-                health.set_up(false);
+                health.set_up(Err(&cause));
                 failures = failures.saturating_add(1);
                 if failures == 1 || failures % 100 == 0 {
                     tracing::warn!(node = %addr, %cause, attempts = failures, "cannot connect to node");
@@ -199,7 +221,7 @@ async fn run(
         let cause: Arc<str> = match &result {
             Ok(()) => "the node left the cluster map; connection closed".into(),
             Err(cause) => {
-                health.set_up(false);
+                health.set_up(Err(cause));
                 tracing::warn!(node = %addr, %cause, "node connection lost");
                 cause.as_str().into()
             }

@@ -43,8 +43,8 @@ impl Node {
 }
 
 impl Node {
-    fn new(addr: NodeAddr, settings: &Arc<BackendSettings>) -> Node {
-        let health = Arc::new(Health::default());
+    fn new(addr: NodeAddr, settings: &Arc<BackendSettings>, topology: &Arc<Topology>) -> Node {
+        let health = Arc::new(Health::reporting(addr.clone(), topology.clone()));
         let metrics = settings.metrics.then(|| crate::metrics::get().node(addr.as_str()));
         let connections = |protocol| {
             (0..settings.connections_per_node.max(1))
@@ -252,7 +252,7 @@ impl Pool {
     pub fn node(&self, addr: &NodeAddr) -> Arc<Node> {
         lock(&self.nodes)
             .entry(addr.clone())
-            .or_insert_with(|| Arc::new(Node::new(addr.clone(), &self.settings)))
+            .or_insert_with(|| Arc::new(Node::new(addr.clone(), &self.settings, &self.topology)))
             .clone()
     }
 }

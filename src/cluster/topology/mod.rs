@@ -10,8 +10,9 @@
 mod discover;
 mod merge;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -59,6 +60,9 @@ pub struct Topology {
     status: Mutex<Status>,
     /// Tells the workers that the map changed (its version).
     changes: watch::Sender<u64>,
+    /// Nodes some worker's shared connection cannot reach now: how many
+    /// connections report it down, and the last cause (for `/readyz`).
+    unreachable: Mutex<HashMap<NodeAddr, (usize, Arc<str>)>>,
 }
 
 impl std::fmt::Debug for Event {
@@ -88,6 +92,7 @@ impl Topology {
             events,
             status: Mutex::new(Status::default()),
             changes: watch::Sender::new(0),
+            unreachable: Mutex::default(),
         });
         tokio::spawn(run(Arc::downgrade(&topology), settings, rx));
         topology
@@ -118,6 +123,32 @@ impl Topology {
         let _ = self.events.send(Event::Refresh);
     }
 
+    /// A shared connection to `addr` has failed (`Err(cause)`), or works
+    /// again after a failure (`Ok`). Each connection reports a change once.
+    pub fn reached(&self, addr: &NodeAddr, outcome: Result<(), &str>) {
+        let mut unreachable = self.unreachable.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Err(cause) => {
+                let entry = unreachable.entry(addr.clone()).or_insert_with(|| (0, cause.into()));
+                *entry = (entry.0 + 1, cause.into());
+            }
+            Ok(()) => {
+                if let Some((down, _)) = unreachable.get_mut(addr) {
+                    *down -= 1;
+                    if *down == 0 {
+                        unreachable.remove(addr);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why slotgate cannot reach `addr` now, if some connection cannot.
+    pub fn unreachable(&self, addr: &NodeAddr) -> Option<Arc<str>> {
+        let unreachable = self.unreachable.lock().unwrap_or_else(PoisonError::into_inner);
+        unreachable.get(addr).map(|(_, cause)| cause.clone())
+    }
+
     /// Why no map is known yet, when discovery keeps failing.
     pub fn last_error(&self) -> Option<String> {
         self.lock_status().last_error.clone()
@@ -130,7 +161,7 @@ impl Topology {
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
         // The status holds plain data: a panic elsewhere cannot leave it half-written.
-        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn publish(&self, map: SlotMap) {
