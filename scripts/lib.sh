@@ -71,15 +71,22 @@ build_slotgate() {
 rcli() { local port=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
 pings() { [[ "$(rcli "$1" ping)" == PONG ]]; }
 
+# The value of the "FIELD:value" lines on stdin (an INFO or CLUSTER INFO reply); empty if none.
+field_value() {
+    local key val
+    while IFS=: read -r key val; do
+        [[ "$key" != "$1" ]] || printf '%s\n' "${val%$'\r'}"
+    done
+    return 0
+}
+
 # One "field:value" line of a node's reply: info_field PORT FIELD [COMMAND...] (CLUSTER INFO
 # by default). Empty when the node does not answer.
 info_field() {
-    local port=$1 field=$2 key val
+    local port=$1 field=$2
     shift 2
     (($# > 0)) || set -- cluster info
-    while IFS=: read -r key val; do
-        [[ "$key" == "$field" ]] && printf '%s\n' "${val%$'\r'}"
-    done < <(rcli "$port" "$@")
+    field_value "$field" < <(rcli "$port" "$@")
 }
 
 # --- processes --------------------------------------------------------------------------------
@@ -102,13 +109,13 @@ pid_alive() {
 }
 pid_gone() { ! pid_alive "$1"; }
 
-# Poll the command "$2 ..." every 0.1 s until it succeeds, for at most $1 seconds.
+# Poll the command "$2 ..." every 0.1 s until it succeeds, for $1 seconds (to the second) of
+# the clock, not of polls: a slow command, such as a redis-cli that times out, counts too.
 wait_for() {
-    local secs=$1 i
+    local end=$((SECONDS + $1 + 1))
     shift
-    for ((i = 0; i < secs * 10; i++)); do
-        "$@" && return 0
+    until "$@"; do
+        ((SECONDS < end)) || return 1
         sleep 0.1
     done
-    return 1
 }

@@ -1,29 +1,127 @@
 #!/usr/bin/env bash
-# Local Redis Cluster (six redis-server processes, 3 masters + 3 replicas) with slotgate
-# in front of it.
+# The setup guide's cluster kit: a Redis Cluster of six nodes (3 masters + 3 replicas) with
+# slotgate in front of it, and backup/restore of its data folder.
 #
-#   scripts/redis-cluster.sh start|stop|status|restart
+#   scripts/redis-cluster.sh start|stop|status|restart|backup|restore [DIR]
 #
-# Nodes listen on 127.0.0.1:7001-7006 (cluster bus 17001-17006) and keep their data,
-# nodes.conf, pidfile and log in data/node-N; slotgate listens on 127.0.0.1:6380.
-# Port 6379 is never used: a distro redis service may own it.
+# Both modes run the same nodes with the same configs (config/redis-node-N.conf), ports and
+# data folders (data/node-N: AOF, RDB, nodes.conf):
+#   local   six redis-server processes on 127.0.0.1:7001-7006 (cluster bus 17001-17006) and
+#           slotgate on 127.0.0.1:6380; pidfiles and logs in data/. The default without Docker.
+#   docker  docker compose runs docker-compose.yml (containers redis-node-1..6, cluster-init,
+#           slotgate, prometheus, grafana). The default when a Docker engine answers.
+# Port 6379 is never used: a distro redis service may own it. A data folder belongs to the mode
+# that made it: nodes.conf records the addresses the nodes announce (127.0.0.1 locally).
+#
+# Environment (the defaults are the guide's; all but REDIS_CLUSTER_MODE are for local mode,
+# as docker-compose.yml fixes ports and ./data):
+#   REDIS_CLUSTER_MODE       local or docker (default: docker if `docker info` works and
+#                            docker compose is installed, else local)
+#   REDIS_CLUSTER_PORT_BASE  node N listens on BASE+N, its cluster bus on BASE+N+10000 (7000)
+#   SLOTGATE_PORT            slotgate's port on 127.0.0.1 (6380)
+#   REDIS_CLUSTER_DATA       the data folder (data/ at the repo top); backups are made beside
+#                            it, named <folder name>-backup-YYYYMMDD-HHMMSS
+#   SLOTGATE_BIN             run this slotgate binary instead of building one with cargo
+#   REDISCLI_AUTH            the nodes' password, once their configs set requirepass
+# slotgate reads SLOTGATE_* variables as its settings and refuses unknown ones: it is started
+# without SLOTGATE_PORT and SLOTGATE_BIN, and with --listen and --cluster set from the above.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-NODES=(1 2 3 4 5 6)
-DATA="$ROOT/data"
-SLOTGATE_PORT=6380
-SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
-SLOTGATE_PID="$DATA/slotgate.pid"
-SLOTGATE_LOG="$DATA/slotgate.log"
+CALLER_DIR=$PWD
 
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 
-port_of() { echo $((7000 + $1)); }
+# Paths the caller gives are relative to where they ran us; we run from the repo top.
+absolute() { if [[ "$1" == /* ]]; then echo "$1"; else echo "$CALLER_DIR/$1"; fi; }
+
+NODES=(1 2 3 4 5 6)
+DATA="$(absolute "${REDIS_CLUSTER_DATA:-$ROOT/data}")"
+DATA="${DATA%/}"
+PORT_BASE="${REDIS_CLUSTER_PORT_BASE:-7000}"
+SLOTGATE_PORT="${SLOTGATE_PORT:-6380}"
+SLOTGATE_BIN_GIVEN="${SLOTGATE_BIN:-}"
+SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
+if [[ "$SLOTGATE_BIN_GIVEN" == */* ]]; then
+    SLOTGATE_BIN=$(absolute "$SLOTGATE_BIN_GIVEN")
+elif [[ -n "$SLOTGATE_BIN_GIVEN" ]]; then
+    SLOTGATE_BIN=$(command -v "$SLOTGATE_BIN_GIVEN") || SLOTGATE_BIN=$SLOTGATE_BIN_GIVEN
+fi
+SLOTGATE_PID="$DATA/slotgate.pid"
+SLOTGATE_LOG="$DATA/slotgate.log"
+# Longest wait for one node's AOF rewrite or RDB save during a backup, in seconds.
+SAVE_TIMEOUT=600
+MODE=""      # local or docker, set by choose_mode
+COMPOSE=()   # docker compose (v2 plugin) or docker-compose (v1), in docker mode
+STAGED=""    # a half-made copy, removed if we exit before it is complete
+
+cd "$ROOT"
+trap '[[ -z "$STAGED" ]] || rm -rf "$STAGED"' EXIT
+
+if ! [[ "$PORT_BASE" =~ ^[0-9]{1,5}$ ]] || ((PORT_BASE < 1 || PORT_BASE + 6 + 10000 > 65535)); then
+    die "REDIS_CLUSTER_PORT_BASE must be a number from 1 to 55529 (node ports and their +10000 bus ports), not '$PORT_BASE'"
+fi
+if ! [[ "$SLOTGATE_PORT" =~ ^[0-9]{1,5}$ ]] || ((SLOTGATE_PORT < 1 || SLOTGATE_PORT > 65535)); then
+    die "SLOTGATE_PORT must be a port number, not '$SLOTGATE_PORT'"
+fi
+
+port_of() { echo $((PORT_BASE + $1)); }
 node_dir() { echo "$DATA/node-$1"; }
+
+# --- mode: local processes or docker compose ----------------------------------
+
+find_compose() {
+    if docker compose version >/dev/null 2>&1; then
+        COMPOSE=(docker compose)
+    elif command -v docker-compose >/dev/null && docker-compose version >/dev/null 2>&1; then
+        COMPOSE=(docker-compose)
+    else
+        return 1
+    fi
+}
+
+# A Docker client alone is not enough: the engine must answer.
+docker_usable() { command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1 && find_compose; }
+
+choose_mode() {
+    case "${REDIS_CLUSTER_MODE:-}" in
+        local) MODE=local ;;
+        docker) MODE=docker ;;
+        "") if [[ -f docker-compose.yml ]] && docker_usable; then MODE=docker; else MODE=local; fi ;;
+        *) die "REDIS_CLUSTER_MODE must be local or docker, not '$REDIS_CLUSTER_MODE'" ;;
+    esac
+    [[ "$MODE" == local ]] && return 0
+    [[ -f docker-compose.yml ]] || die "docker mode needs $ROOT/docker-compose.yml"
+    ((${#COMPOSE[@]})) || docker_usable ||
+        die "docker mode needs a running Docker engine ('docker info' fails) and docker compose; or use REDIS_CLUSTER_MODE=local"
+    [[ "$PORT_BASE" == 7000 && "$SLOTGATE_PORT" == 6380 && "$DATA" == "$ROOT/data" ]] ||
+        die "REDIS_CLUSTER_PORT_BASE, SLOTGATE_PORT and REDIS_CLUSTER_DATA are for local mode only:
+docker-compose.yml fixes ports 7001-7006 and 6380 and mounts ./data"
+}
+
+# redis-cli on node N: a local process on its port, or inside its container.
+node_cli() {
+    local n=$1
+    shift
+    if [[ "$MODE" == docker ]]; then
+        local -a pass=()
+        [[ -n "${REDISCLI_AUTH:-}" ]] && pass=(-e REDISCLI_AUTH)
+        timeout 5 docker exec "${pass[@]}" "redis-node-$n" redis-cli "$@" 2>/dev/null
+    else
+        rcli "$(port_of "$n")" "$@"
+    fi
+}
+node_pings() { [[ "$(node_cli "$1" ping)" == PONG ]]; }
+# One field of node N's reply: node_field N FIELD [COMMAND...] (CLUSTER INFO by default).
+node_field() {
+    local n=$1 field=$2
+    shift 2
+    (($# > 0)) || set -- cluster info
+    field_value "$field" < <(node_cli "$n" "$@")
+}
+
+# --- local processes ----------------------------------------------------------
 
 # PID from a pidfile if that process is alive and still the program we started
 # (guards against the PID having been reused by something else).
@@ -47,8 +145,6 @@ terminate() {
     say "  pid $pid ignored SIGTERM; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
 }
-
-# --- start, one function per step ------------------------------------------
 
 start_node() {
     local n=$1 port dir
@@ -74,8 +170,7 @@ start_node() {
 
 # A node that has never joined a cluster knows only itself and owns no slots.
 node_is_fresh() {
-    [[ "$(info_field "$(port_of "$1")" cluster_known_nodes)" == 1 &&
-       "$(info_field "$(port_of "$1")" cluster_slots_assigned)" == 0 ]]
+    [[ "$(node_field "$1" cluster_known_nodes)" == 1 && "$(node_field "$1" cluster_slots_assigned)" == 0 ]]
 }
 
 create_cluster() {
@@ -84,11 +179,12 @@ create_cluster() {
         node_is_fresh "$n" && fresh=$((fresh + 1))
         addrs+=("127.0.0.1:$(port_of "$n")")
     done
-    # Nodes restarted from an existing data/ rejoin by themselves from their nodes.conf.
+    # Nodes restarted from an existing data folder (or a restored backup) rejoin by
+    # themselves from their nodes.conf.
     ((fresh == 0)) && return 0
-    ((fresh == ${#NODES[@]})) || die "only $fresh of ${#NODES[@]} nodes are empty: data/ holds a partial cluster.
+    ((fresh == ${#NODES[@]})) || die "only $fresh of ${#NODES[@]} nodes are empty: $DATA holds a partial cluster.
 Reset it (this deletes all data): $0 stop && rm -rf $DATA && $0 start"
-    say "Creating the cluster (log: data/cluster-create.log) ..."
+    say "Creating the cluster (log: $DATA/cluster-create.log) ..."
     redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
         >"$DATA/cluster-create.log" 2>&1 ||
         { tail -n 20 "$DATA/cluster-create.log" >&2; die "cluster creation failed"; }
@@ -97,69 +193,58 @@ Reset it (this deletes all data): $0 stop && rm -rf $DATA && $0 start"
 all_nodes_ok() {
     local n
     for n in "${NODES[@]}"; do
-        [[ "$(info_field "$(port_of "$n")" cluster_state)" == ok ]] || return 1
+        [[ "$(node_field "$n" cluster_state)" == ok ]] || return 1
     done
 }
 
 wait_cluster_ok() {
     wait_for 30 all_nodes_ok ||
-        die "cluster_state is not ok on every node after 30 s; see '$0 status' and data/node-*/redis.log"
+        die "cluster_state is not ok on every node after 30 s; see '$0 status' and $DATA/node-*/redis.log"
 }
 
-slotgate_settled() { pings "$SLOTGATE_PORT" || ! live_pid "$SLOTGATE_PID" slotgate >/dev/null; }
+seed_list() {
+    local n seeds=()
+    for n in "${NODES[@]}"; do seeds+=("127.0.0.1:$(port_of "$n")"); done
+    local IFS=,
+    echo "${seeds[*]}"
+}
+
+# Up, or gone: $1 is our own child, whose PID cannot be reused before we wait for it (and
+# which is not slotgate yet between fork and exec, so no look at its command line).
+slotgate_settled() { pings "$SLOTGATE_PORT" || pid_gone "$1"; }
 
 start_slotgate() {
-    if live_pid "$SLOTGATE_PID" slotgate >/dev/null; then
-        say "slotgate already running (pid $(<"$SLOTGATE_PID"))"
-    else
-        [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found (did the build succeed?)"
-        [[ -f proxy.toml ]] || die "proxy.toml not found in $ROOT"
-        nohup "$SLOTGATE_BIN" --config proxy.toml >"$SLOTGATE_LOG" 2>&1 </dev/null &
-        echo $! >"$SLOTGATE_PID"
+    local pid status=0
+    if pid=$(live_pid "$SLOTGATE_PID" slotgate); then
+        say "slotgate already running (pid $pid)"
+        pings "$SLOTGATE_PORT" ||
+            die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$SLOTGATE_PORT; log: $SLOTGATE_LOG"
+        return 0
     fi
-    # Stop waiting early if it exits; and require our PID alive, as a PONG could come from
-    # someone else's proxy on 6380.
-    wait_for 10 slotgate_settled || true
-    if ! pings "$SLOTGATE_PORT" || ! live_pid "$SLOTGATE_PID" slotgate >/dev/null; then
-        tail -n 20 "$SLOTGATE_LOG" >&2 || true
-        die "slotgate exited or is not answering PING on 127.0.0.1:$SLOTGATE_PORT; log: $SLOTGATE_LOG"
-    fi
+    [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found (did the build succeed?)"
+    [[ -f proxy.toml ]] || die "proxy.toml not found in $ROOT"
+    ! pings "$SLOTGATE_PORT" || die "something else answers on 127.0.0.1:$SLOTGATE_PORT; stop it, or set SLOTGATE_PORT"
+    # proxy.toml for every setting but the two this script owns.
+    env -u SLOTGATE_PORT -u SLOTGATE_BIN nohup "$SLOTGATE_BIN" --config proxy.toml \
+        --listen "127.0.0.1:$SLOTGATE_PORT" --cluster "$(seed_list)" >"$SLOTGATE_LOG" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$SLOTGATE_PID"
+    wait_for 10 slotgate_settled "$pid" || true
+    pid_alive "$pid" && pings "$SLOTGATE_PORT" && return 0
+    tail -n 20 "$SLOTGATE_LOG" >&2 || true
+    pid_alive "$pid" &&
+        die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$SLOTGATE_PORT after 10 s; log: $SLOTGATE_LOG"
+    wait "$pid" || status=$?
+    die "slotgate exited with status $status (128+N: killed by signal N); log: $SLOTGATE_LOG"
 }
 
-row() { printf '%-7s %-6s %-5s %-8s %-6s %-8s %s\n' "$@"; }
-
-# One row per node: state, role, keys, cluster_state, and slots (master) or master (replica).
-# Returns 1 if any node is down or not in cluster_state ok.
-print_nodes() {
-    local n port role kind slots state keys ok=0
-    row node port state role keys cluster slots/master
-    for n in "${NODES[@]}"; do
-        port=$(port_of "$n")
-        if ! pings "$port"; then
-            printf '%-7s %-6s %s\n' "node-$n" "$port" down; ok=1; continue
-        fi
-        mapfile -t role < <(rcli "$port" role | tr -d '\r')
-        state=$(info_field "$port" cluster_state) || true
-        keys=$(rcli "$port" dbsize) || true
-        [[ "$state" == ok ]] || ok=1
-        if [[ "${role[0]:-}" == master ]]; then
-            # In 'cluster nodes', fields 9+ of the line flagged "myself" are this node's slots.
-            kind=master
-            slots=$(rcli "$port" cluster nodes | tr -d '\r' | while read -ra f; do
-                [[ "${f[2]:-}" == *myself* ]] && echo "${f[*]:8}"; done) || true
-        else
-            kind=replica slots="of ${role[1]:-?}:${role[2]:-?}"
-        fi
-        row "node-$n" "$port" up "$kind" "$keys" "$state" "${slots:--}"
-    done
-    return "$ok"
-}
-
-# --- commands ---------------------------------------------------------------
-
-cmd_start() {
+local_start() {
     install_redis
-    build_slotgate
+    if [[ -n "$SLOTGATE_BIN_GIVEN" ]]; then
+        [[ -x "$SLOTGATE_BIN" ]] || die "SLOTGATE_BIN=$SLOTGATE_BIN is not an executable file"
+    else
+        build_slotgate
+    fi
     mkdir -p "$DATA"
     say "Starting nodes ..."
     local n
@@ -167,12 +252,9 @@ cmd_start() {
     create_cluster
     wait_cluster_ok
     start_slotgate
-    say ""
-    print_nodes || true
-    say "slotgate: 127.0.0.1:$SLOTGATE_PORT (try: redis-cli -p $SLOTGATE_PORT set a 1)"
 }
 
-cmd_stop() {
+local_stop() {
     local pid n port dir
     if pid=$(live_pid "$SLOTGATE_PID" slotgate); then
         say "Stopping slotgate (pid $pid) ..."
@@ -192,38 +274,289 @@ cmd_stop() {
     done
 }
 
-cmd_status() {
-    local ok=0 pid
-    command -v redis-cli >/dev/null || die "redis-cli not found (run: $0 start)"
-    print_nodes || ok=1
+# slotgate's line of 'status'; returns 1 unless it is up and answering.
+local_slotgate_status() {
+    local pid
     if ! pid=$(live_pid "$SLOTGATE_PID" slotgate); then
-        say "slotgate: not running"; ok=1
+        say "slotgate: not running"; return 1
     elif pings "$SLOTGATE_PORT"; then
         say "slotgate: running (pid $pid), answering on 127.0.0.1:$SLOTGATE_PORT"
     else
-        say "slotgate: running (pid $pid), NOT answering on 127.0.0.1:$SLOTGATE_PORT"; ok=1
+        say "slotgate: running (pid $pid), NOT answering on 127.0.0.1:$SLOTGATE_PORT"; return 1
     fi
+}
+
+local_running() {
+    local n
+    live_pid "$SLOTGATE_PID" slotgate >/dev/null && return 0
+    for n in "${NODES[@]}"; do
+        live_pid "$(node_dir "$n")/redis.pid" redis-server >/dev/null && return 0
+        pings "$(port_of "$n")" && return 0
+    done
+    return 1
+}
+
+# --- docker compose -------------------------------------------------------------
+
+# slotgate's container health (its healthcheck runs 'slotgate health'), or its state.
+docker_slotgate_health() {
+    local id
+    id=$("${COMPOSE[@]}" ps -q slotgate 2>/dev/null) && [[ -n "$id" ]] || return 0
+    docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null
+}
+docker_slotgate_ready() { [[ "$(docker_slotgate_health)" == healthy ]] || pings "$SLOTGATE_PORT"; }
+
+docker_start() {
+    say "Starting the stack: ${COMPOSE[*]} up -d --build"
+    "${COMPOSE[@]}" up -d --build
+    wait_for 120 docker_slotgate_ready ||
+        die "slotgate is not healthy after 120 s; see: ${COMPOSE[*]} logs cluster-init slotgate"
+}
+
+# The containers stop; the data stays in the ./data bind mounts.
+docker_stop() { "${COMPOSE[@]}" down; }
+
+docker_slotgate_status() {
+    local health
+    health=$(docker_slotgate_health) || true
+    say "slotgate: ${health:-no container}, port $SLOTGATE_PORT"
+    [[ "$health" == healthy ]]
+}
+
+docker_running() {
+    local ids
+    ids=$("${COMPOSE[@]}" ps -q 2>/dev/null) || return 1
+    [[ -n "$ids" ]] || return 1
+    # shellcheck disable=SC2086 # one container id per word
+    docker inspect -f '{{.State.Running}}' $ids 2>/dev/null | grep -qx true
+}
+
+# --- status ---------------------------------------------------------------------
+
+row() { printf '%-7s %-6s %-5s %-8s %-6s %-8s %s\n' "$@"; }
+
+# One row per node: state, role, keys, cluster_state, and slots (master) or master (replica).
+# Returns 1 if any node is down or not in cluster_state ok.
+print_nodes() {
+    local n port role kind slots state keys ok=0
+    row node port state role keys cluster slots/master
+    for n in "${NODES[@]}"; do
+        port=$(port_of "$n")
+        if ! node_pings "$n"; then
+            printf '%-7s %-6s %s\n' "node-$n" "$port" down; ok=1; continue
+        fi
+        mapfile -t role < <(node_cli "$n" role | tr -d '\r')
+        state=$(node_field "$n" cluster_state)
+        keys=$(node_cli "$n" dbsize) || true
+        [[ "$state" == ok ]] || ok=1
+        if [[ "${role[0]:-}" == master ]]; then
+            # In 'cluster nodes', fields 9+ of the line flagged "myself" are this node's slots.
+            kind=master
+            slots=$(node_cli "$n" cluster nodes | tr -d '\r' | while read -ra f; do
+                [[ "${f[2]:-}" == *myself* ]] && echo "${f[*]:8}"; done) || true
+        else
+            # ROLE's 4th field, the link to the master: connect, connecting, handshake,
+            # sync (loading the master's data) or connected.
+            kind=replica slots="of ${role[1]:-?}:${role[2]:-?}"
+            [[ "${role[3]:-}" == connected ]] || slots+=" (${role[3]:-?})"
+        fi
+        row "node-$n" "$port" up "$kind" "$keys" "$state" "${slots:--}"
+    done
+    return "$ok"
+}
+
+# --- backup and restore ---------------------------------------------------------
+
+# PREFIX-YYYYMMDD-HHMMSS that does not exist yet (waits out a second already taken).
+fresh_name() {
+    local name
+    while name="$1-$(date +%Y%m%d-%H%M%S)" && [[ -e "$name" ]]; do sleep 1; done
+    echo "$name"
+}
+backup_prefix() { echo "$(dirname "$DATA")/$(basename "$DATA")-backup"; }
+
+# No fork of node N is running or waiting to run.
+fork_idle() {
+    local info
+    info=$(node_cli "$1" info persistence) || return 1
+    [[ "$(field_value aof_rewrite_in_progress <<<"$info")" == 0 &&
+       "$(field_value aof_rewrite_scheduled <<<"$info")" == 0 &&
+       "$(field_value rdb_bgsave_in_progress <<<"$info")" == 0 ]]
+}
+
+# background_save N STATUS_FIELD COMMAND...: runs BGREWRITEAOF or BGSAVE on node N, waits for
+# it, and checks STATUS_FIELD says it succeeded. One already running may have started before
+# the latest writes: it is waited for, and ours run after it.
+background_save() {
+    local n=$1 status=$2 reply try
+    shift 2
+    for try in 1 2 3; do
+        reply=$(node_cli "$n" "$@") || true
+        wait_for "$SAVE_TIMEOUT" fork_idle "$n" || die "node-$n: $* still running after $SAVE_TIMEOUT s"
+        case "$reply" in
+            *started* | *scheduled*)
+                [[ "$(node_field "$n" "$status" info persistence)" == ok ]] ||
+                    die "node-$n: $* failed ($status is not ok); see its log"
+                return 0
+                ;;
+            *"in progress"*) ;;
+            *) die "node-$n: $* answered: ${reply:-nothing}" ;;
+        esac
+    done
+    die "node-$n: $* kept meeting another save in progress (try $try)"
+}
+
+# Makes node N's files complete: a fresh AOF base (Redis 7 keeps the AOF as appendonlydir/
+# with base, incr and manifest files, all copied) and a fresh dump.rdb.
+flush_node() {
+    if [[ "$(node_field "$1" aof_enabled info persistence)" == 1 ]]; then
+        background_save "$1" aof_last_bgrewrite_status bgrewriteaof
+    fi
+    background_save "$1" rdb_last_bgsave_status bgsave schedule
+}
+
+# Copies FROM to a hidden .NAME.partial beside TO and sets STAGED to it; the caller renames it
+# into place, so that a copy cut short never looks like a complete one. Pidfiles and slotgate's
+# log are left out (they describe processes, not data). A copy taken while nodes run can meet a
+# file that Redis deletes (an automatic AOF rewrite): it is tried again.
+stage_copy() {
+    local from=$1 to=$2 try
+    STAGED="$(dirname "$to")/.$(basename "$to").partial"
+    for try in 1 2 3; do
+        rm -rf "$STAGED"
+        cp -a "$from" "$STAGED" && break
+        ((try < 3)) || die "copying $from failed 3 times"
+        sleep 1
+    done
+    rm -f "$STAGED/$(basename "$SLOTGATE_PID")" "$STAGED/$(basename "$SLOTGATE_LOG")" "$STAGED"/node-*/redis.pid
+}
+
+# Each running node's files hold every write it acknowledged before the backup began. Nodes
+# are flushed one after the other and writes may go on meanwhile: for one frozen moment
+# across the cluster, stop it first (the guide's procedure), then back up.
+cmd_backup() {
+    [[ -d "$DATA" ]] || die "no data folder at $DATA (start the cluster first: $0 start)"
+    local n dest down=()
+    for n in "${NODES[@]}"; do
+        if node_pings "$n"; then
+            say "node-$n: rewriting the AOF and saving the RDB ..."
+            flush_node "$n"
+        else
+            down+=("node-$n")
+        fi
+    done
+    ((${#down[@]} == 0)) || say "Not running (copied as their shutdown left them): ${down[*]}"
+    dest=$(fresh_name "$(backup_prefix)")
+    stage_copy "$DATA" "$dest"
+    mv "$STAGED" "$dest"
+    STAGED=""
+    say "Backup: $dest"
+}
+
+# The backup to restore: DIR as given (relative to the caller, or a name beside the data
+# folder), or the newest <data>-backup-YYYYMMDD-HHMMSS.
+find_backup() {
+    local dir
+    if [[ -n "${1:-}" ]]; then
+        dir=$(absolute "$1")
+        [[ -d "$dir" || "$1" == */* ]] || dir="$(dirname "$DATA")/$1"
+        [[ -d "$dir" ]] || die "no backup folder $1"
+    else
+        local candidate
+        for candidate in "$(backup_prefix)"-*; do
+            # Names sort by time; skip anything else that shares the prefix.
+            [[ -d "$candidate" && "${candidate##*-backup-}" =~ ^[0-9]{8}-[0-9]{6}$ ]] && dir=$candidate
+        done
+        [[ -n "${dir:-}" ]] || die "no backup found: no $(backup_prefix)-YYYYMMDD-HHMMSS (make one: $0 backup)"
+    fi
+    dir="$(cd "$dir" && pwd)"
+    [[ "$dir" != "$DATA" ]] || die "$dir is the data folder itself, not a backup"
+    local n
+    for n in "${NODES[@]}"; do
+        [[ -d "$dir/node-$n" ]] || die "$dir has no node-$n folder: not a backup of this cluster's data"
+    done
+    echo "$dir"
+}
+
+cmd_restore() {
+    local from aside="" running=local_running
+    from=$(find_backup "${1:-}")
+    [[ "$MODE" == docker ]] && running=docker_running
+    ! "$running" || die "the cluster is running; stop it first: $0 stop"
+    say "Restoring $from ..."
+    stage_copy "$from" "$DATA"
+    # Nothing is deleted: the current data goes aside.
+    if [[ -e "$DATA" ]]; then
+        aside=$(fresh_name "$DATA-before-restore")
+        mv "$DATA" "$aside"
+    fi
+    mv "$STAGED" "$DATA"
+    STAGED=""
+    [[ -z "$aside" ]] || say "The data it replaces was moved to $aside (delete it once you no longer need it)."
+    say "Restored $from to $DATA. Start the cluster from it: $0 start"
+}
+
+# --- commands -------------------------------------------------------------------
+
+cmd_start() {
+    if [[ "$MODE" == docker ]]; then docker_start; else local_start; fi
+    say ""
+    print_nodes || true
+    say "slotgate: 127.0.0.1:$SLOTGATE_PORT (try: redis-cli -p $SLOTGATE_PORT set a 1)"
+}
+
+cmd_stop() { if [[ "$MODE" == docker ]]; then docker_stop; else local_stop; fi; }
+
+cmd_status() {
+    local ok=0
+    if [[ "$MODE" == docker ]]; then
+        "${COMPOSE[@]}" ps || ok=1
+    else
+        command -v redis-cli >/dev/null || die "redis-cli not found (run: $0 start)"
+    fi
+    print_nodes || ok=1
+    if [[ "$MODE" == docker ]]; then docker_slotgate_status || ok=1; else local_slotgate_status || ok=1; fi
     return "$ok"
 }
 
 usage() {
     cat <<EOF
-usage: $0 start|stop|status|restart
+usage: $0 start|stop|status|restart|backup|restore [DIR]
 
-  start    install redis if missing, build slotgate, start nodes 7001-7006,
-           create the cluster on first run, start slotgate on 127.0.0.1:$SLOTGATE_PORT
-  stop     stop slotgate and the nodes (nodes persist their data to data/)
+  start    local: install redis if missing, build slotgate, start nodes on ports
+           $(port_of 1)-$(port_of 6), create the cluster on first run, start slotgate on
+           127.0.0.1:$SLOTGATE_PORT. docker: docker compose up -d --build, wait for slotgate.
+  stop     stop slotgate and the nodes (they persist their data to the data folder)
   status   nodes, roles, slots, keys, cluster_state, slotgate; exit 1 unless all is up
   restart  stop, then start
+  backup   make every running node's AOF and RDB complete, then copy the data folder
+           to $(basename "$(backup_prefix)")-YYYYMMDD-HHMMSS beside it
+  restore  bring back backup DIR (default: the newest) as the data folder; the cluster
+           must be stopped; the current data folder is moved aside, not deleted
+
+Environment:
+  REDIS_CLUSTER_MODE       local (processes) or docker (docker compose); default docker
+                           when a Docker engine answers and docker-compose.yml exists
+  REDISCLI_AUTH            the nodes' password, if their configs set requirepass
+Local mode only (defaults in brackets):
+  REDIS_CLUSTER_PORT_BASE  node N on BASE+N, its cluster bus on BASE+N+10000 [7000]
+  SLOTGATE_PORT            slotgate's port on 127.0.0.1 [6380]
+  REDIS_CLUSTER_DATA       the data folder; backups go beside it [data/ at the repo top]
+  SLOTGATE_BIN             run this slotgate binary instead of building one with cargo
 EOF
 }
 
 case "${1:-}" in
+    start | stop | status | restart | backup) (($# == 1)) || { usage >&2; exit 2; } ;;
+    restore) (($# <= 2)) || { usage >&2; exit 2; } ;;
+    *) usage >&2; exit 2 ;;
+esac
+choose_mode
+case "$1" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     restart) cmd_stop; cmd_start ;;
-    # backup|restore (the guide's Backup/Recovery procedures) and a Docker mode
-    # (docker-compose instead of local processes) are added here by a later change.
-    *) usage >&2; exit 2 ;;
+    backup) cmd_backup ;;
+    restore) cmd_restore "${2:-}" ;;
 esac
