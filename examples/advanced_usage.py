@@ -11,7 +11,7 @@ Run it from the repository's top folder:
     ./scripts/redis-cluster.sh start
     python examples/advanced_usage.py
 
-SLOTGATE_HOST and SLOTGATE_PORT say where slotgate listens (default localhost:6380).
+REDIS_HOST and REDIS_PORT say where slotgate listens (default localhost:6380).
 """
 
 import time

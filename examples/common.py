@@ -12,8 +12,8 @@ import redis
 
 from slots import key_slot
 
-SLOTGATE_HOST = os.environ.get("SLOTGATE_HOST", "localhost")
-SLOTGATE_PORT = int(os.environ.get("SLOTGATE_PORT", "6380"))
+SLOTGATE_HOST = os.environ.get("REDIS_HOST", "localhost")
+SLOTGATE_PORT = int(os.environ.get("REDIS_PORT", "6380"))
 SLOTGATE = f"slotgate at {SLOTGATE_HOST}:{SLOTGATE_PORT}"
 START_HINT = "start it with ./scripts/redis-cluster.sh start"
 

@@ -12,7 +12,7 @@ Run it from the repository's top folder:
     ./scripts/redis-cluster.sh start
     python examples/official_demo.py
 
-CLUSTER_NODES gives the startup nodes, comma-separated host:port
+REDIS_CLUSTER_NODES gives the startup nodes, comma-separated host:port
 (default localhost:7001,localhost:7002,localhost:7003).
 """
 
@@ -27,12 +27,12 @@ from common import TIMEOUT_SECONDS, Mismatch, check_key_slots, cleaned_up, expec
 from slots import key_slot
 
 PREFIX = "example:official:"
-NODES = os.environ.get("CLUSTER_NODES", "localhost:7001,localhost:7002,localhost:7003")
+NODES = os.environ.get("REDIS_CLUSTER_NODES", "localhost:7001,localhost:7002,localhost:7003")
 CLUSTER = f"the cluster nodes {NODES}"
 
 
 def startup_nodes():
-    """CLUSTER_NODES as redis-py's ClusterNode list."""
+    """REDIS_CLUSTER_NODES as redis-py's ClusterNode list."""
     addresses = (item.strip().rsplit(":", 1) for item in NODES.split(",") if item.strip())
     return [ClusterNode(host, int(port)) for host, port in addresses]
 

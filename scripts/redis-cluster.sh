@@ -18,13 +18,14 @@
 #   REDIS_CLUSTER_MODE       local or docker (default: docker if `docker info` works and
 #                            docker compose is installed, else local)
 #   REDIS_CLUSTER_PORT_BASE  node N listens on BASE+N, its cluster bus on BASE+N+10000 (7000)
-#   SLOTGATE_PORT            slotgate's port on 127.0.0.1 (6380)
+#   REDIS_CLUSTER_PROXY_PORT slotgate's port on 127.0.0.1 (6380)
 #   REDIS_CLUSTER_DATA       the data folder (data/ at the repo top); backups are made beside
 #                            it, named <folder name>-backup-YYYYMMDD-HHMMSS
-#   SLOTGATE_BIN             run this slotgate binary instead of building one with cargo
+#   REDIS_CLUSTER_PROXY_BIN  run this slotgate binary instead of building one with cargo
 #   REDISCLI_AUTH            the nodes' password, once their configs set requirepass
-# slotgate reads SLOTGATE_* variables as its settings and refuses unknown ones: it is started
-# without SLOTGATE_PORT and SLOTGATE_BIN, and with --listen and --cluster set from the above.
+# (Not SLOTGATE_*: slotgate reads those as its own settings and refuses unknown ones. It is
+# started with --listen and --cluster set from the above; other SLOTGATE_* settings in the
+# environment reach it.)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,8 +41,8 @@ NODES=(1 2 3 4 5 6)
 DATA="$(absolute "${REDIS_CLUSTER_DATA:-$ROOT/data}")"
 DATA="${DATA%/}"
 PORT_BASE="${REDIS_CLUSTER_PORT_BASE:-7000}"
-SLOTGATE_PORT="${SLOTGATE_PORT:-6380}"
-SLOTGATE_BIN_GIVEN="${SLOTGATE_BIN:-}"
+SLOTGATE_PORT="${REDIS_CLUSTER_PROXY_PORT:-6380}"
+SLOTGATE_BIN_GIVEN="${REDIS_CLUSTER_PROXY_BIN:-}"
 SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
 if [[ "$SLOTGATE_BIN_GIVEN" == */* ]]; then
     SLOTGATE_BIN=$(absolute "$SLOTGATE_BIN_GIVEN")
@@ -63,7 +64,7 @@ if ! [[ "$PORT_BASE" =~ ^[0-9]{1,5}$ ]] || ((PORT_BASE < 1 || PORT_BASE + 6 + 10
     die "REDIS_CLUSTER_PORT_BASE must be a number from 1 to 55529 (node ports and their +10000 bus ports), not '$PORT_BASE'"
 fi
 if ! [[ "$SLOTGATE_PORT" =~ ^[0-9]{1,5}$ ]] || ((SLOTGATE_PORT < 1 || SLOTGATE_PORT > 65535)); then
-    die "SLOTGATE_PORT must be a port number, not '$SLOTGATE_PORT'"
+    die "REDIS_CLUSTER_PROXY_PORT must be a port number, not '$SLOTGATE_PORT'"
 fi
 
 port_of() { echo $((PORT_BASE + $1)); }
@@ -96,7 +97,7 @@ choose_mode() {
     ((${#COMPOSE[@]})) || docker_usable ||
         die "docker mode needs a running Docker engine ('docker info' fails) and docker compose; or use REDIS_CLUSTER_MODE=local"
     [[ "$PORT_BASE" == 7000 && "$SLOTGATE_PORT" == 6380 && "$DATA" == "$ROOT/data" ]] ||
-        die "REDIS_CLUSTER_PORT_BASE, SLOTGATE_PORT and REDIS_CLUSTER_DATA are for local mode only:
+        die "REDIS_CLUSTER_PORT_BASE, REDIS_CLUSTER_PROXY_PORT and REDIS_CLUSTER_DATA are for local mode only:
 docker-compose.yml fixes ports 7001-7006 and 6380 and mounts ./data"
 }
 
@@ -223,8 +224,10 @@ start_slotgate() {
     fi
     [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found (did the build succeed?)"
     [[ -f proxy.toml ]] || die "proxy.toml not found in $ROOT"
-    ! pings "$SLOTGATE_PORT" || die "something else answers on 127.0.0.1:$SLOTGATE_PORT; stop it, or set SLOTGATE_PORT"
+    ! pings "$SLOTGATE_PORT" || die "something else answers on 127.0.0.1:$SLOTGATE_PORT; stop it, or set REDIS_CLUSTER_PROXY_PORT"
     # proxy.toml for every setting but the two this script owns.
+    # SLOTGATE_PORT and SLOTGATE_BIN are this script's names: should the caller's environment
+    # export them, the assignments above export them too, and slotgate would refuse them.
     env -u SLOTGATE_PORT -u SLOTGATE_BIN nohup "$SLOTGATE_BIN" --config proxy.toml \
         --listen "127.0.0.1:$SLOTGATE_PORT" --cluster "$(seed_list)" >"$SLOTGATE_LOG" 2>&1 </dev/null &
     pid=$!
@@ -241,7 +244,7 @@ start_slotgate() {
 local_start() {
     install_redis
     if [[ -n "$SLOTGATE_BIN_GIVEN" ]]; then
-        [[ -x "$SLOTGATE_BIN" ]] || die "SLOTGATE_BIN=$SLOTGATE_BIN is not an executable file"
+        [[ -x "$SLOTGATE_BIN" ]] || die "REDIS_CLUSTER_PROXY_BIN=$SLOTGATE_BIN is not an executable file"
     else
         build_slotgate
     fi
@@ -540,9 +543,9 @@ Environment:
   REDISCLI_AUTH            the nodes' password, if their configs set requirepass
 Local mode only (defaults in brackets):
   REDIS_CLUSTER_PORT_BASE  node N on BASE+N, its cluster bus on BASE+N+10000 [7000]
-  SLOTGATE_PORT            slotgate's port on 127.0.0.1 [6380]
+  REDIS_CLUSTER_PROXY_PORT slotgate's port on 127.0.0.1 [6380]
   REDIS_CLUSTER_DATA       the data folder; backups go beside it [data/ at the repo top]
-  SLOTGATE_BIN             run this slotgate binary instead of building one with cargo
+  REDIS_CLUSTER_PROXY_BIN  run this slotgate binary instead of building one with cargo
 EOF
 }
 

@@ -55,9 +55,9 @@ impl Kit {
         command
             .env("REDIS_CLUSTER_MODE", "local")
             .env("REDIS_CLUSTER_PORT_BASE", self.base.to_string())
-            .env("SLOTGATE_PORT", self.slotgate_port.to_string())
+            .env("REDIS_CLUSTER_PROXY_PORT", self.slotgate_port.to_string())
             .env("REDIS_CLUSTER_DATA", self.data())
-            .env("SLOTGATE_BIN", env!("CARGO_BIN_EXE_slotgate"))
+            .env("REDIS_CLUSTER_PROXY_BIN", env!("CARGO_BIN_EXE_slotgate"))
             .stdin(Stdio::null());
         command
     }

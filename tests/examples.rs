@@ -1,6 +1,6 @@
 //! The Python examples in examples/, run as a user runs them after
 //! `./scripts/redis-cluster.sh start`, against a real cluster and slotgate on
-//! free ports (`SLOTGATE_HOST`, `SLOTGATE_PORT`, `CLUSTER_NODES`). Each must
+//! free ports (`REDIS_HOST`, `REDIS_PORT`, `REDIS_CLUSTER_NODES`). Each must
 //! exit 0, print its checks and leave no keys behind; each must fail when its
 //! server is not there; and their key_slot must agree with `slotgate slot`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
@@ -30,9 +30,9 @@ fn printed(output: &Output) -> String {
 /// Runs `examples/<name>` against slotgate on `slotgate_port` and the nodes `cluster_nodes`.
 fn example(name: &str, slotgate_port: u16, cluster_nodes: &str) -> Output {
     let env = [
-        ("SLOTGATE_HOST", "127.0.0.1".to_string()),
-        ("SLOTGATE_PORT", slotgate_port.to_string()),
-        ("CLUSTER_NODES", cluster_nodes.to_string()),
+        ("REDIS_HOST", "127.0.0.1".to_string()),
+        ("REDIS_PORT", slotgate_port.to_string()),
+        ("REDIS_CLUSTER_NODES", cluster_nodes.to_string()),
     ];
     python(&[&format!("examples/{name}")], &env)
 }
