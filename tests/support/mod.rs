@@ -197,6 +197,10 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install -y redis-server)");
+        // The old process's watchdog would kill its PID at exit, by then maybe another process's.
+        if let Some(mut old) = self.watchdog.take() {
+            kill(&mut old);
+        }
         self.watchdog = watchdog(&[child.id()]);
         self.child = Some(child);
         wait_for(&format!("redis-server on {} to answer", self.port), Duration::from_secs(10), || {
