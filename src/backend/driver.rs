@@ -13,8 +13,9 @@
 //!
 //! Connections are opened on demand: the task waits for a first request,
 //! connects (and says `HELLO 3` for a RESP3 connection, `READONLY` where
-//! replicas serve reads), and after a failure reconnects by itself with
-//! backoff, failing requests at once while the node is down. A shared
+//! replicas serve reads), and after a failure or a lost connection
+//! reconnects by itself with backoff, failing requests at once while the
+//! node is down. A shared
 //! connection sends a PING every `health_check`: one left unanswered past
 //! the request timeout marks the node hung (an idle connection would not
 //! notice otherwise), and its round trip is the node's latency for
@@ -169,9 +170,11 @@ async fn run(
     // Shared connections of a cluster read from replicas say READONLY.
     let readonly = settings.read_from != super::ReadFrom::Master && !mode.one_shot();
     loop {
-        // Connect on demand: wait for work first. After a failure, try again
-        // by itself (the backoff has passed), so the node's health is known.
-        if failures == 0 && !poll_fn(|cx| queue.poll_take(cx, &mut batch)).await {
+        // Connect on demand: wait for work first. After a failure or a lost
+        // connection, try again by itself (once the backoff has passed), so
+        // that the node's health is known, and its return noticed, even
+        // while no client uses it (/readyz reports it).
+        if failures == 0 && health.is_up() && !poll_fn(|cx| queue.poll_take(cx, &mut batch)).await {
             return;
         }
         let stream = match connect(&addr, protocol, settings.connect_timeout, readonly).await {
