@@ -109,7 +109,7 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] config::ConfigError),
     #[error("invalid setting `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
