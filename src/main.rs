@@ -109,7 +109,8 @@ enum Command {
     /// Load and validate the configuration, print it, and exit.
     CheckConfig,
     /// Probe a running slotgate (for container healthchecks): GET /readyz on
-    /// metrics_listen when it is set, else PING on listen. Exits 0 when ready.
+    /// metrics_listen when it is set, else INFO proxy on listen. Exits 0 when
+    /// every slot is served.
     Health,
 }
 
@@ -198,15 +199,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Asks the slotgate that `config` describes whether it is ready: its
-/// `/readyz` when the metrics endpoint is on (every slot has a master), else
-/// a PING on its client port. The answer, or why it is not ready.
+/// `/readyz` when the metrics endpoint is on, else `INFO proxy` on its
+/// client port; either way, ready when every slot is served. The answer, or
+/// why it is not ready.
 fn health(config: &Config) -> anyhow::Result<String> {
     use std::io::{Read, Write};
-    let (addr, request, ready): (_, &[u8], fn(&str) -> bool) = match config.metrics_addr() {
-        Some(addr) => {
-            (addr, b"GET /readyz HTTP/1.0\r\n\r\n", |r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
-        }
-        None => (config.listen.as_str(), b"*1\r\n$4\r\nPING\r\n", |r| r == "+PONG\r\n"),
+    const SERVED: &str = "cluster_slots_served:";
+    let (addr, request): (_, &[u8]) = match config.metrics_addr() {
+        Some(addr) => (addr, b"GET /readyz HTTP/1.0\r\n\r\n"),
+        // QUIT: slotgate closes the connection once INFO is answered.
+        None => (config.listen.as_str(), b"*2\r\n$4\r\nINFO\r\n$5\r\nproxy\r\n*1\r\n$4\r\nQUIT\r\n"),
     };
     let target = local_address(addr).with_context(|| format!("cannot resolve {addr}"))?;
     let timeout = std::time::Duration::from_secs(3);
@@ -214,24 +216,21 @@ fn health(config: &Config) -> anyhow::Result<String> {
         .with_context(|| format!("slotgate is not answering on {target}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.write_all(request)?;
-    // Both answers are short; PING's arrives without the connection closing.
-    let mut answer = vec![0; 4096];
-    let mut len = 0;
-    while len < answer.len() {
-        match stream.read(&mut answer[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(_) if len > 0 => break,
-            Err(error) => return Err(error).with_context(|| format!("no answer from {target}")),
+    let mut answer = Vec::new();
+    (&mut stream).take(64 * 1024).read_to_end(&mut answer).with_context(|| format!("no answer from {target}"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (ready, said) = match config.metrics_addr() {
+        Some(_) => {
+            let ready = answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200");
+            (ready, answer.split_once("\r\n\r\n").map_or(answer.trim(), |(_, body)| body.trim()).to_string())
         }
-        if config.metrics_addr().is_none() && answer[..len].ends_with(b"\r\n") {
-            break;
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer[..len]);
-    let body = answer.split_once("\r\n\r\n").map_or(answer.trim(), |(_, body)| body.trim());
-    anyhow::ensure!(ready(&answer), "not ready ({target}): {body}");
-    Ok(format!("ready ({target}): {body}"))
+        None => match answer.lines().find(|line| line.starts_with(SERVED) || line.starts_with('-')) {
+            Some(line) => (line == format!("{SERVED}{}", slotgate::cluster::SLOT_COUNT), line.to_string()),
+            None => (false, format!("unexpected answer to INFO proxy: {:?}", answer.trim())),
+        },
+    };
+    anyhow::ensure!(ready, "not ready ({target}): {said}");
+    Ok(format!("ready ({target}): {said}"))
 }
 
 /// Where to reach a listen address from this host: a wildcard address

@@ -2,7 +2,8 @@
 //! and the HTTP endpoints that serve them: `/metrics` (Prometheus text
 //! format), `/healthz` (the process answers) and `/readyz` (the topology is
 //! known and every slot has a master that is not failing and that slotgate's
-//! connections reach; 503 with the reason otherwise).
+//! connections reach; 503 with the reason otherwise; `/readyz?partial` asks
+//! only for the topology and one reachable master, for load balancers).
 //!
 //! Metrics live in one process-wide set, made on first use. Labelled
 //! children are resolved once where they are created, never per command.
@@ -241,12 +242,29 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     metric
 }
 
-/// Why slotgate cannot serve every slot now, if it cannot.
-pub fn not_ready(topology: &Topology) -> Option<String> {
+/// What `/readyz` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every slot has a master that the cluster does not flag failing and
+    /// that slotgate reaches: the whole keyspace is served.
+    AllSlots,
+    /// `/readyz?partial`: the topology is known and some master is reached,
+    /// so this slotgate serves what the cluster serves. For load balancers:
+    /// while part of the cluster is down every slotgate is equally affected,
+    /// and taking them all out of service would fail the healthy slots too.
+    SomeSlots,
+}
+
+/// Why slotgate is not ready in the sense of `readiness`, if it is not.
+pub fn not_ready(topology: &Topology, readiness: Readiness) -> Option<String> {
     let map = topology.snapshot();
     if map.version() == 0 {
         let why = topology.last_error().unwrap_or_else(|| "no node has answered yet".into());
         return Some(format!("cluster topology not discovered yet: {why}"));
+    }
+    if readiness == Readiness::SomeSlots {
+        let reached = map.shards().iter().any(|s| topology.unreachable(&s.master).is_none());
+        return (!reached).then(|| "slotgate reaches no master".into());
     }
     let unserved = SLOT_COUNT - map.served_slots();
     if unserved > 0 {
@@ -265,6 +283,14 @@ pub fn not_ready(topology: &Topology) -> Option<String> {
         return Some(format!("masters slotgate cannot reach: {}", unreachable.join(", ")));
     }
     None
+}
+
+/// `/readyz` asks for every slot; `/readyz?partial` for some.
+fn readiness(query: Option<&str>) -> Readiness {
+    match query {
+        Some("partial") => Readiness::SomeSlots,
+        _ => Readiness::AllSlots,
+    }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
@@ -305,7 +331,7 @@ async fn answer(request: Request<Incoming>, topology: Arc<Topology>) -> Result<R
     match request.uri().path() {
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", get().render()),
         "/healthz" => reply(StatusCode::OK, TEXT, b"ok\n".to_vec()),
-        "/readyz" => match not_ready(&topology) {
+        "/readyz" => match not_ready(&topology, readiness(request.uri().query())) {
             None => reply(StatusCode::OK, TEXT, b"ready\n".to_vec()),
             Some(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready: {why}\n").into_bytes()),
         },

@@ -23,7 +23,7 @@ fn metrics_health_and_readiness_are_served() {
     let (ready, said) = health(&["--metrics", &format!("0.0.0.0:{metrics_port}")]);
     assert!(ready && said.contains("ready (127.0.0.1:") && said.contains("): ready"), "{said}");
     let (ready, said) = health(&["--listen", &format!("127.0.0.1:{}", proxy.port)]);
-    assert!(ready && said.ends_with("): +PONG"), "PING when metrics are off: {said}");
+    assert!(ready && said.ends_with("): cluster_slots_served:16384"), "INFO proxy when metrics are off: {said}");
     let mut c = proxy.connection();
     let _: () = redis::cmd("SET").arg("m").arg("1").query(&mut c).unwrap();
     let (status, text) = http_get(metrics_port, "/metrics");
@@ -101,7 +101,7 @@ fn metrics_health_and_readiness_are_served() {
 fn readyz_says_why_while_there_is_no_cluster() {
     let seeds = seed_list(&[free_port()]);
     let metrics_port = free_port();
-    let _proxy = Proxy::start(&seeds, &["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    let proxy = Proxy::start(&seeds, &["--metrics", &format!("127.0.0.1:{metrics_port}")]);
     wait_for("the metrics endpoint", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
     });
@@ -113,6 +113,8 @@ fn readyz_says_why_while_there_is_no_cluster() {
     assert!(!ready && said.contains("not ready: cluster topology not discovered yet"), "{said}");
     let (ready, said) = health(&["--listen", &format!("127.0.0.1:{}", free_port())]);
     assert!(!ready && said.contains("slotgate is not answering on 127.0.0.1:"), "{said}");
+    let (ready, said) = health(&["--listen", &format!("127.0.0.1:{}", proxy.port)]);
+    assert!(!ready && said.contains("): -CLUSTERDOWN slotgate has not discovered the cluster yet"), "{said}");
 }
 
 #[test]
@@ -120,7 +122,8 @@ fn readyz_is_503_while_slotgate_cannot_reach_a_master() {
     // A long node timeout: the cluster itself does not flag the master while the test runs.
     let mut cluster = Cluster::start_with(3, 0, &["--cluster-node-timeout", "60000"]);
     let metrics_port = free_port();
-    let proxy = Proxy::start(&cluster.seeds(), &["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let proxy = Proxy::start(&cluster.seeds(), &["--metrics", &metrics, "--request-timeout-ms", "1000"]);
     proxy.wait_routing();
     wait_for("slotgate to be ready", Duration::from_secs(10), || http_get(metrics_port, "/readyz").0 == 200);
     let master = cluster.masters()[1];
@@ -137,11 +140,29 @@ fn readyz_is_503_while_slotgate_cannot_reach_a_master() {
         status == 503 && body.starts_with(&why)
     });
     assert!(cluster_info(cluster.masters()[0])["cluster_state"] == "ok", "the cluster has not noticed");
+    // For load balancers: this slotgate still serves the other masters' slots.
+    assert_eq!(http_get(metrics_port, "/readyz?partial"), (200, "ready\n".to_string()));
 
     // Back, and reconnected to by slotgate on its own: ready again.
     cluster.node_mut(master).restart();
     wait_for("slotgate to be ready again", Duration::from_secs(15), || http_get(metrics_port, "/readyz").0 == 200);
     let _: () = redis::cmd("SET").arg(&key).arg("again").query(&mut c).unwrap();
+
+    // Hung (a stopped process still accepts connections): found by the
+    // health check, and not taken for back by a mere reconnect.
+    cluster.node(master).pause();
+    wait_for("/readyz to name the hung master", Duration::from_secs(10), || {
+        let (status, body) = http_get(metrics_port, "/readyz");
+        status == 503 && body.starts_with(&why)
+    });
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(http_get(metrics_port, "/readyz").0, 503, "a hung master is never ready");
+    }
+    cluster.node(master).resume();
+    wait_for("slotgate to be ready after the resume", Duration::from_secs(15), || {
+        http_get(metrics_port, "/readyz").0 == 200
+    });
 }
 
 /// `slotgate health` with `args` (container healthchecks run it): whether it
@@ -150,7 +171,8 @@ fn health(args: &[&str]) -> (bool, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_slotgate"))
         .arg("health")
         .args(args)
-        .env_remove("SLOTGATE_METRICS")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);

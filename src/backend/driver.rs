@@ -77,21 +77,21 @@ pub struct Health {
     up: AtomicBool,
     /// Round trip of the last health-check PING, in microseconds; 0 until measured.
     latency_us: AtomicU64,
-    /// Where a shared connection's changes of `up` are told, for `/readyz`.
+    /// Where a shared connection's changes of `up` are told, for `/readyz`,
+    /// while `reporting`.
     report: Option<(NodeAddr, Arc<Topology>)>,
+    reporting: AtomicBool,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health { up: AtomicBool::new(true), latency_us: AtomicU64::new(0), report: None }
+        Health::new(None)
     }
 }
 
 impl Drop for Health {
     fn drop(&mut self) {
-        if !self.is_up() {
-            self.set_up(Ok(()));
-        }
+        self.stop_reporting();
     }
 }
 
@@ -99,7 +99,22 @@ impl Health {
     /// The health of a worker's shared connections to `addr`, whose ups and
     /// downs `topology` hears of.
     pub fn reporting(addr: NodeAddr, topology: Arc<Topology>) -> Health {
-        Health { up: AtomicBool::new(true), latency_us: AtomicU64::new(0), report: Some((addr, topology)) }
+        Health::new(Some((addr, topology)))
+    }
+
+    fn new(report: Option<(NodeAddr, Arc<Topology>)>) -> Health {
+        let reporting = report.is_some().into();
+        Health { up: true.into(), latency_us: 0.into(), report, reporting }
+    }
+
+    /// The node's connections are closing: it counts as reachable again for
+    /// the topology, whatever they report from now on.
+    pub fn stop_reporting(&self) {
+        if self.reporting.swap(false, Ordering::Relaxed) && !self.is_up() {
+            if let Some((addr, topology)) = &self.report {
+                topology.reached(addr, Ok(()));
+            }
+        }
     }
 
     pub fn is_up(&self) -> bool {
@@ -115,7 +130,7 @@ impl Health {
     fn set_up(&self, outcome: Result<(), &str>) {
         let was_up = self.up.swap(outcome.is_ok(), Ordering::Relaxed);
         if let Some((addr, topology)) = &self.report {
-            if was_up != outcome.is_ok() {
+            if was_up != outcome.is_ok() && self.reporting.load(Ordering::Relaxed) {
                 topology.reached(addr, outcome);
             }
         }
@@ -177,7 +192,12 @@ async fn run(
         if failures == 0 && health.is_up() && !poll_fn(|cx| queue.poll_take(cx, &mut batch)).await {
             return;
         }
-        let stream = match connect(&addr, protocol, settings.connect_timeout, readonly).await {
+        if queue.is_closed() && batch.is_empty() {
+            return;
+        }
+        // A shared connection proves that the node answers before it counts
+        // as up: a stopped process still accepts TCP connections.
+        let stream = match connect(&addr, protocol, settings.connect_timeout, readonly, !mode.one_shot()).await {
             Ok(stream) => {
                 health.set_up(Ok(()));
                 stream
@@ -286,16 +306,31 @@ fn fail_all(batch: &mut Vec<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
     }
 }
 
-/// 100 ms after the first failure, doubling up to 1 s.
+/// 100 ms after the first failure, doubling up to 1 s, plus up to a fifth
+/// more at random, so that many connections do not retry in step.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(100).saturating_mul(1 << failures.clamp(1, 5).saturating_sub(1)).min(Duration::from_secs(1))
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_millis(100)
+        .saturating_mul(1 << failures.clamp(1, 5).saturating_sub(1))
+        .min(Duration::from_secs(1));
+    // RandomState is seeded anew each time: a cheap source of jitter.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    base + base.mul_f64((random % 1000) as f64 / 5000.0)
 }
 
 fn fail(reply_to: ReplyTo, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
     reply_to.send(Reply::Failed(NodeError { addr: addr.clone(), cause: cause.clone(), retry }));
 }
 
-async fn connect(addr: &NodeAddr, protocol: Protocol, limit: Duration, readonly: bool) -> Result<TcpStream, String> {
+/// Opens a connection and sets it up; with `probe`, a PING proves the node
+/// answers even when there is nothing else to set up.
+async fn connect(
+    addr: &NodeAddr,
+    protocol: Protocol,
+    limit: Duration,
+    readonly: bool,
+    probe: bool,
+) -> Result<TcpStream, String> {
     let mut stream = timeout(limit, TcpStream::connect(addr.as_str()))
         .await
         .map_err(|_| format!("connect timed out after {limit:?}"))?
@@ -307,6 +342,9 @@ async fn connect(addr: &NodeAddr, protocol: Protocol, limit: Duration, readonly:
     }
     if readonly {
         setup.push(Request::from_args(&["READONLY"]));
+    }
+    if probe && setup.is_empty() {
+        setup.push(Request::from_args(&["PING"]));
     }
     if !setup.is_empty() {
         timeout(limit, say(&mut stream, &setup)).await.map_err(|_| "connection setup timed out".to_string())??;

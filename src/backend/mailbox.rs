@@ -76,6 +76,11 @@ impl<T> Mailbox<T> {
         true
     }
 
+    /// Whether the receiver has gone.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Takes nothing more; returns what was left and wakes the receiver.
     pub fn close(&self) -> Vec<T> {
         let (left, waker) = {

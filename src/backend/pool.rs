@@ -32,6 +32,7 @@ impl Node {
     /// Closes the connections (the node left the cluster): each answers what
     /// it has sent, then ends; what was still queued fails, safe to retry.
     fn close(&self) {
+        self.health.stop_reporting();
         for queue in self.resp2.iter().chain(&self.resp3) {
             for out in queue.close() {
                 let cause = "the node left the cluster map".into();

@@ -65,7 +65,12 @@ pub(super) fn merge(views: &[View], current: &SlotMap) -> SlotMap {
         }
         start = slot;
     }
-    let members = views.iter().flat_map(|v| &v.nodes).map(|n| n.addr.clone());
+    // A node that every view listing it flags failing is left out: its
+    // connections close rather than retry for ever (a dead node stays in
+    // CLUSTER NODES until forgotten). Should it come back, it is listed again.
+    let alive: HashSet<&str> =
+        views.iter().flat_map(|v| &v.nodes).filter(|n| !n.failing).map(|n| n.id.as_str()).collect();
+    let members = views.iter().flat_map(|v| &v.nodes).filter(|n| alive.contains(n.id.as_str())).map(|n| n.addr.clone());
     let map = SlotMap::from_ranges(ranges);
     let members = members.chain(map.shards().iter().map(|s| s.master.clone())).collect();
     map.with_nodes(members)
@@ -155,16 +160,19 @@ mod tests {
     }
 
     #[test]
-    fn replicas_and_slotless_members_are_kept() {
+    fn replicas_and_slotless_members_are_kept_failed_nodes_are_not() {
         let nodes = vec![
             master("a", 1, 1, &[(0, 16383)]),
             replica("r", 4, "a"),
             ClusterNode { failing: true, ..replica("f", 5, "a") },
             master("e", 6, 3, &[]),
         ];
-        let map = merge(&[view(nodes)], &SlotMap::empty());
+        let map = merge(&[view(nodes.clone())], &SlotMap::empty());
         assert_eq!(map.shards()[0].replicas, vec![NodeAddr::from_parts("h", 4)]);
         assert!(map.knows(&NodeAddr::from_parts("h", 6)), "a master without slots is a member");
-        assert!(map.knows(&NodeAddr::from_parts("h", 5)));
+        assert!(!map.knows(&NodeAddr::from_parts("h", 5)), "failing in every view that lists it");
+        let seen_alive = view(vec![master("a", 1, 1, &[(0, 16383)]), replica("f", 5, "a")]);
+        let map = merge(&[view(nodes), seen_alive], &SlotMap::empty());
+        assert!(map.knows(&NodeAddr::from_parts("h", 5)), "one view sees it alive");
     }
 }

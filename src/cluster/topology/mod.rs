@@ -123,13 +123,14 @@ impl Topology {
         let _ = self.events.send(Event::Refresh);
     }
 
-    /// A shared connection to `addr` has failed (`Err(cause)`), or works
-    /// again after a failure (`Ok`). Each connection reports a change once.
+    /// A worker's shared connections to `addr` have failed (`Err(cause)`),
+    /// or work again after a failure (`Ok`): each worker reports each change
+    /// once, so `addr` is unreachable while some worker's last report failed.
     pub fn reached(&self, addr: &NodeAddr, outcome: Result<(), &str>) {
         let mut unreachable = self.unreachable.lock().unwrap_or_else(PoisonError::into_inner);
         match outcome {
             Err(cause) => {
-                let entry = unreachable.entry(addr.clone()).or_insert_with(|| (0, cause.into()));
+                let entry = unreachable.entry(addr.clone()).or_insert_with(|| (0, "".into()));
                 *entry = (entry.0 + 1, cause.into());
             }
             Ok(()) => {
