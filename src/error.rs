@@ -62,6 +62,8 @@ pub enum ClientError {
     InvalidClientName,
     UnknownClientInfo(Bytes),
     InvalidClientInfo(Bytes),
+    /// `max_clients` connections are open; this one is closed.
+    MaxClients,
 }
 
 impl ClientError {
@@ -150,6 +152,7 @@ impl fmt::Display for ClientError {
             ClientError::InvalidClientInfo(attr) => {
                 write!(f, "ERR {} cannot contain spaces, newlines or special characters.", Shown(attr, 128))
             }
+            ClientError::MaxClients => f.write_str("ERR max number of clients reached"),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Pool;
 use crate::cluster::Topology;
 use crate::config::Config;
+use crate::error::ClientError;
 use crate::session::{self, Clients, Context, Scripts};
 
 /// Serves clients from `listener` until `shutdown` is cancelled.
@@ -51,7 +52,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
                     };
                     refusing = false;
                     let stream = stream.into_std()?;
-                    if workers[next % workers.len()].send((stream, permit)).is_err() {
+                    if workers[next % workers.len()].send((stream, Place::taken(permit))).is_err() {
                         tracing::error!(worker = next % workers.len(), "worker stopped; shutting down");
                         return Err(io::Error::other("a worker thread stopped"));
                     }
@@ -71,11 +72,34 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 /// line fits any socket buffer, so one non-blocking write is enough.
 fn refuse(stream: &TcpStream) {
     crate::metrics::get().clients_rejected.inc();
-    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+    let mut line = bytes::BytesMut::new();
+    ClientError::MaxClients.write(&mut line);
+    let _ = stream.try_write(&line);
 }
 
-/// A client socket and its place under `max_clients`.
-type NewClient = (std::net::TcpStream, OwnedSemaphorePermit);
+/// An open client's place under `max_clients`, counted in the metrics from
+/// its accept to its close.
+struct Place(Option<OwnedSemaphorePermit>);
+
+impl Place {
+    fn taken(permit: OwnedSemaphorePermit) -> Place {
+        let metrics = crate::metrics::get();
+        metrics.clients_accepted.inc();
+        metrics.clients.inc();
+        Place(Some(permit))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // Free first: once the gauge says a place is free, it is.
+        drop(self.0.take());
+        crate::metrics::get().clients.dec();
+    }
+}
+
+/// A client socket and its place.
+type NewClient = (std::net::TcpStream, Place);
 
 /// Starts worker thread `index`; returns the queue that feeds it clients.
 fn spawn_worker(
@@ -100,12 +124,12 @@ fn spawn_worker(
                     // Routes follow the map even while no client asks: nodes
                     // that left the cluster get their connections closed.
                     Ok(()) = changes.changed() => drop(ctx.pool.routes()),
-                    client = incoming.recv() => match client.map(|(stream, permit)| (TcpStream::from_std(stream), permit)) {
-                        Some((Ok(stream), permit)) => {
+                    client = incoming.recv() => match client.map(|(stream, place)| (TcpStream::from_std(stream), place)) {
+                        Some((Ok(stream), place)) => {
                             let ctx = ctx.clone();
                             tokio::spawn(async move {
                                 session::run(stream, ctx).await;
-                                drop(permit);
+                                drop(place);
                             });
                         }
                         Some((Err(error), _)) => tracing::warn!(%error, "cannot adopt client socket"),

@@ -17,9 +17,14 @@ fn clients_past_max_clients_are_refused_as_redis_refuses_them() {
     let metrics = format!("127.0.0.1:{metrics_port}");
     let proxy = Proxy::start(&seed_list(&[free_port()]), &["--max-clients", "2", "--metrics", &metrics]);
     let rejected = || sample(&http_get(metrics_port, "/metrics").1, "slotgate_client_connections_rejected_total");
-    // The harness's own probe connection may still be closing: wait for it.
+    wait_for("the metrics endpoint", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
+    });
+    // The harness's probe (did slotgate listen?) took a place: wait until it is free.
     wait_for("the probe to close", Duration::from_secs(5), || {
-        sample(&http_get(metrics_port, "/metrics").1, "slotgate_client_connections ") == Some(0.0)
+        let text = http_get(metrics_port, "/metrics").1;
+        sample(&text, "slotgate_client_connections_accepted_total") >= Some(1.0)
+            && sample(&text, "slotgate_client_connections ") == Some(0.0)
     });
     assert_eq!(rejected(), Some(0.0));
 

@@ -161,11 +161,6 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
     let mailbox = Arc::new(Mailbox::default());
     let mut arrived = Vec::new();
     let registered = ctx.clients.register(stream.peer_addr().ok(), stream.local_addr().ok(), mailbox.clone());
-    let metrics = crate::metrics::get();
-    metrics.clients_accepted.inc();
-    metrics.clients.inc();
-    // Counted out however the session ends.
-    let _open = OnDrop(|| metrics.clients.dec());
     let mut session = Session::new(ctx, mailbox.clone(), registered);
     let span = tracing::debug_span!("client", client.id = session.client.id);
     let _enter = span.enter();
@@ -456,13 +451,4 @@ fn micros_since(began: Instant) -> u32 {
 /// or a master that gets elected is noticed quickly.
 fn retry_delay(retries: u8) -> Duration {
     Duration::from_millis(5).saturating_mul(1 << retries.min(5)).min(Duration::from_millis(100))
-}
-
-/// Runs its closure when dropped.
-struct OnDrop<F: FnMut()>(F);
-
-impl<F: FnMut()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        (self.0)();
-    }
 }
