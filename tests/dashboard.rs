@@ -41,9 +41,12 @@ fn panels(dashboard: &Json) -> Vec<&Json> {
     top.iter().chain(nested).filter(|p| p["type"] != "row").collect()
 }
 
-/// `expr` as Grafana sends it with every instance selected.
-fn as_grafana_sends_it(expr: &str) -> String {
-    let expr = expr.replace("$__rate_interval", RATE_INTERVAL).replace("$instance", ".*");
+/// `expr` as Grafana sends it with "All" instances selected, `instance`
+/// being the only one: a regex of the variable's values (no `.*`, which in
+/// a shared Prometheus would match every other target too).
+fn as_grafana_sends_it(expr: &str, instance: &str) -> String {
+    let all = instance.replace('.', "\\\\.");
+    let expr = expr.replace("$__rate_interval", RATE_INTERVAL).replace("$instance", &format!("({all})"));
     assert!(!expr.contains('$'), "a variable the test does not know: {expr}");
     expr
 }
@@ -150,16 +153,16 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = traffic(proxy.port, stop.clone());
+    let started = Instant::now();
     // A slot moves while the traffic runs: MOVED is counted, the epoch rises.
     let slot = support::slot_of("dash:1");
     cluster.migrate_slot(slot, cluster.other_master(slot), || {});
-    // Enough scrapes for every rate: more than two per rate window.
-    let started = Instant::now();
-    wait_for("twelve scrapes of slotgate", Duration::from_secs(60), || {
+    // Enough scrapes under traffic for every rate: more than two per rate window.
+    wait_for("ten seconds of traffic and twelve scrapes", Duration::from_secs(60), || {
         let scrapes = query(prometheus_port, &format!("count_over_time(up{{instance=\"{metrics}\"}}[1m])"));
-        scrapes[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).is_some_and(|n| n >= 12.0)
+        let scrapes = scrapes[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
+        started.elapsed() >= Duration::from_secs(10) && scrapes.is_some_and(|n| n >= 12.0)
     });
-    assert!(started.elapsed() >= Duration::from_secs(10));
 
     let mut empty = Vec::new();
     let mut evaluated = 0;
@@ -169,7 +172,7 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
         assert!(!targets.is_empty(), "panel {title} has no queries");
         for target in targets {
             let expr = target["expr"].as_str().unwrap_or_else(|| panic!("panel {title}: a target without expr"));
-            let result = query(prometheus_port, &as_grafana_sends_it(expr));
+            let result = query(prometheus_port, &as_grafana_sends_it(expr, &metrics));
             evaluated += 1;
             if finite(&result) == 0 {
                 empty.push(format!("{title}: {expr}\n    -> {result}"));
@@ -226,6 +229,9 @@ fn the_dashboard_is_well_formed() {
     }
     // The provisioned datasource is the variable's default.
     assert_eq!(dashboard["templating"]["list"][0]["current"]["value"], "prometheus");
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        assert!(variable["allValue"].is_null(), "'All' must list slotgate's instances, not match every target");
+    }
 }
 
 fn read(path: &Path) -> String {
