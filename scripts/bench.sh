@@ -32,7 +32,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 BENCH_PY="$ROOT/scripts/bench.py"
-SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
+PROXY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
 RESULTS="$ROOT/bench-results"
 PORT_BASE="${BENCH_PORT_BASE:-30001}"
 
@@ -50,8 +50,8 @@ usage() {
 TMP=""
 NODE_PORTS=()
 NODE_PIDS=()
-SLOTGATE_PORT=""
-SLOTGATE_PID=""
+PROXY_PORT=""
+PROXY_PID=""
 BENCH_PID=""
 
 # SIGTERM the PIDs, SIGKILL what is left after ~5 s, and reap them (they are our children).
@@ -74,13 +74,13 @@ cleanup() {
     trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
     set +e
     [[ -n "$BENCH_PID" ]] && stop_pids "$BENCH_PID"
-    if [[ -n "$SLOTGATE_PID" ]]; then
-        if pid_gone "$SLOTGATE_PID"; then
-            wait "$SLOTGATE_PID" 2>/dev/null
-            say "bench: slotgate (pid $SLOTGATE_PID) had exited by itself, status $?" >&2
+    if [[ -n "$PROXY_PID" ]]; then
+        if pid_gone "$PROXY_PID"; then
+            wait "$PROXY_PID" 2>/dev/null
+            say "bench: slotgate (pid $PROXY_PID) had exited by itself, status $?" >&2
             ((status != 0)) || status=1
         fi
-        stop_pids "$SLOTGATE_PID"
+        stop_pids "$PROXY_PID"
     fi
     ((${#NODE_PIDS[@]})) && stop_pids "${NODE_PIDS[@]}"
     if [[ -n "$TMP" && -f "$TMP/slotgate.log" ]]; then
@@ -154,21 +154,21 @@ masters() {
 }
 
 slotgate_ready() {
-    pid_alive "$SLOTGATE_PID" || return 1
-    [[ "$(rcli "$SLOTGATE_PORT" set bench:probe 1)" == OK ]]
+    pid_alive "$PROXY_PID" || return 1
+    [[ "$(rcli "$PROXY_PORT" set bench:probe 1)" == OK ]]
 }
 
 start_slotgate() {
     local seeds=$1
-    say "Starting slotgate on 127.0.0.1:$SLOTGATE_PORT (seeds $seeds)"
+    say "Starting slotgate on 127.0.0.1:$PROXY_PORT (seeds $seeds)"
     local -a extra=()
     # shellcheck disable=SC2206 # word splitting of the extra arguments is intended
     [[ -n "${BENCH_SLOTGATE_ARGS:-}" ]] && extra=($BENCH_SLOTGATE_ARGS)
-    setsid "$SLOTGATE_BIN" --cluster "$seeds" --listen "127.0.0.1:$SLOTGATE_PORT" "${extra[@]}" \
+    setsid "$PROXY_BIN" --cluster "$seeds" --listen "127.0.0.1:$PROXY_PORT" "${extra[@]}" \
         </dev/null >"$TMP/slotgate.log" 2>&1 &
-    SLOTGATE_PID=$!
+    PROXY_PID=$!
     wait_for 15 slotgate_ready ||
-        die "slotgate (pid $SLOTGATE_PID) does not answer 'set bench:probe 1' with OK after 15 s"
+        die "slotgate (pid $PROXY_PID) does not answer 'set bench:probe 1' with OK after 15 s"
 }
 
 # --- main ----------------------------------------------------------------------------------
@@ -191,24 +191,24 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-slotgate.XXXXXX")"
 mapfile -t ports < <(python3 "$BENCH_PY" free-ports 7 --from "$PORT_BASE")
 ((${#ports[@]} == 7)) || die "could not find 7 free ports from $PORT_BASE"
 NODE_PORTS=("${ports[@]:0:6}")
-SLOTGATE_PORT="${ports[6]}"
+PROXY_PORT="${ports[6]}"
 
 start_cluster
 mapfile -t MASTERS < <(masters)
 ((${#MASTERS[@]} == 3)) || die "expected 3 masters, found ${#MASTERS[@]}: ${MASTERS[*]}"
 seeds="$(printf '127.0.0.1:%s,' "${MASTERS[@]}")"
 start_slotgate "${seeds%,}"
-say "Cluster up (masters ${MASTERS[*]}), slotgate pid $SLOTGATE_PID on $SLOTGATE_PORT; benchmarking ..."
+say "Cluster up (masters ${MASTERS[*]}), slotgate pid $PROXY_PID on $PROXY_PORT; benchmarking ..."
 
 # In the background and waited for, so INT/TERM traps run at once rather than after the run.
-python3 "$BENCH_PY" run "${QUICK[@]}" --cluster-port "${MASTERS[0]}" --slotgate-port "$SLOTGATE_PORT" \
-    --slotgate-pid "$SLOTGATE_PID" --slotgate-bin "$SLOTGATE_BIN" --results-dir "$RESULTS" &
+python3 "$BENCH_PY" run "${QUICK[@]}" --cluster-port "${MASTERS[0]}" --slotgate-port "$PROXY_PORT" \
+    --slotgate-pid "$PROXY_PID" --slotgate-bin "$PROXY_BIN" --results-dir "$RESULTS" &
 BENCH_PID=$!
 status=0
 wait "$BENCH_PID" || status=$?
 BENCH_PID=""
 
-pid_alive "$SLOTGATE_PID" || die "slotgate exited during the benchmark"
+pid_alive "$PROXY_PID" || die "slotgate exited during the benchmark"
 problems=$(grep -cE ' (WARN|ERROR) ' "$TMP/slotgate.log" || true)
 if ((problems > 0)); then
     say "bench: slotgate logged $problems warning/error line(s); the last ones:"

@@ -53,15 +53,15 @@ need_cargo() {
 then open a new shell (or: source \"\$HOME/.cargo/env\") and rerun $0."
 }
 
-# The release build of slotgate; sets SLOTGATE_BIN.
+# The release build of slotgate; sets PROXY_BIN.
 build_slotgate() {
     need_cargo
     local -a locked=()
     [[ -f "$ROOT/Cargo.lock" ]] && locked=(--locked)
     say "Building slotgate: cargo build --release ${locked[*]}"
     (cd "$ROOT" && cargo build --release "${locked[@]}")
-    SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
-    [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found after the build"
+    PROXY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
+    [[ -x "$PROXY_BIN" ]] || die "$PROXY_BIN not found after the build"
 }
 
 # --- talking to nodes -------------------------------------------------------------------------
@@ -70,6 +70,9 @@ build_slotgate() {
 # Set REDISCLI_AUTH when the node configs enable requirepass.
 rcli() { local port=$1; shift; timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
 pings() { [[ "$(rcli "$1" ping)" == PONG ]]; }
+# Some program (Redis or not) accepts connections on 127.0.0.1:PORT.
+# shellcheck disable=SC2016 # $0 is expanded by the inner bash, which gets PORT as $0
+port_open() { timeout 2 bash -c ': <>"/dev/tcp/127.0.0.1/$0"' "$1" 2>/dev/null; }
 
 # The value of the "FIELD:value" lines on stdin (an INFO or CLUSTER INFO reply); empty if none.
 field_value() {

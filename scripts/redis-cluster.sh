@@ -2,7 +2,7 @@
 # The setup guide's cluster kit: a Redis Cluster of six nodes (3 masters + 3 replicas) with
 # slotgate in front of it, and backup/restore of its data folder.
 #
-#   scripts/redis-cluster.sh start|stop|status|restart|backup|restore [DIR]
+#   scripts/redis-cluster.sh start|stop|status|restart|backup|restore [DIR] | help
 #
 # Both modes run the same nodes with the same configs (config/redis-node-N.conf), ports and
 # data folders (data/node-N: AOF, RDB, nodes.conf):
@@ -12,6 +12,8 @@
 #           slotgate, prometheus, grafana). The default when a Docker engine answers.
 # Port 6379 is never used: a distro redis service may own it. A data folder belongs to the mode
 # that made it: nodes.conf records the addresses the nodes announce (127.0.0.1 locally).
+# Locally, a process is ours only if the data folder's pidfile names it, or (a node) it runs in
+# its node folder: any other Redis or program on our ports is left alone, and start refuses.
 #
 # Environment (the defaults are the guide's; all but REDIS_CLUSTER_MODE are for local mode,
 # as docker-compose.yml fixes ports and ./data):
@@ -23,9 +25,9 @@
 #                            it, named <folder name>-backup-YYYYMMDD-HHMMSS
 #   REDIS_CLUSTER_PROXY_BIN  run this slotgate binary instead of building one with cargo
 #   REDISCLI_AUTH            the nodes' password, once their configs set requirepass
-# (Not SLOTGATE_*: slotgate reads those as its own settings and refuses unknown ones. It is
-# started with --listen and --cluster set from the above; other SLOTGATE_* settings in the
-# environment reach it.)
+# (Not SLOTGATE_*: slotgate reads those as its own settings and refuses unknown ones, which is
+# also why this script's own variables are PROXY_*. It is started with --listen and --cluster
+# set from the above; other SLOTGATE_* settings in the environment reach it.)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,16 +43,16 @@ NODES=(1 2 3 4 5 6)
 DATA="$(absolute "${REDIS_CLUSTER_DATA:-$ROOT/data}")"
 DATA="${DATA%/}"
 PORT_BASE="${REDIS_CLUSTER_PORT_BASE:-7000}"
-SLOTGATE_PORT="${REDIS_CLUSTER_PROXY_PORT:-6380}"
-SLOTGATE_BIN_GIVEN="${REDIS_CLUSTER_PROXY_BIN:-}"
-SLOTGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
-if [[ "$SLOTGATE_BIN_GIVEN" == */* ]]; then
-    SLOTGATE_BIN=$(absolute "$SLOTGATE_BIN_GIVEN")
-elif [[ -n "$SLOTGATE_BIN_GIVEN" ]]; then
-    SLOTGATE_BIN=$(command -v "$SLOTGATE_BIN_GIVEN") || SLOTGATE_BIN=$SLOTGATE_BIN_GIVEN
+PROXY_PORT="${REDIS_CLUSTER_PROXY_PORT:-6380}"
+PROXY_BIN_GIVEN="${REDIS_CLUSTER_PROXY_BIN:-}"
+PROXY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/slotgate"
+if [[ "$PROXY_BIN_GIVEN" == */* ]]; then
+    PROXY_BIN=$(absolute "$PROXY_BIN_GIVEN")
+elif [[ -n "$PROXY_BIN_GIVEN" ]]; then
+    PROXY_BIN=$(command -v "$PROXY_BIN_GIVEN") || PROXY_BIN=$PROXY_BIN_GIVEN
 fi
-SLOTGATE_PID="$DATA/slotgate.pid"
-SLOTGATE_LOG="$DATA/slotgate.log"
+PROXY_PIDFILE="$DATA/slotgate.pid"
+PROXY_LOG="$DATA/slotgate.log"
 # Longest wait for one node's AOF rewrite or RDB save during a backup, in seconds.
 SAVE_TIMEOUT=600
 MODE=""      # local or docker, set by choose_mode
@@ -63,8 +65,8 @@ trap '[[ -z "$STAGED" ]] || rm -rf "$STAGED"' EXIT
 if ! [[ "$PORT_BASE" =~ ^[0-9]{1,5}$ ]] || ((PORT_BASE < 1 || PORT_BASE + 6 + 10000 > 65535)); then
     die "REDIS_CLUSTER_PORT_BASE must be a number from 1 to 55529 (node ports and their +10000 bus ports), not '$PORT_BASE'"
 fi
-if ! [[ "$SLOTGATE_PORT" =~ ^[0-9]{1,5}$ ]] || ((SLOTGATE_PORT < 1 || SLOTGATE_PORT > 65535)); then
-    die "REDIS_CLUSTER_PROXY_PORT must be a port number, not '$SLOTGATE_PORT'"
+if ! [[ "$PROXY_PORT" =~ ^[0-9]{1,5}$ ]] || ((PROXY_PORT < 1 || PROXY_PORT > 65535)); then
+    die "REDIS_CLUSTER_PROXY_PORT must be a port number, not '$PROXY_PORT'"
 fi
 
 port_of() { echo $((PORT_BASE + $1)); }
@@ -96,7 +98,7 @@ choose_mode() {
     [[ -f docker-compose.yml ]] || die "docker mode needs $ROOT/docker-compose.yml"
     ((${#COMPOSE[@]})) || docker_usable ||
         die "docker mode needs a running Docker engine ('docker info' fails) and docker compose; or use REDIS_CLUSTER_MODE=local"
-    [[ "$PORT_BASE" == 7000 && "$SLOTGATE_PORT" == 6380 && "$DATA" == "$ROOT/data" ]] ||
+    [[ "$PORT_BASE" == 7000 && "$PROXY_PORT" == 6380 && "$DATA" == "$ROOT/data" ]] ||
         die "REDIS_CLUSTER_PORT_BASE, REDIS_CLUSTER_PROXY_PORT and REDIS_CLUSTER_DATA are for local mode only:
 docker-compose.yml fixes ports 7001-7006 and 6380 and mounts ./data"
 }
@@ -120,6 +122,26 @@ node_field() {
     shift 2
     (($# > 0)) || set -- cluster info
     field_value "$field" < <(node_cli "$n" "$@")
+}
+
+# The server on node N's port runs in node N's folder (CONFIG GET dir, which Redis reports
+# with symlinks resolved).
+node_in_its_dir() {
+    local dir
+    dir=$(cd "$(node_dir "$1")" 2>/dev/null && pwd -P) || return 1
+    [[ "$(rcli "$(port_of "$1")" config get dir | sed -n 2p)" == "$dir" ]]
+}
+
+# Node N is ours: in docker mode its container is; locally, its pidfile in the data folder
+# names a live redis-server, or the server on its port runs in its folder. Any other Redis on
+# that port (another data folder's node, a distro service) is never adopted nor stopped.
+node_is_ours() {
+    [[ "$MODE" == docker ]] && return 0
+    live_pid "$(node_dir "$1")/redis.pid" redis-server >/dev/null || node_in_its_dir "$1"
+}
+node_up() { node_is_ours "$1" && node_pings "$1"; }
+not_ours_message() {
+    echo "port $(port_of "$1") is taken by a Redis that is not node-$1 of $DATA"
 }
 
 # --- local processes ----------------------------------------------------------
@@ -147,13 +169,30 @@ terminate() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Before anything starts: each port is free, or held by this data folder's own process.
+check_ports() {
+    local n port
+    for n in "${NODES[@]}"; do
+        node_is_ours "$n" && continue
+        port=$(port_of "$n")
+        ! pings "$port" || die "$(not_ours_message "$n"); stop it or set REDIS_CLUSTER_PORT_BASE"
+        for port in "$port" $((port + 10000)); do
+            ! port_open "$port" ||
+                die "port $port (node-$n) is taken by a program that is not node-$n of $DATA; stop it or set REDIS_CLUSTER_PORT_BASE"
+        done
+    done
+    live_pid "$PROXY_PIDFILE" slotgate >/dev/null || ! port_open "$PROXY_PORT" ||
+        die "port $PROXY_PORT is taken by a program that is not the slotgate of $DATA; stop it or set REDIS_CLUSTER_PROXY_PORT"
+}
+
 start_node() {
     local n=$1 port dir
     port=$(port_of "$n"); dir=$(node_dir "$n")
-    if live_pid "$dir/redis.pid" redis-server >/dev/null || pings "$port"; then
+    if node_is_ours "$n"; then
         say "  node-$n (:$port) already running"
         return 0
     fi
+    ! pings "$port" || die "$(not_ours_message "$n"); stop it or set REDIS_CLUSTER_PORT_BASE"
     mkdir -p "$dir"
     # The config says 'dir /data' (the container path), and Redis applies it, and fails on a
     # missing directory, before any command-line override; so feed the file on stdin
@@ -212,39 +251,39 @@ seed_list() {
 
 # Up, or gone: $1 is our own child, whose PID cannot be reused before we wait for it (and
 # which is not slotgate yet between fork and exec, so no look at its command line).
-slotgate_settled() { pings "$SLOTGATE_PORT" || pid_gone "$1"; }
+slotgate_settled() { pings "$PROXY_PORT" || pid_gone "$1"; }
 
 start_slotgate() {
     local pid status=0
-    if pid=$(live_pid "$SLOTGATE_PID" slotgate); then
+    if pid=$(live_pid "$PROXY_PIDFILE" slotgate); then
         say "slotgate already running (pid $pid)"
-        pings "$SLOTGATE_PORT" ||
-            die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$SLOTGATE_PORT; log: $SLOTGATE_LOG"
+        pings "$PROXY_PORT" ||
+            die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$PROXY_PORT; log: $PROXY_LOG"
         return 0
     fi
-    [[ -x "$SLOTGATE_BIN" ]] || die "$SLOTGATE_BIN not found (did the build succeed?)"
+    [[ -x "$PROXY_BIN" ]] || die "$PROXY_BIN not found (did the build succeed?)"
     [[ -f proxy.toml ]] || die "proxy.toml not found in $ROOT"
-    ! pings "$SLOTGATE_PORT" || die "something else answers on 127.0.0.1:$SLOTGATE_PORT; stop it, or set REDIS_CLUSTER_PROXY_PORT"
+    ! port_open "$PROXY_PORT" ||
+        die "port $PROXY_PORT is taken by a program that is not the slotgate of $DATA; stop it or set REDIS_CLUSTER_PROXY_PORT"
     # proxy.toml for every setting but the two this script owns.
-    # SLOTGATE_PORT and SLOTGATE_BIN are this script's names: should the caller's environment
-    # export them, the assignments above export them too, and slotgate would refuse them.
-    env -u SLOTGATE_PORT -u SLOTGATE_BIN nohup "$SLOTGATE_BIN" --config proxy.toml \
-        --listen "127.0.0.1:$SLOTGATE_PORT" --cluster "$(seed_list)" >"$SLOTGATE_LOG" 2>&1 </dev/null &
+    nohup "$PROXY_BIN" --config proxy.toml \
+        --listen "127.0.0.1:$PROXY_PORT" --cluster "$(seed_list)" >"$PROXY_LOG" 2>&1 </dev/null &
     pid=$!
-    echo "$pid" >"$SLOTGATE_PID"
+    echo "$pid" >"$PROXY_PIDFILE"
     wait_for 10 slotgate_settled "$pid" || true
-    pid_alive "$pid" && pings "$SLOTGATE_PORT" && return 0
-    tail -n 20 "$SLOTGATE_LOG" >&2 || true
+    pid_alive "$pid" && pings "$PROXY_PORT" && return 0
+    tail -n 20 "$PROXY_LOG" >&2 || true
     pid_alive "$pid" &&
-        die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$SLOTGATE_PORT after 10 s; log: $SLOTGATE_LOG"
+        die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$PROXY_PORT after 10 s; log: $PROXY_LOG"
     wait "$pid" || status=$?
-    die "slotgate exited with status $status (128+N: killed by signal N); log: $SLOTGATE_LOG"
+    die "slotgate exited with status $status (128+N: killed by signal N); log: $PROXY_LOG"
 }
 
 local_start() {
     install_redis
-    if [[ -n "$SLOTGATE_BIN_GIVEN" ]]; then
-        [[ -x "$SLOTGATE_BIN" ]] || die "REDIS_CLUSTER_PROXY_BIN=$SLOTGATE_BIN is not an executable file"
+    check_ports
+    if [[ -n "$PROXY_BIN_GIVEN" ]]; then
+        [[ -x "$PROXY_BIN" ]] || die "REDIS_CLUSTER_PROXY_BIN=$PROXY_BIN is not an executable file"
     else
         build_slotgate
     fi
@@ -257,22 +296,37 @@ local_start() {
     start_slotgate
 }
 
+port_closed() { ! port_open "$1"; }
+
+# Stops what is ours (see node_is_ours) and says what it leaves alone.
 local_stop() {
     local pid n port dir
-    if pid=$(live_pid "$SLOTGATE_PID" slotgate); then
+    if pid=$(live_pid "$PROXY_PIDFILE" slotgate); then
         say "Stopping slotgate (pid $pid) ..."
         terminate "$pid"
+    elif port_open "$PROXY_PORT"; then
+        say "Left alone: port $PROXY_PORT, taken by a program that is not the slotgate of $DATA"
     fi
-    rm -f "$SLOTGATE_PID"
+    rm -f "$PROXY_PIDFILE"
     for n in "${NODES[@]}"; do
         port=$(port_of "$n"); dir=$(node_dir "$n")
         pid=$(live_pid "$dir/redis.pid" redis-server) || pid=""
-        [[ -n "$pid" ]] || pings "$port" || continue
-        say "Stopping node-$n (:$port) ..."
-        # SHUTDOWN writes the AOF/RDB before exiting; signals are only the fallback.
-        rcli "$port" shutdown >/dev/null || true
-        if [[ -n "$pid" ]]; then
-            wait_for 10 pid_gone "$pid" || terminate "$pid"
+        if node_in_its_dir "$n"; then
+            say "Stopping node-$n (:$port) ..."
+            # SHUTDOWN writes the AOF/RDB before exiting; signals are only the fallback.
+            rcli "$port" shutdown >/dev/null || true
+            if [[ -n "$pid" ]]; then
+                wait_for 10 pid_gone "$pid" || terminate "$pid"
+            else
+                wait_for 10 port_closed "$port" || say "  node-$n still answers after SHUTDOWN; see $dir/redis.log"
+            fi
+        elif [[ -n "$pid" ]]; then
+            # Ours by its pidfile, yet not answering from its folder (hung, or CONFIG renamed):
+            # SIGTERM makes Redis save and exit as SHUTDOWN does.
+            say "Stopping node-$n (pid $pid) ..."
+            terminate "$pid"
+        elif pings "$port"; then
+            say "Left alone: $(not_ours_message "$n")"
         fi
     done
 }
@@ -280,21 +334,25 @@ local_stop() {
 # slotgate's line of 'status'; returns 1 unless it is up and answering.
 local_slotgate_status() {
     local pid
-    if ! pid=$(live_pid "$SLOTGATE_PID" slotgate); then
-        say "slotgate: not running"; return 1
-    elif pings "$SLOTGATE_PORT"; then
-        say "slotgate: running (pid $pid), answering on 127.0.0.1:$SLOTGATE_PORT"
+    if ! pid=$(live_pid "$PROXY_PIDFILE" slotgate); then
+        if port_open "$PROXY_PORT"; then
+            say "slotgate: not running (port $PROXY_PORT is taken by another program)"
+        else
+            say "slotgate: not running"
+        fi
+        return 1
+    elif pings "$PROXY_PORT"; then
+        say "slotgate: running (pid $pid), answering on 127.0.0.1:$PROXY_PORT"
     else
-        say "slotgate: running (pid $pid), NOT answering on 127.0.0.1:$SLOTGATE_PORT"; return 1
+        say "slotgate: running (pid $pid), NOT answering on 127.0.0.1:$PROXY_PORT"; return 1
     fi
 }
 
 local_running() {
     local n
-    live_pid "$SLOTGATE_PID" slotgate >/dev/null && return 0
+    live_pid "$PROXY_PIDFILE" slotgate >/dev/null && return 0
     for n in "${NODES[@]}"; do
-        live_pid "$(node_dir "$n")/redis.pid" redis-server >/dev/null && return 0
-        pings "$(port_of "$n")" && return 0
+        node_is_ours "$n" && return 0
     done
     return 1
 }
@@ -307,7 +365,7 @@ docker_slotgate_health() {
     id=$("${COMPOSE[@]}" ps -q slotgate 2>/dev/null) && [[ -n "$id" ]] || return 0
     docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null
 }
-docker_slotgate_ready() { [[ "$(docker_slotgate_health)" == healthy ]] || pings "$SLOTGATE_PORT"; }
+docker_slotgate_ready() { [[ "$(docker_slotgate_health)" == healthy ]] || pings "$PROXY_PORT"; }
 
 docker_start() {
     say "Starting the stack: ${COMPOSE[*]} up -d --build"
@@ -322,7 +380,7 @@ docker_stop() { "${COMPOSE[@]}" down; }
 docker_slotgate_status() {
     local health
     health=$(docker_slotgate_health) || true
-    say "slotgate: ${health:-no container}, port $SLOTGATE_PORT"
+    say "slotgate: ${health:-no container}, port $PROXY_PORT"
     [[ "$health" == healthy ]]
 }
 
@@ -347,6 +405,9 @@ print_nodes() {
         port=$(port_of "$n")
         if ! node_pings "$n"; then
             printf '%-7s %-6s %s\n' "node-$n" "$port" down; ok=1; continue
+        elif ! node_is_ours "$n"; then
+            printf '%-7s %-6s %s\n' "node-$n" "$port" "down; the port is taken by a Redis that is not node-$n of $DATA"
+            ok=1; continue
         fi
         mapfile -t role < <(node_cli "$n" role | tr -d '\r')
         state=$(node_field "$n" cluster_state)
@@ -378,14 +439,17 @@ fresh_name() {
 }
 backup_prefix() { echo "$(dirname "$DATA")/$(basename "$DATA")-backup"; }
 
-# No fork of node N is running or waiting to run.
-fork_idle() {
+# Node N's count of AOF rewrites and RDB saves since it started ("REWRITES SAVES"), if no
+# rewrite or save is running or waiting to run; fails otherwise.
+save_counts() {
     local info
     info=$(node_cli "$1" info persistence) || return 1
     [[ "$(field_value aof_rewrite_in_progress <<<"$info")" == 0 &&
        "$(field_value aof_rewrite_scheduled <<<"$info")" == 0 &&
-       "$(field_value rdb_bgsave_in_progress <<<"$info")" == 0 ]]
+       "$(field_value rdb_bgsave_in_progress <<<"$info")" == 0 ]] || return 1
+    echo "$(field_value aof_rewrites <<<"$info") $(field_value rdb_saves <<<"$info")"
 }
+fork_idle() { save_counts "$1" >/dev/null; }
 
 # background_save N STATUS_FIELD COMMAND...: runs BGREWRITEAOF or BGSAVE on node N, waits for
 # it, and checks STATUS_FIELD says it succeeded. One already running may have started before
@@ -418,20 +482,72 @@ flush_node() {
     background_save "$1" rdb_last_bgsave_status bgsave schedule
 }
 
-# Copies FROM to a hidden .NAME.partial beside TO and sets STAGED to it; the caller renames it
-# into place, so that a copy cut short never looks like a complete one. Pidfiles and slotgate's
-# log are left out (they describe processes, not data). A copy taken while nodes run can meet a
-# file that Redis deletes (an automatic AOF rewrite): it is tried again.
-stage_copy() {
-    local from=$1 to=$2 try
-    STAGED="$(dirname "$to")/.$(basename "$to").partial"
-    for try in 1 2 3; do
-        rm -rf "$STAGED"
-        cp -a "$from" "$STAGED" && break
-        ((try < 3)) || die "copying $from failed 3 times"
-        sleep 1
+# A hidden .NAME.partial beside TO, where a copy is made before it is renamed to TO, so that a
+# copy cut short never looks like a complete one. Set as STAGED, which the EXIT trap removes.
+stage_for() { STAGED="$(dirname "$1")/.$(basename "$1").partial"; rm -rf "$STAGED"; }
+
+# The AOF files that the manifests in node folders NODE_DIR... name but that are not there, as
+# "node-N/appendonlydir/appendonly.aof.manifest names FILE", one a line. Redis refuses to start
+# from such a folder. History files (type h) are old ones it deletes in the background: they
+# may be gone. (A temp-*.manifest is one Redis was writing; it reads only the renamed one.)
+missing_aof_files() {
+    local node manifest
+    for node in "$@"; do
+        while IFS= read -r -d '' manifest; do
+            manifest_gaps "$manifest" "$(basename "$node")${manifest#"$node"}"
+        done < <(find "$node" -mindepth 2 -maxdepth 2 -name '*.manifest' ! -name 'temp-*' -print0)
     done
-    rm -f "$STAGED/$(basename "$SLOTGATE_PID")" "$STAGED/$(basename "$SLOTGATE_LOG")" "$STAGED"/node-*/redis.pid
+}
+
+# manifest_gaps MANIFEST NAME: "NAME names FILE" for each base or incr FILE it names that is
+# missing. Its lines read "file NAME seq N type b|h|i".
+manifest_gaps() {
+    local dir file type i
+    local -a words
+    dir=$(dirname "$1")
+    while read -ra words; do
+        file="" type=""
+        for ((i = 0; i + 1 < ${#words[@]}; i += 2)); do
+            case "${words[i]}" in file) file=${words[i + 1]} ;; type) type=${words[i + 1]} ;; esac
+        done
+        file=${file#\"} file=${file%\"}
+        if [[ -n "$file" && "$type" != h && ! -f "$dir/$file" ]]; then
+            echo "$2 names $file"
+        fi
+    done <"$1"
+    return 0
+}
+
+# Copies node N's folder to TO. A running node may finish an AOF rewrite or an RDB save meanwhile
+# (automatic ones too), and the copy then holds a manifest naming files it lacks: so the copy
+# counts only if no rewrite or save ran during it (same counts before and after, none in
+# progress) and it has every file its manifest names; else it is made again, up to 3 times.
+copy_node() {
+    local n=$1 to=$2 from before after missing try
+    from=$(node_dir "$n")
+    [[ -d "$from" ]] || die "no $from: $DATA is not a data folder of this cluster"
+    for try in 1 2 3; do
+        rm -rf "$to"
+        if ! node_up "$n"; then
+            cp -a "$from" "$to" || die "copying $from failed"
+            missing=$(missing_aof_files "$to")
+            [[ -z "$missing" ]] ||
+                die "node-$n is not running and its folder lacks AOF files (Redis would not start from it): ${missing//$'\n'/; }"
+            return 0
+        fi
+        wait_for "$SAVE_TIMEOUT" fork_idle "$n" || die "node-$n: a rewrite or save still running after $SAVE_TIMEOUT s"
+        if before=$(save_counts "$n") && cp -a "$from" "$to" && after=$(save_counts "$n") &&
+            [[ "$after" == "$before" ]]; then
+            missing=$(missing_aof_files "$to")
+            [[ -n "$missing" ]] || return 0
+            say "  node-$n: the copy lacks AOF files (${missing//$'\n'/; })"
+        else
+            say "  node-$n rewrote its AOF or saved its RDB during the copy"
+        fi
+        ((try == 3)) || say "  copying node-$n again ..."
+    done
+    die "node-$n: no complete copy of $from in 3 tries (it kept rewriting its AOF or saving its RDB);
+try again, or stop the cluster ($0 stop) and back it up stopped"
 }
 
 # Each running node's files hold every write it acknowledged before the backup began. Nodes
@@ -439,18 +555,32 @@ stage_copy() {
 # across the cluster, stop it first (the guide's procedure), then back up.
 cmd_backup() {
     [[ -d "$DATA" ]] || die "no data folder at $DATA (start the cluster first: $0 start)"
-    local n dest down=()
+    local n dest entry name down=() others=()
     for n in "${NODES[@]}"; do
-        if node_pings "$n"; then
+        if node_up "$n"; then
             say "node-$n: rewriting the AOF and saving the RDB ..."
             flush_node "$n"
+        elif node_pings "$n"; then
+            others+=("$(port_of "$n")")
         else
             down+=("node-$n")
         fi
     done
     ((${#down[@]} == 0)) || say "Not running (copied as their shutdown left them): ${down[*]}"
+    ((${#others[@]} == 0)) ||
+        say "Left alone: port(s) ${others[*]}, taken by a Redis that is not a node of $DATA (node folders copied as they are)"
     dest=$(fresh_name "$(backup_prefix)")
-    stage_copy "$DATA" "$dest"
+    stage_for "$dest"
+    mkdir "$STAGED"
+    # The data folder's other files (cluster-create.log, ...); not slotgate's pidfile and log,
+    # which describe a process, not data.
+    while IFS= read -r -d '' entry; do
+        name=$(basename "$entry")
+        [[ "$name" == node-[1-6] || "$name" == "$(basename "$PROXY_PIDFILE")" ||
+           "$name" == "$(basename "$PROXY_LOG")" ]] || cp -a "$entry" "$STAGED/"
+    done < <(find "$DATA" -mindepth 1 -maxdepth 1 -print0)
+    for n in "${NODES[@]}"; do copy_node "$n" "$STAGED/node-$n"; done
+    rm -f "$STAGED"/node-*/redis.pid
     mv "$STAGED" "$dest"
     STAGED=""
     say "Backup: $dest"
@@ -482,12 +612,16 @@ find_backup() {
 }
 
 cmd_restore() {
-    local from aside="" running=local_running
+    local from missing aside="" running=local_running
     from=$(find_backup "${1:-}")
     [[ "$MODE" == docker ]] && running=docker_running
     ! "$running" || die "the cluster is running; stop it first: $0 stop"
     say "Restoring $from ..."
-    stage_copy "$from" "$DATA"
+    stage_for "$DATA"
+    cp -a "$from" "$STAGED" || die "copying $from failed"
+    rm -f "$STAGED/$(basename "$PROXY_PIDFILE")" "$STAGED/$(basename "$PROXY_LOG")" "$STAGED"/node-*/redis.pid
+    missing=$(missing_aof_files "$STAGED"/node-*)
+    [[ -z "$missing" ]] || die "$from is incomplete (Redis would not start from it): ${missing//$'\n'/; }"
     # Nothing is deleted: the current data goes aside.
     if [[ -e "$DATA" ]]; then
         aside=$(fresh_name "$DATA-before-restore")
@@ -505,7 +639,7 @@ cmd_start() {
     if [[ "$MODE" == docker ]]; then docker_start; else local_start; fi
     say ""
     print_nodes || true
-    say "slotgate: 127.0.0.1:$SLOTGATE_PORT (try: redis-cli -p $SLOTGATE_PORT set a 1)"
+    say "slotgate: 127.0.0.1:$PROXY_PORT (try: redis-cli -p $PROXY_PORT set a 1)"
 }
 
 cmd_stop() { if [[ "$MODE" == docker ]]; then docker_stop; else local_stop; fi; }
@@ -524,18 +658,25 @@ cmd_status() {
 
 usage() {
     cat <<EOF
-usage: $0 start|stop|status|restart|backup|restore [DIR]
+usage: $0 start|stop|status|restart|backup|restore [DIR] | help
 
   start    local: install redis if missing, build slotgate, start nodes on ports
            $(port_of 1)-$(port_of 6), create the cluster on first run, start slotgate on
-           127.0.0.1:$SLOTGATE_PORT. docker: docker compose up -d --build, wait for slotgate.
+           127.0.0.1:$PROXY_PORT. docker: docker compose up -d --build, wait for slotgate.
   stop     stop slotgate and the nodes (they persist their data to the data folder)
   status   nodes, roles, slots, keys, cluster_state, slotgate; exit 1 unless all is up
   restart  stop, then start
   backup   make every running node's AOF and RDB complete, then copy the data folder
-           to $(basename "$(backup_prefix)")-YYYYMMDD-HHMMSS beside it
+           to $(basename "$(backup_prefix)")-YYYYMMDD-HHMMSS beside it; a node folder is copied
+           again if its node rewrote its AOF or saved its RDB meanwhile, and the backup
+           fails rather than keep a copy that lacks a file its AOF manifest names
   restore  bring back backup DIR (default: the newest) as the data folder; the cluster
            must be stopped; the current data folder is moved aside, not deleted
+  help     this text (also -h, --help)
+
+Locally, start and stop act only on the data folder's own processes (named by its pidfiles,
+or nodes running in its node-N folders); another program on one of the ports is left alone
+by stop, and start refuses to run beside it.
 
 Environment:
   REDIS_CLUSTER_MODE       local (processes) or docker (docker compose); default docker
@@ -550,6 +691,7 @@ EOF
 }
 
 case "${1:-}" in
+    help | -h | --help) usage; exit 0 ;;
     start | stop | status | restart | backup) (($# == 1)) || { usage >&2; exit 2; } ;;
     restore) (($# <= 2)) || { usage >&2; exit 2; } ;;
     *) usage >&2; exit 2 ;;
