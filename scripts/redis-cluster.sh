@@ -159,12 +159,12 @@ live_pid() {
     echo "$pid"
 }
 
-# SIGTERM a PID, then SIGKILL if it is still there after ~5 s.
+# SIGTERM a PID, then SIGKILL if it is still there after $2 seconds (default 5).
 terminate() {
-    local pid=$1
+    local pid=$1 grace=${2:-5}
     pid_alive "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    wait_for 5 pid_gone "$pid" && return 0
+    wait_for "$grace" pid_gone "$pid" && return 0
     say "  pid $pid ignored SIGTERM; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
 }
@@ -303,7 +303,8 @@ local_stop() {
     local pid n port dir
     if pid=$(live_pid "$PROXY_PIDFILE" slotgate); then
         say "Stopping slotgate (pid $pid) ..."
-        terminate "$pid"
+        # It first answers what its clients sent: up to drain_timeout_ms (10 s by default).
+        terminate "$pid" 15
     elif port_open "$PROXY_PORT"; then
         say "Left alone: port $PROXY_PORT, taken by a program that is not the slotgate of $DATA"
     fi

@@ -72,6 +72,11 @@ pub struct Config {
     /// Requests one client may have in flight before slotgate stops reading
     /// from it until replies drain. Default 10000.
     pub max_pipeline: usize,
+    /// On SIGTERM or SIGINT, how long slotgate keeps answering the requests
+    /// clients have already sent before it closes them (new clients are
+    /// refused at once), in milliseconds; 0 closes them at once. A second
+    /// signal stops it at once too. Default 10000.
+    pub drain_timeout_ms: u64,
     /// Largest single argument in bytes, like Redis's `proto-max-bulk-len`.
     /// Default 536870912 (512 MB).
     pub proto_max_bulk_len: usize,
@@ -100,6 +105,7 @@ impl Default for Config {
             retry_timeout_ms: 5000,
             max_clients: 10_000,
             max_pipeline: 10_000,
+            drain_timeout_ms: 10_000,
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             log_level: "info".into(),
@@ -187,6 +193,9 @@ impl Config {
         if self.max_clients == 0 || self.max_clients > 1 << 30 {
             return invalid("max_clients", "must be 1 to 1073741824".into());
         }
+        if self.drain_timeout_ms > 3_600_000 {
+            return invalid("drain_timeout_ms", "must be at most 3600000 (an hour)".into());
+        }
         if self.max_pipeline == 0 {
             return invalid("max_pipeline", "must be at least 1".into());
         }
@@ -206,6 +215,11 @@ impl Config {
     /// Where to serve metrics and health, if anywhere.
     pub fn metrics_addr(&self) -> Option<&str> {
         Some(self.metrics_listen.as_str()).filter(|addr| !addr.is_empty())
+    }
+
+    /// How long a stop waits for clients to get their answers.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 
     /// Worker threads to start: `threads`, or one per CPU when 0.
@@ -296,6 +310,7 @@ mod tests {
             "retry_timeout_ms",
             "max_clients",
             "max_pipeline",
+            "drain_timeout_ms",
             "proto_max_bulk_len",
             "client_query_buffer_limit",
             "log_level",

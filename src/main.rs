@@ -86,6 +86,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
 
+    /// On SIGTERM/SIGINT, how long to keep answering what clients sent before closing them.
+    /// [key: drain_timeout_ms; default 10000]
+    #[arg(long, global = true, value_name = "MS")]
+    drain_timeout_ms: Option<i64>,
+
     /// Largest single argument in bytes, like Redis's proto-max-bulk-len. [key: proto_max_bulk_len; default 512 MB]
     #[arg(long, global = true, value_name = "BYTES")]
     proto_max_bulk_len: Option<i64>,
@@ -139,6 +144,7 @@ impl Cli {
             ("retry_timeout_ms", self.retry_timeout_ms),
             ("max_clients", self.max_clients),
             ("max_pipeline", self.max_pipeline),
+            ("drain_timeout_ms", self.drain_timeout_ms),
             ("proto_max_bulk_len", self.proto_max_bulk_len),
             ("client_query_buffer_limit", self.client_query_buffer_limit),
         ];
@@ -244,7 +250,8 @@ fn local_address(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
+/// Cancels `shutdown` on SIGINT or SIGTERM (slotgate drains its clients);
+/// a second signal exits at once.
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
@@ -252,10 +259,16 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    for signals in 1.. {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if signals > 1 {
+            tracing::warn!("second signal: stopping now");
+            std::process::exit(1);
+        }
+        tracing::info!("signal received, stopping");
+        shutdown.cancel();
     }
-    tracing::info!("signal received, stopping");
-    shutdown.cancel();
 }

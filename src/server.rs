@@ -2,7 +2,8 @@
 //! hands each new client to a worker thread in turn; a worker is a
 //! single-threaded event loop with its own node connections, so a client's
 //! requests and replies never cross threads. The topology task runs beside
-//! the accept loop.
+//! the accept loop. On shutdown, clients are drained: what they sent is
+//! answered before they are closed, for at most `drain_timeout_ms`.
 
 use std::io;
 use std::sync::Arc;
@@ -18,24 +19,43 @@ use crate::config::Config;
 use crate::error::ClientError;
 use crate::session::{self, Clients, Context, Scripts};
 
-/// Serves clients from `listener` until `shutdown` is cancelled.
+/// Serves clients from `listener` until `shutdown` is cancelled, then
+/// drains: every client's requests already received are answered, then it is
+/// closed; after `drain_timeout_ms` the rest are closed as they are.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
     let topology = Topology::start(config.topology());
+    // The metrics endpoint outlives the drain, so that it can be watched.
+    let stopped = CancellationToken::new();
+    let _stop_metrics = stopped.clone().drop_guard();
     if let Some(addr) = config.metrics_addr() {
         let metrics = TcpListener::bind(addr)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("metrics endpoint {addr}: {e}")))?;
         tracing::info!(listen = %metrics.local_addr()?, "serving /metrics, /healthz, /readyz");
-        tokio::spawn(crate::metrics::serve(metrics, topology.clone(), shutdown.clone()));
+        tokio::spawn(crate::metrics::serve(metrics, topology.clone(), stopped.clone()));
     }
     let clients = Arc::new(Clients::default());
     let scripts = Arc::new(Scripts::default());
+    // Workers end when their queue closes, as `workers` is dropped on return.
     let workers = (0..config.worker_threads())
-        .map(|index| spawn_worker(index, &config, topology.clone(), clients.clone(), scripts.clone(), shutdown.clone()))
+        .map(|index| spawn_worker(index, &config, topology.clone(), clients.clone(), scripts.clone()))
         .collect::<io::Result<Vec<_>>>()?;
     tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), seeds = ?config.cluster, "slotgate ready");
+    let served = accept(&listener, &workers, config.max_clients, &shutdown).await;
+    drop(listener);
+    drain(&clients, config.drain_timeout()).await;
+    served
+}
+
+/// Hands each new client to a worker in turn, until `shutdown`.
+async fn accept(
+    listener: &TcpListener,
+    workers: &[mpsc::UnboundedSender<NewClient>],
+    max_clients: usize,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
     // One permit per open client, held by its session until it ends.
-    let open = Arc::new(Semaphore::new(config.max_clients));
+    let open = Arc::new(Semaphore::new(max_clients));
     let mut refusing = false;
     let mut next = 0;
     loop {
@@ -45,7 +65,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
                 Ok((stream, peer)) => {
                     let Ok(permit) = open.clone().try_acquire_owned() else {
                         if !std::mem::replace(&mut refusing, true) {
-                            tracing::warn!(%peer, max_clients = config.max_clients, "max_clients reached: refusing new clients");
+                            tracing::warn!(%peer, max_clients, "max_clients reached: refusing new clients");
                         }
                         refuse(&stream);
                         continue;
@@ -65,6 +85,26 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
                 }
             },
         }
+    }
+}
+
+/// Tells every client to finish and waits, at most `limit`, until all have.
+async fn drain(clients: &Clients, limit: Duration) {
+    if clients.is_empty() {
+        return;
+    }
+    tracing::info!(
+        clients = clients.len(),
+        limit_ms = limit.as_millis() as u64,
+        "stopping: answering what clients sent"
+    );
+    clients.drain();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !clients.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !clients.is_empty() {
+        tracing::warn!(clients = clients.len(), "drain timeout: closing the clients still waiting");
     }
 }
 
@@ -108,7 +148,6 @@ fn spawn_worker(
     topology: Arc<Topology>,
     registry: Arc<Clients>,
     scripts: Arc<Scripts>,
-    shutdown: CancellationToken,
 ) -> io::Result<mpsc::UnboundedSender<NewClient>> {
     let (clients, mut incoming) = mpsc::unbounded_channel::<NewClient>();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -120,7 +159,6 @@ fn spawn_worker(
             let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, clients: registry, scripts });
             loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => return,
                     // Routes follow the map even while no client asks: nodes
                     // that left the cluster get their connections closed.
                     Ok(()) = changes.changed() => drop(ctx.pool.routes()),

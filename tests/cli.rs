@@ -43,6 +43,7 @@ fn help_explains_every_setting() {
         "--retry-timeout-ms",
         "--max-clients",
         "--max-pipeline",
+        "--drain-timeout-ms",
         "--proto-max-bulk-len",
         "--client-query-buffer-limit",
         "--log-level",

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -17,12 +17,17 @@ use crate::backend::{Completion, Mailbox, Reply};
 
 /// A sequence number that tells a session it was killed (CLIENT KILL).
 pub(super) const KILLED: u64 = u64::MAX - 4096;
+/// A sequence number that tells a session slotgate is stopping: answer what
+/// has arrived, then close.
+pub(super) const DRAIN: u64 = KILLED + 1;
 
 /// Every client connected to this slotgate.
 #[derive(Debug, Default)]
 pub struct Clients {
     last_id: AtomicU64,
     all: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    /// slotgate is stopping: every session answers what it has, then closes.
+    draining: AtomicBool,
 }
 
 /// One client, as the registry sees it.
@@ -83,6 +88,20 @@ impl Clients {
         let handle = Arc::new(ClientHandle { id, addr, laddr, created: now, mailbox, view: Mutex::new(view) });
         lock(&self.all).insert(id, handle.clone());
         Registered { clients: self.clone(), handle }
+    }
+
+    /// slotgate is stopping: tells every session, and every one that
+    /// registers from now on, to answer what has arrived and close.
+    pub fn drain(&self) {
+        // Flag first: a session registering after the loop below sees it.
+        self.draining.store(true, Ordering::SeqCst);
+        for handle in lock(&self.all).values() {
+            let _ = handle.mailbox.deliver(Completion { seq: DRAIN, reply: Reply::Frame(Bytes::new()) });
+        }
+    }
+
+    pub(super) fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// How many clients are connected.

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::clients::KILLED;
+use super::clients::{DRAIN, KILLED};
 use super::pending::{Entry, Group, Target};
 use super::pubsub::{SUBSCRIBER_SEQ, SUBSCRIBER_SEQ_END};
 use super::transaction::{Conn, UNANSWERED};
@@ -262,6 +262,11 @@ impl Session {
         for completion in arrived.drain(..) {
             if completion.seq == KILLED {
                 self.killed = true;
+                continue;
+            }
+            if completion.seq == DRAIN {
+                // As if the client had finished sending: what arrived is answered.
+                self.eof = true;
                 continue;
             }
             if (SUBSCRIBER_SEQ..SUBSCRIBER_SEQ_END).contains(&completion.seq) {

@@ -162,6 +162,8 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
     let mut arrived = Vec::new();
     let registered = ctx.clients.register(stream.peer_addr().ok(), stream.local_addr().ok(), mailbox.clone());
     let mut session = Session::new(ctx, mailbox.clone(), registered);
+    // Accepted just before slotgate began to stop: drained like the others.
+    session.eof = session.ctx.clients.draining();
     let span = tracing::debug_span!("client", client.id = session.client.id);
     let _enter = span.enter();
     let (mut reader, mut writer) = stream.split();

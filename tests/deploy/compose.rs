@@ -338,7 +338,7 @@ fn slotgate_service_publishes_what_it_listens_on() {
     let binary = cargo_binary();
     assert_eq!(words(at(slotgate, "healthcheck.test")), ["CMD", binary.as_str(), "health"], "slotgate's healthcheck");
     assert_eq!(text_at(slotgate, "build.dockerfile", COMPOSE), DOCKERFILE, "slotgate: the image's Dockerfile");
-    assert!(slotgate.get("stop_grace_period").is_some(), "slotgate needs a stop_grace_period, for the graceful drain");
+    assert!(slotgate.get("stop_grace_period").is_some(), "slotgate needs a stop_grace_period to drain");
     for seed in env_var(slotgate, "SLOTGATE_CLUSTER", "slotgate").split(',') {
         let node = host_of(seed);
         let config = format!("config/{node}.conf");

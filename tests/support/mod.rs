@@ -128,6 +128,20 @@ impl Process {
     pub fn exited(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_some()
     }
+
+    /// Its exit status, if it exits within `limit`.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Process {
@@ -616,6 +630,16 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.process.id()
+    }
+
+    /// Sends the signal `name` (TERM, INT, ...) to slotgate.
+    pub fn signal(&self, name: &str) {
+        signal(self.pid(), name);
+    }
+
+    /// Its exit status, if it exits within `limit`.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.process.exit_within(limit)
     }
 }
 
