@@ -40,11 +40,41 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let workers = (0..config.worker_threads())
         .map(|index| spawn_worker(index, &config, topology.clone(), clients.clone(), scripts.clone()))
         .collect::<io::Result<Vec<_>>>()?;
-    tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), seeds = ?config.cluster, "slotgate ready");
-    let served = accept(&listener, &workers, config.max_clients, &shutdown).await;
+    let max_clients = clients_that_fit(config.max_clients);
+    tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), max_clients, seeds = ?config.cluster, "slotgate ready");
+    let served = accept(&listener, &workers, max_clients, &shutdown).await;
     drop(listener);
     drain(&clients, config.drain_timeout()).await;
     served
+}
+
+/// File descriptors kept back from clients: listeners, shared node
+/// connections, topology queries, the runtime's own.
+const RESERVED_FILES: u64 = 256;
+
+/// `max_clients`, or fewer when the process may not open that many files,
+/// as Redis lowers its `maxclients`: past the limit, new clients would wait
+/// unanswered in the accept queue. The open-files limit is first raised as
+/// far as needed and the hard limit allows.
+fn clients_that_fit(max_clients: usize) -> usize {
+    let wanted = max_clients as u64 + RESERVED_FILES;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => {
+            let fit = limit.saturating_sub(RESERVED_FILES).max(1) as usize;
+            tracing::warn!(
+                max_clients,
+                open_files_limit = limit,
+                now = fit,
+                "max_clients lowered to fit the open-files limit; raise it (ulimit -n, LimitNOFILE=) to allow more"
+            );
+            fit
+        }
+        Ok(_) => max_clients,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-files limit");
+            max_clients
+        }
+    }
 }
 
 /// Hands each new client to a worker in turn, until `shutdown`.

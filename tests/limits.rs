@@ -50,3 +50,29 @@ fn clients_past_max_clients_are_refused_as_redis_refuses_them() {
     });
     assert!(proxy.log().contains("max_clients reached"), "{}", proxy.log());
 }
+
+#[test]
+fn max_clients_is_lowered_to_fit_the_open_files_limit() {
+    // 300 files: 256 kept for slotgate itself, 44 for clients.
+    let port = free_port();
+    let dir = support::TempDir::new("nofile");
+    let log = dir.path().join("slotgate.log");
+    let _slotgate = support::Process::spawn(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_slotgate")])
+            .args(["--cluster", &seed_list(&[free_port()]), "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::fs::File::create(&log).unwrap()),
+        "slotgate under ulimit -n 300",
+    );
+    wait_for("slotgate to listen", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap().contains("slotgate ready")
+    });
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("max_clients lowered to fit the open-files limit") && said.contains("now=44"), "{said}");
+    let mut open: Vec<Raw> = (0..44).map(|_| Raw::connect(port)).collect();
+    for client in &mut open {
+        client.send(b"PING\r\n");
+        client.expect(b"+PONG\r\n");
+    }
+    Raw::connect(port).expect(b"-ERR max number of clients reached\r\n");
+}
