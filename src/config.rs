@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -86,6 +87,29 @@ pub struct Config {
     /// Log filter: `error`, `warn`, `info`, `debug`, `trace`, or a
     /// tracing directive such as `slotgate=debug`. Default `info`.
     pub log_level: String,
+    /// The password clients give with `AUTH <password>` (or `AUTH default
+    /// <password>`, `HELLO 3 AUTH default <password>`) before any other
+    /// command, like Redis's `requirepass`; empty: none. Not the nodes'
+    /// password. Default empty.
+    pub requirepass: Secret,
+}
+
+/// A password: read like a string, never printed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password, unless none is set.
+    pub fn get(&self) -> Option<&str> {
+        Some(self.0.as_str()).filter(|p| !p.is_empty())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "(none)" } else { "(set)" })
+    }
 }
 
 impl Default for Config {
@@ -109,6 +133,7 @@ impl Default for Config {
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             log_level: "info".into(),
+            requirepass: Secret::default(),
         }
     }
 }
@@ -255,6 +280,7 @@ impl Config {
             retry_timeout: Duration::from_millis(self.retry_timeout_ms),
             max_pipeline: self.max_pipeline,
             metrics: self.metrics_addr().is_some(),
+            requirepass: self.requirepass.get().map(|p| Arc::from(p.as_bytes())),
             limits: Limits {
                 max_bulk_len: self.proto_max_bulk_len,
                 max_inline_len: Limits::default().max_inline_len,
@@ -314,6 +340,7 @@ mod tests {
             "proto_max_bulk_len",
             "client_query_buffer_limit",
             "log_level",
+            "requirepass",
         ] {
             let line = text
                 .lines()

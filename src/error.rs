@@ -64,6 +64,10 @@ pub enum ClientError {
     InvalidClientInfo(Bytes),
     /// `max_clients` connections are open; this one is closed.
     MaxClients,
+    /// A command before AUTH, with `requirepass` set.
+    NoAuth,
+    /// HELLO before AUTH, without its own AUTH option.
+    NoAuthHello,
 }
 
 impl ClientError {
@@ -153,6 +157,12 @@ impl fmt::Display for ClientError {
                 write!(f, "ERR {} cannot contain spaces, newlines or special characters.", Shown(attr, 128))
             }
             ClientError::MaxClients => f.write_str("ERR max number of clients reached"),
+            ClientError::NoAuth => f.write_str("NOAUTH Authentication required."),
+            ClientError::NoAuthHello => f.write_str(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH \
+                 <user> <pass> option can be used to authenticate the client and select the RESP protocol version \
+                 at the same time",
+            ),
         }
     }
 }

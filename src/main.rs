@@ -102,6 +102,11 @@ struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive. [key: log_level; default info]
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
+
+    /// Password clients must AUTH with before other commands, as Redis's requirepass; empty = none.
+    /// Prefer the file or SLOTGATE_REQUIREPASS: others on the host can read a command line. [key: requirepass]
+    #[arg(long, global = true, value_name = "PASSWORD")]
+    requirepass: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +136,7 @@ impl Cli {
             ("metrics_listen", &self.metrics),
             ("log_level", &self.log_level),
             ("read_from", &self.read_from),
+            ("requirepass", &self.requirepass),
         ];
         flags.extend(texts.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Text(v.clone()?)))));
         let numbers = [

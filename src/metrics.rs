@@ -75,6 +75,8 @@ pub struct Metrics {
     pub client_bytes_sent: IntCounter,
     /// Clients closed for malformed input.
     pub protocol_errors: IntCounter,
+    /// AUTH and HELLO AUTH with a wrong user or password.
+    pub auth_failures: IntCounter,
 }
 
 /// One node's metrics (labelled by its address), resolved once per node.
@@ -176,6 +178,10 @@ impl Metrics {
             client_bytes_received: counter("slotgate_client_bytes_received_total", "Bytes read from clients."),
             client_bytes_sent: counter("slotgate_client_bytes_sent_total", "Bytes written to clients."),
             protocol_errors: counter("slotgate_protocol_errors_total", "Clients closed for malformed input."),
+            auth_failures: counter(
+                "slotgate_auth_failures_total",
+                "AUTH and HELLO AUTH with a wrong user or password.",
+            ),
             registry,
         }
     }

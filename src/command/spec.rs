@@ -32,6 +32,11 @@ impl Command {
         self.subcommands.iter().find(|sub| sub.name.as_bytes()[base..].eq_ignore_ascii_case(name))
     }
 
+    /// May a client that has not authenticated run it (AUTH, HELLO, QUIT, RESET)?
+    pub fn runs_before_auth(&self) -> bool {
+        self.flags.contains(flag::NO_AUTH)
+    }
+
     /// The container's name (`client` for `client|setname`), or the name itself.
     pub fn container_name(&self) -> &'static str {
         self.name.split('|').next().unwrap_or(self.name)

@@ -39,6 +39,10 @@ impl Session {
                 return self.reply_error(lookup_error(error, request));
             }
         };
+        // As in Redis, after the unknown-command and arity checks.
+        if !self.authenticated && !entry.command.runs_before_auth() {
+            return self.reply_error(ClientError::NoAuth);
+        }
         if self.tx.multi
             && !matches!(
                 entry.route,

@@ -37,7 +37,7 @@ impl Session {
                 Ok(())
             }
             Local::Hello => self.hello(request, &mut out),
-            Local::Auth => auth(request).map(|()| write::ok(&mut out)),
+            Local::Auth => self.auth(request).map(|()| write::ok(&mut out)),
             Local::Select => match request.arg(1).and_then(parse_i64) {
                 None => Err(ClientError::NotAnInteger),
                 Some(0) => {
@@ -57,6 +57,8 @@ impl Session {
                 self.drop_subscriptions();
                 self.switch_protocol(Protocol::Resp2);
                 self.client.name = None;
+                // Back to the default user, who needs the password again.
+                self.authenticated = self.ctx.settings.requirepass.is_none();
                 write::simple(&mut out, "RESET");
                 Ok(())
             }
@@ -175,8 +177,10 @@ impl Session {
                 return Err(ClientError::HelloOption(request.arg_bytes(at).unwrap_or_default()));
             }
         }
-        if let Some(at) = credentials {
-            check_user(request.arg(at).unwrap_or_default())?;
+        match credentials {
+            Some(at) => self.log_in(request.arg(at).unwrap_or_default(), request.arg(at + 1).unwrap_or_default())?,
+            None if !self.authenticated => return Err(ClientError::NoAuthHello),
+            None => {}
         }
         if let Some(name) = name {
             self.client.name = valid_name(name)?;
@@ -341,18 +345,37 @@ impl Session {
     }
 }
 
-/// AUTH [username] password. Until users are configured, slotgate behaves
-/// like a Redis whose default user has no password.
-fn auth(request: &Request) -> Result<(), ClientError> {
-    match request.argc() {
-        2 => Err(ClientError::AuthWithoutPassword),
-        3 => check_user(request.arg(1).unwrap_or_default()),
-        _ => Err(ClientError::Syntax),
+impl Session {
+    /// AUTH [username] password. slotgate has one user, `default`, whose
+    /// password is `requirepass` (without it, any password is taken, as by
+    /// a Redis whose default user is `nopass`).
+    fn auth(&mut self, request: &Request) -> Result<(), ClientError> {
+        match request.argc() {
+            2 if self.ctx.settings.requirepass.is_none() => Err(ClientError::AuthWithoutPassword),
+            2 => self.log_in(b"default", request.arg(1).unwrap_or_default()),
+            3 => self.log_in(request.arg(1).unwrap_or_default(), request.arg(2).unwrap_or_default()),
+            _ => Err(ClientError::Syntax),
+        }
+    }
+
+    /// Checks a user and password; a failure leaves the client as it was.
+    fn log_in(&mut self, user: &[u8], password: &[u8]) -> Result<(), ClientError> {
+        let right = user == b"default"
+            && self.ctx.settings.requirepass.as_deref().is_none_or(|wanted| same_secret(wanted, password));
+        if !right {
+            crate::metrics::get().auth_failures.inc();
+            return Err(ClientError::WrongPass);
+        }
+        self.authenticated = true;
+        Ok(())
     }
 }
 
-fn check_user(user: &[u8]) -> Result<(), ClientError> {
-    if user == b"default" { Ok(()) } else { Err(ClientError::WrongPass) }
+/// Compares without an early exit, so that the time taken does not tell
+/// how much of a guess was right.
+fn same_secret(wanted: &[u8], given: &[u8]) -> bool {
+    let differ = given.iter().zip(wanted.iter().cycle()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    differ == 0 && given.len() == wanted.len()
 }
 
 /// A client name: printable ASCII without spaces; empty clears the name.

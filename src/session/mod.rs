@@ -66,6 +66,8 @@ pub struct SessionSettings {
     /// Keep per-command metrics (the metrics endpoint is on).
     pub metrics: bool,
     pub limits: Limits,
+    /// The password clients must AUTH with, if any.
+    pub requirepass: Option<Arc<[u8]>>,
 }
 
 /// What the sessions of one worker share: its node connections and settings.
@@ -129,6 +131,8 @@ struct Session {
     silence: Silence,
     /// CLIENT KILL: the session ends now.
     killed: bool,
+    /// It has given the password (or none is required).
+    authenticated: bool,
     /// The last command's name, for CLIENT LIST.
     last_command: &'static str,
     /// The slot of the client's last write, whose master WAIT asks.
@@ -274,6 +278,7 @@ impl Session {
             registered,
             silence: Silence::None,
             killed: false,
+            authenticated: ctx.settings.requirepass.is_none(),
             last_command: "NULL",
             last_write: None,
             last_known: None,

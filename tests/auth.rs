@@ -1,0 +1,110 @@
+//! Client authentication: with `requirepass`, a client must AUTH (or
+//! HELLO ... AUTH) before anything else, and every answer on the way is a
+//! Redis server's own, byte for byte, checked against a real redis-server
+//! started with the same password.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::http::{http_get, sample};
+use support::raw::Raw;
+use support::{Process, Proxy, TempDir, free_port, shared, wait_for};
+
+const PASSWORD: &str = "s3cret";
+
+/// Sends each command to `port`, on one connection, and collects the answers.
+fn session(port: u16, commands: &[&str]) -> Vec<String> {
+    let mut raw = Raw::connect(port);
+    commands
+        .iter()
+        .map(|command| {
+            raw.send(format!("{command}\r\n").as_bytes());
+            let first = raw.read_line();
+            // HELLO's map differs in its fields (id, version): compare its header.
+            if first.starts_with('*') || first.starts_with('%') {
+                let _ = raw.closed_within(Duration::from_millis(200));
+            }
+            first
+        })
+        .collect()
+}
+
+#[test]
+fn before_auth_only_auth_hello_quit_and_reset_run_with_redis_own_words() {
+    let proxy = Proxy::start(&shared().cluster.seeds(), &["--requirepass", PASSWORD]);
+    let redis_port = free_port();
+    let dir = TempDir::new("auth-redis");
+    let _redis = Process::spawn(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--requirepass", PASSWORD])
+            .args(["--save", "", "--appendonly", "no", "--dir", &dir.path().display().to_string()])
+            .stdout(Stdio::null()),
+        "redis-server",
+    );
+    wait_for("redis-server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_ok()
+    });
+
+    let commands = [
+        "GET auth:k",
+        "PING",
+        "HELLO 3",
+        "NOSUCHCOMMAND x",
+        "GET",
+        "AUTH wrong",
+        "AUTH nobody s3cret",
+        "AUTH s3cret",
+        "GET auth:none",
+        "PING",
+        "AUTH wrong",
+        "PING",
+        "RESET",
+        "GET auth:k",
+        "HELLO 2 AUTH default wrong",
+        "HELLO 2 AUTH default s3cret",
+        "AUTH default s3cret",
+        "QUIT",
+    ];
+    let through_slotgate = session(proxy.port, &commands);
+    let from_redis = session(redis_port, &commands);
+    for ((command, ours), theirs) in commands.iter().zip(&through_slotgate).zip(&from_redis) {
+        assert_eq!(ours, theirs, "{command}");
+    }
+    assert_eq!(through_slotgate[0], "-NOAUTH Authentication required.\r\n");
+    assert_eq!(through_slotgate[7], "+OK\r\n");
+}
+
+#[test]
+fn clients_log_in_with_their_password_and_failures_are_counted() {
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let proxy = Proxy::start(&shared().cluster.seeds(), &["--requirepass", PASSWORD, "--metrics", &metrics]);
+    // The redis crate: AUTH over RESP2, HELLO 3 AUTH over RESP3.
+    for protocol in ["resp2", "resp3"] {
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/?protocol={protocol}", proxy.port);
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("SET").arg("auth:set").arg(protocol).query(&mut c).unwrap();
+        let v: String = redis::cmd("GET").arg("auth:set").query(&mut c).unwrap();
+        assert_eq!(v, protocol);
+        let wrong = format!("redis://:nope@127.0.0.1:{}/?protocol={protocol}", proxy.port);
+        assert!(redis::Client::open(wrong).unwrap().get_connection().is_err(), "{protocol}: a wrong password");
+    }
+    let failures = sample(&http_get(metrics_port, "/metrics").1, "slotgate_auth_failures_total");
+    assert_eq!(failures, Some(2.0));
+}
+
+#[test]
+fn the_password_comes_from_the_environment_and_is_never_printed() {
+    let output = Command::new(env!("CARGO_BIN_EXE_slotgate"))
+        .arg("check-config")
+        .env_clear()
+        .env("SLOTGATE_REQUIREPASS", "hunter2")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(printed.contains("requirepass: (set)") && !printed.contains("hunter2"), "{printed}");
+}
