@@ -24,7 +24,8 @@
 #   REDIS_CLUSTER_DATA       the data folder (data/ at the repo top); backups are made beside
 #                            it, named <folder name>-backup-YYYYMMDD-HHMMSS
 #   REDIS_CLUSTER_PROXY_BIN  run this slotgate binary instead of building one with cargo
-#   REDISCLI_AUTH            the nodes' password, once their configs set requirepass
+#   REDISCLI_AUTH            the nodes' password, once their configs set requirepass (slotgate
+#                            gets it as SLOTGATE_NODE_PASSWORD, unless that is set)
 # (Not SLOTGATE_*: slotgate reads those as its own settings and refuses unknown ones, which is
 # also why this script's own variables are PROXY_*. It is started with --listen and --cluster
 # set from the above; other SLOTGATE_* settings in the environment reach it.)
@@ -251,13 +252,15 @@ seed_list() {
 
 # Up, or gone: $1 is our own child, whose PID cannot be reused before we wait for it (and
 # which is not slotgate yet between fork and exec, so no look at its command line).
-slotgate_settled() { pings "$PROXY_PORT" || pid_gone "$1"; }
+# slotgate answers (NOAUTH too: its clients may need requirepass, which this script lacks).
+proxy_answers() { [[ "$(rcli "$PROXY_PORT" ping)" =~ ^(PONG|NOAUTH) ]]; }
+slotgate_settled() { proxy_answers || pid_gone "$1"; }
 
 start_slotgate() {
     local pid status=0
     if pid=$(live_pid "$PROXY_PIDFILE" slotgate); then
         say "slotgate already running (pid $pid)"
-        pings "$PROXY_PORT" ||
+        proxy_answers ||
             die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$PROXY_PORT; log: $PROXY_LOG"
         return 0
     fi
@@ -265,13 +268,14 @@ start_slotgate() {
     [[ -f proxy.toml ]] || die "proxy.toml not found in $ROOT"
     ! port_open "$PROXY_PORT" ||
         die "port $PROXY_PORT is taken by a program that is not the slotgate of $DATA; stop it or set REDIS_CLUSTER_PROXY_PORT"
-    # proxy.toml for every setting but the two this script owns.
-    nohup "$PROXY_BIN" --config proxy.toml \
+    # proxy.toml for every setting but the two this script owns; the nodes' password, if
+    # they want one (REDISCLI_AUTH), unless SLOTGATE_NODE_PASSWORD says otherwise.
+    SLOTGATE_NODE_PASSWORD="${SLOTGATE_NODE_PASSWORD:-${REDISCLI_AUTH:-}}" nohup "$PROXY_BIN" --config proxy.toml \
         --listen "127.0.0.1:$PROXY_PORT" --cluster "$(seed_list)" >"$PROXY_LOG" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PROXY_PIDFILE"
     wait_for 10 slotgate_settled "$pid" || true
-    pid_alive "$pid" && pings "$PROXY_PORT" && return 0
+    pid_alive "$pid" && proxy_answers && return 0
     tail -n 20 "$PROXY_LOG" >&2 || true
     pid_alive "$pid" &&
         die "slotgate (pid $pid) is not answering PING on 127.0.0.1:$PROXY_PORT after 10 s; log: $PROXY_LOG"
@@ -342,7 +346,7 @@ local_slotgate_status() {
             say "slotgate: not running"
         fi
         return 1
-    elif pings "$PROXY_PORT"; then
+    elif proxy_answers; then
         say "slotgate: running (pid $pid), answering on 127.0.0.1:$PROXY_PORT"
     else
         say "slotgate: running (pid $pid), NOT answering on 127.0.0.1:$PROXY_PORT"; return 1
@@ -366,7 +370,7 @@ docker_slotgate_health() {
     id=$("${COMPOSE[@]}" ps -q slotgate 2>/dev/null) && [[ -n "$id" ]] || return 0
     docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null
 }
-docker_slotgate_ready() { [[ "$(docker_slotgate_health)" == healthy ]] || pings "$PROXY_PORT"; }
+docker_slotgate_ready() { [[ "$(docker_slotgate_health)" == healthy ]] || proxy_answers; }
 
 docker_start() {
     say "Starting the stack: ${COMPOSE[*]} up -d --build"

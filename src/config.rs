@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::backend::{BackendSettings, ReadFrom};
-use crate::cluster::{NodeAddr, TopologySettings};
+use crate::cluster::{NodeAddr, NodeLogin, TopologySettings};
 use crate::resp::Limits;
 use crate::session::SessionSettings;
 
@@ -92,6 +92,13 @@ pub struct Config {
     /// command, like Redis's `requirepass`; empty: none. Not the nodes'
     /// password. Default empty.
     pub requirepass: Secret,
+    /// The ACL user slotgate logs in to the nodes as; empty: `default`.
+    /// Default empty.
+    pub node_user: String,
+    /// The password slotgate logs in to the nodes with (their
+    /// `requirepass`, or `node_user`'s); empty: the nodes want none. Not a
+    /// client password. Default empty.
+    pub node_password: Secret,
 }
 
 /// A password: read like a string, never printed.
@@ -134,6 +141,8 @@ impl Default for Config {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             log_level: "info".into(),
             requirepass: Secret::default(),
+            node_user: String::new(),
+            node_password: Secret::default(),
         }
     }
 }
@@ -215,6 +224,9 @@ impl Config {
         if self.max_redirects == 0 {
             return invalid("max_redirects", "must be at least 1".into());
         }
+        if !self.node_user.is_empty() && self.node_password.get().is_none() {
+            return invalid("node_user", "needs node_password".into());
+        }
         if self.max_clients == 0 || self.max_clients > 1 << 30 {
             return invalid("max_clients", "must be 1 to 1073741824".into());
         }
@@ -260,7 +272,13 @@ impl Config {
             seeds: self.cluster.iter().map(|s| NodeAddr::new(s.as_str())).collect(),
             refresh_interval: Duration::from_millis(self.topology_refresh_ms),
             timeout: Duration::from_millis(self.connect_timeout_ms),
+            login: self.node_login(),
         }
+    }
+
+    /// How slotgate logs in to the nodes, if they want a password.
+    fn node_login(&self) -> Option<NodeLogin> {
+        self.node_password.get().map(|password| NodeLogin::new(&self.node_user, password))
     }
 
     pub fn backend(&self) -> BackendSettings {
@@ -271,6 +289,7 @@ impl Config {
             health_check: Some(Duration::from_millis(self.health_check_ms)).filter(|d| !d.is_zero()),
             read_from: self.read_from,
             metrics: self.metrics_addr().is_some(),
+            login: self.node_login(),
         }
     }
 
@@ -341,6 +360,8 @@ mod tests {
             "client_query_buffer_limit",
             "log_level",
             "requirepass",
+            "node_user",
+            "node_password",
         ] {
             let line = text
                 .lines()

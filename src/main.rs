@@ -107,6 +107,15 @@ struct Cli {
     /// Prefer the file or SLOTGATE_REQUIREPASS: others on the host can read a command line. [key: requirepass]
     #[arg(long, global = true, value_name = "PASSWORD")]
     requirepass: Option<String>,
+
+    /// The ACL user slotgate logs in to the nodes as; empty = default. [key: node_user]
+    #[arg(long, global = true, value_name = "USER")]
+    node_user: Option<String>,
+
+    /// The password slotgate logs in to the nodes with (their requirepass); empty = none.
+    /// Prefer the file or SLOTGATE_NODE_PASSWORD. [key: node_password]
+    #[arg(long, global = true, value_name = "PASSWORD")]
+    node_password: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +146,8 @@ impl Cli {
             ("log_level", &self.log_level),
             ("read_from", &self.read_from),
             ("requirepass", &self.requirepass),
+            ("node_user", &self.node_user),
+            ("node_password", &self.node_password),
         ];
         flags.extend(texts.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Text(v.clone()?)))));
         let numbers = [

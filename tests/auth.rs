@@ -86,6 +86,9 @@ fn clients_log_in_with_their_password_and_failures_are_counted() {
     for protocol in ["resp2", "resp3"] {
         let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/?protocol={protocol}", proxy.port);
         let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        wait_for("slotgate to route", Duration::from_secs(20), || {
+            redis::cmd("EXISTS").arg("auth:probe").query::<i64>(&mut c).is_ok()
+        });
         let _: () = redis::cmd("SET").arg("auth:set").arg(protocol).query(&mut c).unwrap();
         let v: String = redis::cmd("GET").arg("auth:set").query(&mut c).unwrap();
         assert_eq!(v, protocol);
@@ -107,4 +110,35 @@ fn the_password_comes_from_the_environment_and_is_never_printed() {
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     assert!(printed.contains("requirepass: (set)") && !printed.contains("hunter2"), "{printed}");
+}
+
+#[test]
+fn slotgate_logs_in_to_nodes_that_want_a_password_and_says_so_when_it_cannot() {
+    let cluster = support::Cluster::start(3, 0);
+    let nodes = "n0de-pass";
+    for port in cluster.masters() {
+        let mut node = cluster.node(port).connection();
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg(nodes).query(&mut node).unwrap();
+    }
+    let proxy = Proxy::start(&cluster.seeds(), &["--node-password", nodes]);
+    proxy.wait_routing();
+    let mut c = proxy.connection();
+    let keys: Vec<String> = (0..30).map(|i| format!("auth:node:{i}")).collect();
+    let _: () =
+        redis::cmd("MSET").arg(keys.iter().flat_map(|k| [k.as_str(), "v"]).collect::<Vec<_>>()).query(&mut c).unwrap();
+    let found: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut c).unwrap();
+    assert_eq!(found, 30, "every master reached");
+
+    // A wrong password (or none): -CLUSTERDOWN naming the refusal, a log line, and no crash.
+    for args in [&["--node-password", "wrong"][..], &[][..]] {
+        let proxy = Proxy::start(&cluster.seeds(), args);
+        let mut c = proxy.connection();
+        let error = redis::cmd("GET").arg("auth:node:1").query::<Option<String>>(&mut c).unwrap_err().to_string();
+        let refusal = if args.is_empty() { "NOAUTH" } else { "WRONGPASS" };
+        assert!(error.to_uppercase().contains("CLUSTERDOWN") && error.contains(refusal), "{args:?}: {error}");
+        wait_for("the log to say why", Duration::from_secs(5), || proxy.log().contains(refusal));
+        std::thread::sleep(Duration::from_millis(500));
+        let again = redis::cmd("GET").arg("auth:node:1").query::<Option<String>>(&mut c).unwrap_err().to_string();
+        assert!(again.contains(refusal), "still up and still saying why: {again}");
+    }
 }

@@ -197,7 +197,7 @@ async fn run(
         }
         // A shared connection proves that the node answers before it counts
         // as up: a stopped process still accepts TCP connections.
-        let stream = match connect(&addr, protocol, settings.connect_timeout, readonly, !mode.one_shot()).await {
+        let stream = match connect(&addr, protocol, &settings, readonly, !mode.one_shot()).await {
             Ok(stream) => {
                 health.set_up(Ok(()));
                 stream
@@ -322,21 +322,26 @@ fn fail(reply_to: ReplyTo, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
     reply_to.send(Reply::Failed(NodeError { addr: addr.clone(), cause: cause.clone(), retry }));
 }
 
-/// Opens a connection and sets it up; with `probe`, a PING proves the node
-/// answers even when there is nothing else to set up.
+/// Opens a connection and sets it up (AUTH when the nodes want a password);
+/// with `probe`, a PING proves the node answers even when there is nothing
+/// else to set up.
 async fn connect(
     addr: &NodeAddr,
     protocol: Protocol,
-    limit: Duration,
+    settings: &BackendSettings,
     readonly: bool,
     probe: bool,
 ) -> Result<TcpStream, String> {
+    let limit = settings.connect_timeout;
     let mut stream = timeout(limit, TcpStream::connect(addr.as_str()))
         .await
         .map_err(|_| format!("connect timed out after {limit:?}"))?
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut setup = Vec::new();
+    if let Some(login) = &settings.login {
+        setup.push(login.auth());
+    }
     if protocol == Protocol::Resp3 {
         setup.push(Request::from_args(&["HELLO", "3"]));
     }

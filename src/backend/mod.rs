@@ -33,6 +33,8 @@ pub struct BackendSettings {
     pub read_from: ReadFrom,
     /// Keep per-node metrics (the metrics endpoint is on).
     pub metrics: bool,
+    /// How to log in to the nodes, if they want a password.
+    pub login: Option<crate::cluster::NodeLogin>,
 }
 
 /// Where read-only commands go.

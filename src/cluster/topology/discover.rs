@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::cluster::SLOT_COUNT;
 use crate::cluster::slotmap::NodeAddr;
+use crate::cluster::{NodeLogin, SLOT_COUNT};
 use crate::resp::{ReplyScanner, Request};
 
 /// Topology replies of a large cluster stay far below this.
@@ -44,14 +44,25 @@ pub(super) struct ClusterNode {
     pub slots: Vec<(u16, u16)>,
 }
 
-/// Asks `addr` for its view of the cluster (and, if `want_version`, its Redis version).
-pub(super) async fn ask(addr: &NodeAddr, limit: Duration, want_version: bool) -> Result<View, String> {
+/// Asks `addr` for its view of the cluster (and, if `want_version`, its Redis
+/// version), logging in first when the nodes want a password.
+pub(super) async fn ask(
+    addr: &NodeAddr,
+    limit: Duration,
+    login: Option<&NodeLogin>,
+    want_version: bool,
+) -> Result<View, String> {
     let stream = timeout(limit, TcpStream::connect(addr.as_str()))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let mut conn = Conn { stream, buf: BytesMut::with_capacity(16 * 1024), limit };
+    if let Some(login) = login {
+        if let OwnedFrame::Error(e) = conn.send(&login.auth(), "AUTH").await? {
+            return Err(format!("AUTH refused: {e}"));
+        }
+    }
     let nodes = match conn.call(&["CLUSTER", "NODES"]).await? {
         OwnedFrame::BulkString(text) => parse_nodes(&String::from_utf8_lossy(&text), addr)?,
         OwnedFrame::Error(e) => return Err(format!("CLUSTER NODES: {e}")),
@@ -79,10 +90,12 @@ struct Conn {
 
 impl Conn {
     async fn call(&mut self, args: &[&str]) -> Result<OwnedFrame, String> {
-        let request = Request::from_args(args);
-        timeout(self.limit, self.round_trip(request.frame()))
-            .await
-            .map_err(|_| format!("{} timed out", args.join(" ")))?
+        self.send(&Request::from_args(args), &args.join(" ")).await
+    }
+
+    /// Sends `request` (called `name` in errors) and reads its reply.
+    async fn send(&mut self, request: &Request, name: &str) -> Result<OwnedFrame, String> {
+        timeout(self.limit, self.round_trip(request.frame())).await.map_err(|_| format!("{name} timed out"))?
     }
 
     async fn round_trip(&mut self, request: &[u8]) -> Result<OwnedFrame, String> {

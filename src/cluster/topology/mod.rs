@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use super::login::NodeLogin;
 use super::slot::Slot;
 use super::slotmap::{NodeAddr, SlotMap};
 
@@ -43,6 +44,8 @@ pub struct TopologySettings {
     pub refresh_interval: Duration,
     /// Limit for connecting to a node and for each query.
     pub timeout: Duration,
+    /// How to log in to the nodes, if they want a password.
+    pub login: Option<NodeLogin>,
 }
 
 enum Event {
@@ -270,7 +273,7 @@ async fn refresh(topology: &Topology, settings: &TopologySettings) -> Result<(),
     let want_version = topology.redis_version().is_none();
     let mut errors = Vec::new();
     for batch in candidates.chunks(ASK_AT_ONCE) {
-        let views = ask_all(batch, settings.timeout, want_version, &mut errors).await;
+        let views = ask_all(batch, settings, want_version, &mut errors).await;
         if views.is_empty() {
             continue;
         }
@@ -299,15 +302,15 @@ async fn refresh(topology: &Topology, settings: &TopologySettings) -> Result<(),
 /// get [`LATE_ANSWER`] more.
 async fn ask_all(
     batch: &[NodeAddr],
-    limit: Duration,
+    settings: &TopologySettings,
     want_version: bool,
     errors: &mut Vec<String>,
 ) -> Vec<discover::View> {
     let mut asking = JoinSet::new();
     for addr in batch {
-        let addr = addr.clone();
+        let (addr, limit, login) = (addr.clone(), settings.timeout, settings.login.clone());
         asking.spawn(async move {
-            let result = discover::ask(&addr, limit, want_version).await;
+            let result = discover::ask(&addr, limit, login.as_ref(), want_version).await;
             (addr, result)
         });
     }
