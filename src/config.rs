@@ -73,6 +73,10 @@ pub struct Config {
     /// Requests one client may have in flight before slotgate stops reading
     /// from it until replies drain. Default 10000.
     pub max_pipeline: usize,
+    /// A client that has sent nothing for this long, in milliseconds, and
+    /// waits for nothing (not blocked, not subscribed, not in MULTI), is
+    /// closed, like Redis's `timeout`; 0: never. Default 0.
+    pub client_idle_timeout_ms: u64,
     /// On SIGTERM or SIGINT, how long slotgate keeps answering the requests
     /// clients have already sent before it closes them (new clients are
     /// refused at once), in milliseconds; 0 closes them at once. A second
@@ -136,6 +140,7 @@ impl Default for Config {
             retry_timeout_ms: 5000,
             max_clients: 10_000,
             max_pipeline: 10_000,
+            client_idle_timeout_ms: 0,
             drain_timeout_ms: 10_000,
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
@@ -355,6 +360,7 @@ mod tests {
             "retry_timeout_ms",
             "max_clients",
             "max_pipeline",
+            "client_idle_timeout_ms",
             "drain_timeout_ms",
             "proto_max_bulk_len",
             "client_query_buffer_limit",

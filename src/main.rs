@@ -86,6 +86,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
 
+    /// Close clients idle this long (not blocked, subscribed or in MULTI), like Redis's timeout; 0 = never.
+    /// [key: client_idle_timeout_ms; default 0]
+    #[arg(long, global = true, value_name = "MS")]
+    client_idle_timeout_ms: Option<i64>,
+
     /// On SIGTERM/SIGINT, how long to keep answering what clients sent before closing them.
     /// [key: drain_timeout_ms; default 10000]
     #[arg(long, global = true, value_name = "MS")]
@@ -161,6 +166,7 @@ impl Cli {
             ("retry_timeout_ms", self.retry_timeout_ms),
             ("max_clients", self.max_clients),
             ("max_pipeline", self.max_pipeline),
+            ("client_idle_timeout_ms", self.client_idle_timeout_ms),
             ("drain_timeout_ms", self.drain_timeout_ms),
             ("proto_max_bulk_len", self.proto_max_bulk_len),
             ("client_query_buffer_limit", self.client_query_buffer_limit),

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub protocol_errors: IntCounter,
     /// AUTH and HELLO AUTH with a wrong user or password.
     pub auth_failures: IntCounter,
+    /// Clients closed for being idle longer than `client_idle_timeout_ms`.
+    pub idle_clients_closed: IntCounter,
 }
 
 /// One node's metrics (labelled by its address), resolved once per node.
@@ -181,6 +183,10 @@ impl Metrics {
             auth_failures: counter(
                 "slotgate_auth_failures_total",
                 "AUTH and HELLO AUTH with a wrong user or password.",
+            ),
+            idle_clients_closed: counter(
+                "slotgate_client_idle_closed_total",
+                "Clients closed for being idle longer than client_idle_timeout_ms.",
             ),
             registry,
         }

@@ -40,6 +40,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let workers = (0..config.worker_threads())
         .map(|index| spawn_worker(index, &config, topology.clone(), clients.clone(), scripts.clone()))
         .collect::<io::Result<Vec<_>>>()?;
+    if config.client_idle_timeout_ms > 0 {
+        let limit = Duration::from_millis(config.client_idle_timeout_ms);
+        tokio::spawn(close_idle_clients(clients.clone(), limit, stopped.clone()));
+    }
     let max_clients = clients_that_fit(config.max_clients);
     tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), max_clients, seeds = ?config.cluster, "slotgate ready");
     let served = accept(&listener, &workers, max_clients, &shutdown).await;
@@ -115,6 +119,15 @@ async fn accept(
                 }
             },
         }
+    }
+}
+
+/// Closes clients idle for `limit`, looking every second (or twice per `limit`).
+async fn close_idle_clients(clients: Arc<Clients>, limit: Duration, stopped: CancellationToken) {
+    let mut every = tokio::time::interval((limit / 2).min(Duration::from_secs(1)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while stopped.run_until_cancelled(every.tick()).await.is_some() {
+        clients.close_idle(limit);
     }
 }
 

@@ -44,6 +44,7 @@ fn help_explains_every_setting() {
         "--max-clients",
         "--max-pipeline",
         "--drain-timeout-ms",
+        "--client-idle-timeout-ms",
         "--proto-max-bulk-len",
         "--client-query-buffer-limit",
         "--log-level",

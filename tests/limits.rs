@@ -76,3 +76,37 @@ fn max_clients_is_lowered_to_fit_the_open_files_limit() {
     }
     Raw::connect(port).expect(b"-ERR max number of clients reached\r\n");
 }
+
+#[test]
+fn idle_clients_are_closed_but_not_blocked_subscribed_or_busy_ones() {
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let shared = support::shared();
+    let proxy = Proxy::start(&shared.cluster.seeds(), &["--client-idle-timeout-ms", "400", "--metrics", &metrics]);
+    proxy.wait_routing();
+    let mut idle = Raw::connect(proxy.port);
+    idle.send(b"PING\r\n");
+    idle.expect(b"+PONG\r\n");
+    let mut blocked = Raw::connect(proxy.port);
+    blocked.send(b"BLPOP limits:idle:list 3\r\n");
+    let mut subscribed = Raw::connect(proxy.port);
+    subscribed.send(b"SUBSCRIBE limits:idle:channel\r\n");
+    subscribed.expect(b"*3\r\n$9\r\nsubscribe\r\n$19\r\nlimits:idle:channel\r\n:1\r\n");
+    let mut busy = Raw::connect(proxy.port);
+
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(2000) {
+        busy.send(b"PING\r\n");
+        busy.expect(b"+PONG\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(idle.closed_within(Duration::from_millis(100)), "the idle client is closed");
+    // The others are still served.
+    busy.send(b"PING\r\n");
+    busy.expect(b"+PONG\r\n");
+    let closed = sample(&http_get(metrics_port, "/metrics").1, "slotgate_client_idle_closed_total");
+    assert_eq!(closed, Some(1.0));
+    blocked.expect(b"*-1\r\n");
+    subscribed.send(b"PING\r\n");
+    subscribed.expect(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+}

@@ -20,6 +20,8 @@ pub(super) const KILLED: u64 = u64::MAX - 4096;
 /// A sequence number that tells a session slotgate is stopping: answer what
 /// has arrived, then close.
 pub(super) const DRAIN: u64 = KILLED + 1;
+/// A sequence number that asks a session whether it is idle, and closes it if so.
+pub(super) const IDLE: u64 = KILLED + 2;
 
 /// Every client connected to this slotgate.
 #[derive(Debug, Default)]
@@ -97,6 +99,23 @@ impl Clients {
         self.draining.store(true, Ordering::SeqCst);
         for handle in lock(&self.all).values() {
             let _ = handle.mailbox.deliver(Completion { seq: DRAIN, reply: Reply::Frame(Bytes::new()) });
+        }
+    }
+
+    /// Asks every client that has sent nothing for `limit`, and is neither
+    /// blocked nor subscribed (as Redis's `timeout` spares them), to close
+    /// if it has nothing in flight either.
+    pub fn close_idle(&self, limit: std::time::Duration) {
+        let now = Instant::now();
+        for handle in lock(&self.all).values() {
+            let view = lock(&handle.view);
+            let idle = now.saturating_duration_since(view.last_active) >= limit
+                && !view.blocked
+                && view.sub + view.psub + view.ssub == 0;
+            drop(view);
+            if idle {
+                let _ = handle.mailbox.deliver(Completion { seq: IDLE, reply: Reply::Frame(Bytes::new()) });
+            }
         }
     }
 

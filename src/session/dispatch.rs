@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::clients::{DRAIN, KILLED};
+use super::clients::{DRAIN, IDLE, KILLED};
 use super::pending::{Entry, Group, Target};
 use super::pubsub::{SUBSCRIBER_SEQ, SUBSCRIBER_SEQ_END};
 use super::transaction::{Conn, UNANSWERED};
@@ -271,6 +271,14 @@ impl Session {
             if completion.seq == DRAIN {
                 // As if the client had finished sending: what arrived is answered.
                 self.eof = true;
+                continue;
+            }
+            if completion.seq == IDLE {
+                // Idle by what it sent, and nothing of its own is under way.
+                if self.in_flight == 0 && self.pending.is_empty() && !self.subs.active() && !self.tx.multi {
+                    crate::metrics::get().idle_clients_closed.inc();
+                    self.killed = true;
+                }
                 continue;
             }
             if (SUBSCRIBER_SEQ..SUBSCRIBER_SEQ_END).contains(&completion.seq) {
