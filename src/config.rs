@@ -73,6 +73,14 @@ pub struct Config {
     /// Requests one client may have in flight before slotgate stops reading
     /// from it until replies drain. Default 10000.
     pub max_pipeline: usize,
+    /// Replies and messages waiting to be written to a client, in bytes,
+    /// beyond which it is closed (it does not read what it asked for), like
+    /// Redis's `client-output-buffer-limit normal`; 0: none, Redis's default.
+    pub client_output_buffer_limit_normal: usize,
+    /// The same for subscribed clients, whose messages arrive unasked: like
+    /// Redis's `client-output-buffer-limit pubsub` hard limit. Default
+    /// 33554432 (32 MB), Redis's; 0: none.
+    pub client_output_buffer_limit_pubsub: usize,
     /// A client that has sent nothing for this long, in milliseconds, and
     /// waits for nothing (not blocked, not subscribed, not in MULTI), is
     /// closed, like Redis's `timeout`; 0: never. Default 0.
@@ -140,6 +148,8 @@ impl Default for Config {
             retry_timeout_ms: 5000,
             max_clients: 10_000,
             max_pipeline: 10_000,
+            client_output_buffer_limit_normal: 0,
+            client_output_buffer_limit_pubsub: 32 * 1024 * 1024,
             client_idle_timeout_ms: 0,
             drain_timeout_ms: 10_000,
             proto_max_bulk_len: 512 * 1024 * 1024,
@@ -305,6 +315,8 @@ impl Config {
             max_pipeline: self.max_pipeline,
             metrics: self.metrics_addr().is_some(),
             requirepass: self.requirepass.get().map(|p| Arc::from(p.as_bytes())),
+            output_limit_normal: self.client_output_buffer_limit_normal,
+            output_limit_pubsub: self.client_output_buffer_limit_pubsub,
             limits: Limits {
                 max_bulk_len: self.proto_max_bulk_len,
                 max_inline_len: Limits::default().max_inline_len,
@@ -360,6 +372,8 @@ mod tests {
             "retry_timeout_ms",
             "max_clients",
             "max_pipeline",
+            "client_output_buffer_limit_normal",
+            "client_output_buffer_limit_pubsub",
             "client_idle_timeout_ms",
             "drain_timeout_ms",
             "proto_max_bulk_len",

@@ -86,6 +86,15 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
 
+    /// Close a client whose unread replies pass this many bytes; 0 = no limit.
+    /// [key: client_output_buffer_limit_normal; default 0]
+    #[arg(long, global = true, value_name = "BYTES")]
+    client_output_buffer_limit_normal: Option<i64>,
+
+    /// The same for subscribed clients. [key: client_output_buffer_limit_pubsub; default 32 MB]
+    #[arg(long, global = true, value_name = "BYTES")]
+    client_output_buffer_limit_pubsub: Option<i64>,
+
     /// Close clients idle this long (not blocked, subscribed or in MULTI), like Redis's timeout; 0 = never.
     /// [key: client_idle_timeout_ms; default 0]
     #[arg(long, global = true, value_name = "MS")]
@@ -166,6 +175,8 @@ impl Cli {
             ("retry_timeout_ms", self.retry_timeout_ms),
             ("max_clients", self.max_clients),
             ("max_pipeline", self.max_pipeline),
+            ("client_output_buffer_limit_normal", self.client_output_buffer_limit_normal),
+            ("client_output_buffer_limit_pubsub", self.client_output_buffer_limit_pubsub),
             ("client_idle_timeout_ms", self.client_idle_timeout_ms),
             ("drain_timeout_ms", self.drain_timeout_ms),
             ("proto_max_bulk_len", self.proto_max_bulk_len),

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub auth_failures: IntCounter,
     /// Clients closed for being idle longer than `client_idle_timeout_ms`.
     pub idle_clients_closed: IntCounter,
+    /// Clients closed for leaving more unread than their output limit.
+    pub output_limit_closed: IntCounter,
 }
 
 /// One node's metrics (labelled by its address), resolved once per node.
@@ -187,6 +189,10 @@ impl Metrics {
             idle_clients_closed: counter(
                 "slotgate_client_idle_closed_total",
                 "Clients closed for being idle longer than client_idle_timeout_ms.",
+            ),
+            output_limit_closed: counter(
+                "slotgate_client_output_limit_closed_total",
+                "Clients closed for leaving more replies or messages unread than their output limit.",
             ),
             registry,
         }

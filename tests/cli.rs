@@ -45,6 +45,7 @@ fn help_explains_every_setting() {
         "--max-pipeline",
         "--drain-timeout-ms",
         "--client-idle-timeout-ms",
+        "--client-output-buffer-limit-pubsub",
         "--proto-max-bulk-len",
         "--client-query-buffer-limit",
         "--log-level",

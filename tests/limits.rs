@@ -110,3 +110,30 @@ fn idle_clients_are_closed_but_not_blocked_subscribed_or_busy_ones() {
     subscribed.send(b"PING\r\n");
     subscribed.expect(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
 }
+
+#[test]
+fn a_subscriber_that_does_not_read_is_closed_past_its_output_limit() {
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let shared = support::shared();
+    let proxy = Proxy::start(
+        &shared.cluster.seeds(),
+        &["--client-output-buffer-limit-pubsub", "2097152", "--metrics", &metrics],
+    );
+    proxy.wait_routing();
+    let mut slow = Raw::connect(proxy.port);
+    slow.send(b"SUBSCRIBE limits:slow\r\n");
+    slow.expect(b"*3\r\n$9\r\nsubscribe\r\n$11\r\nlimits:slow\r\n:1\r\n");
+    // 32 MB for a client that reads nothing: more than the kernel's buffers and the limit.
+    let mut publisher = proxy.connection();
+    let message = vec![b'm'; 256 * 1024];
+    for _ in 0..128 {
+        let _: i64 = redis::cmd("PUBLISH").arg("limits:slow").arg(&message).query(&mut publisher).unwrap();
+    }
+    assert!(slow.closed_within(Duration::from_secs(10)), "closed past 2 MB unread");
+    let closed = sample(&http_get(metrics_port, "/metrics").1, "slotgate_client_output_limit_closed_total");
+    assert_eq!(closed, Some(1.0));
+    let pong: String = redis::cmd("PING").query(&mut publisher).unwrap();
+    assert_eq!(pong, "PONG", "the publisher is not disturbed");
+    assert!(proxy.log().contains("output buffer over its limit"), "{}", proxy.log());
+}

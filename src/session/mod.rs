@@ -68,6 +68,10 @@ pub struct SessionSettings {
     pub limits: Limits,
     /// The password clients must AUTH with, if any.
     pub requirepass: Option<Arc<[u8]>>,
+    /// Bytes waiting to be written beyond which a client is closed, for
+    /// ordinary and subscribed clients; 0: no limit.
+    pub output_limit_normal: usize,
+    pub output_limit_pubsub: usize,
 }
 
 /// What the sessions of one worker share: its node connections and settings.
@@ -178,6 +182,9 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
         session.process_input(&mut input);
         session.take_ready(&mut output);
         if session.finished() && output.is_empty() {
+            break;
+        }
+        if session.output_over_limit(output.len()) {
             break;
         }
         // A blocked client is still read from (within limits), so that
@@ -316,6 +323,21 @@ impl Session {
             && self.pending.len() < self.ctx.settings.max_pipeline
             && (self.parked.is_none() || self.in_flight == 0)
             && self.may_route()
+    }
+
+    /// A client that does not read what it gets is closed past its output
+    /// limit, like Redis's client-output-buffer-limit: said once, counted.
+    fn output_over_limit(&self, unsent: usize) -> bool {
+        let limit = match self.subs.active() {
+            true => self.ctx.settings.output_limit_pubsub,
+            false => self.ctx.settings.output_limit_normal,
+        };
+        if limit == 0 || unsent <= limit {
+            return false;
+        }
+        tracing::info!(unsent, limit, "closing a client that does not read: output buffer over its limit");
+        crate::metrics::get().output_limit_closed.inc();
+        true
     }
 
     fn finished(&self) -> bool {
