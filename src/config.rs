@@ -71,7 +71,9 @@ pub struct Config {
     /// its `maxclients`. Default 10000.
     pub max_clients: usize,
     /// Requests one client may have in flight before slotgate stops reading
-    /// from it until replies drain. Default 10000.
+    /// from it until replies drain. Each costs slotgate about 0.6 KB while
+    /// in flight, so this bounds what a client that pipelines without
+    /// reading can hold. Default 1000.
     pub max_pipeline: usize,
     /// Replies and messages waiting to be written to a client, in bytes,
     /// beyond which it is closed (it does not read what it asked for), like
@@ -147,7 +149,7 @@ impl Default for Config {
             max_redirects: 5,
             retry_timeout_ms: 5000,
             max_clients: 10_000,
-            max_pipeline: 10_000,
+            max_pipeline: 1000,
             client_output_buffer_limit_normal: 0,
             client_output_buffer_limit_pubsub: 32 * 1024 * 1024,
             client_idle_timeout_ms: 0,

@@ -82,7 +82,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     max_clients: Option<i64>,
 
-    /// Requests a client may have in flight before slotgate stops reading from it. [key: max_pipeline; default 10000]
+    /// Requests a client may have in flight before slotgate stops reading from it. [key: max_pipeline; default 1000]
     #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
 
