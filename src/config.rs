@@ -106,6 +106,11 @@ pub struct Config {
     /// command, like Redis's `requirepass`; empty: none. Not the nodes'
     /// password. Default empty.
     pub requirepass: Secret,
+    /// Wrong passwords a client address may give in 10 seconds; past it,
+    /// every AUTH from that address is refused until the 10 seconds are
+    /// over, even a right one. Clients behind one address (NAT, a sidecar's
+    /// localhost) share the count; 0: no limit. Default 10.
+    pub max_auth_failures: u32,
     /// The ACL user slotgate logs in to the nodes as; empty: `default`.
     /// Default empty.
     pub node_user: String,
@@ -158,6 +163,7 @@ impl Default for Config {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             log_level: "info".into(),
             requirepass: Secret::default(),
+            max_auth_failures: 10,
             node_user: String::new(),
             node_password: Secret::default(),
         }
@@ -382,6 +388,7 @@ mod tests {
             "client_query_buffer_limit",
             "log_level",
             "requirepass",
+            "max_auth_failures",
             "node_user",
             "node_password",
         ] {

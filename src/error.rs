@@ -68,6 +68,8 @@ pub enum ClientError {
     NoAuth,
     /// HELLO before AUTH, without its own AUTH option.
     NoAuthHello,
+    /// Too many wrong passwords from this address lately: seconds to wait.
+    TooManyFailedLogins(u64),
 }
 
 impl ClientError {
@@ -158,6 +160,10 @@ impl fmt::Display for ClientError {
             }
             ClientError::MaxClients => f.write_str("ERR max number of clients reached"),
             ClientError::NoAuth => f.write_str("NOAUTH Authentication required."),
+            ClientError::TooManyFailedLogins(seconds) => write!(
+                f,
+                "WRONGPASS too many failed authentication attempts from this address; try again in {seconds} s"
+            ),
             ClientError::NoAuthHello => f.write_str(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH \
                  <user> <pass> option can be used to authenticate the client and select the RESP protocol version \

@@ -122,6 +122,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "PASSWORD")]
     requirepass: Option<String>,
 
+    /// Wrong passwords one client address may give in 10 s before its AUTHs are refused; 0 = no limit.
+    /// [key: max_auth_failures; default 10]
+    #[arg(long, global = true, value_name = "N")]
+    max_auth_failures: Option<i64>,
+
     /// The ACL user slotgate logs in to the nodes as; empty = default. [key: node_user]
     #[arg(long, global = true, value_name = "USER")]
     node_user: Option<String>,
@@ -178,6 +183,7 @@ impl Cli {
             ("client_output_buffer_limit_normal", self.client_output_buffer_limit_normal),
             ("client_output_buffer_limit_pubsub", self.client_output_buffer_limit_pubsub),
             ("client_idle_timeout_ms", self.client_idle_timeout_ms),
+            ("max_auth_failures", self.max_auth_failures),
             ("drain_timeout_ms", self.drain_timeout_ms),
             ("proto_max_bulk_len", self.proto_max_bulk_len),
             ("client_query_buffer_limit", self.client_query_buffer_limit),

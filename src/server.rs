@@ -17,7 +17,7 @@ use crate::backend::Pool;
 use crate::cluster::Topology;
 use crate::config::Config;
 use crate::error::ClientError;
-use crate::session::{self, Clients, Context, Scripts};
+use crate::session::{self, Clients, Context, FailedLogins, Scripts};
 
 /// Serves clients from `listener` until `shutdown` is cancelled, then
 /// drains: every client's requests already received are answered, then it is
@@ -36,9 +36,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     }
     let clients = Arc::new(Clients::default());
     let scripts = Arc::new(Scripts::default());
+    let failed_logins = Arc::new(FailedLogins::new(config.max_auth_failures));
     // Workers end when their queue closes, as `workers` is dropped on return.
     let workers = (0..config.worker_threads())
-        .map(|index| spawn_worker(index, &config, topology.clone(), clients.clone(), scripts.clone()))
+        .map(|index| {
+            let shared = (clients.clone(), scripts.clone(), failed_logins.clone());
+            spawn_worker(index, &config, topology.clone(), shared)
+        })
         .collect::<io::Result<Vec<_>>>()?;
     if config.client_idle_timeout_ms > 0 {
         let limit = Duration::from_millis(config.client_idle_timeout_ms);
@@ -189,8 +193,7 @@ fn spawn_worker(
     index: usize,
     config: &Config,
     topology: Arc<Topology>,
-    registry: Arc<Clients>,
-    scripts: Arc<Scripts>,
+    (registry, scripts, failed_logins): (Arc<Clients>, Arc<Scripts>, Arc<FailedLogins>),
 ) -> io::Result<mpsc::UnboundedSender<NewClient>> {
     let (clients, mut incoming) = mpsc::unbounded_channel::<NewClient>();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -199,7 +202,8 @@ fn spawn_worker(
     std::thread::Builder::new().name(format!("slotgate-worker-{index}")).spawn(move || {
         runtime.block_on(async move {
             let mut changes = topology.changes();
-            let ctx = Arc::new(Context { pool: Pool::new(topology, backend), settings, clients: registry, scripts });
+            let pool = Pool::new(topology, backend);
+            let ctx = Arc::new(Context { pool, settings, clients: registry, scripts, failed_logins });
             loop {
                 tokio::select! {
                     // Routes follow the map even while no client asks: nodes

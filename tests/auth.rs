@@ -142,3 +142,20 @@ fn slotgate_logs_in_to_nodes_that_want_a_password_and_says_so_when_it_cannot() {
         assert!(again.contains(refusal), "still up and still saying why: {again}");
     }
 }
+
+#[test]
+fn an_address_that_keeps_guessing_is_held_off_even_with_the_right_password() {
+    let proxy = Proxy::start(&shared().cluster.seeds(), &["--requirepass", PASSWORD]);
+    let mut guesser = Raw::connect(proxy.port);
+    for guess in 0..10 {
+        guesser.send(format!("AUTH guess{guess}\r\n").as_bytes());
+        guesser.expect(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+    }
+    // Any connection from this address, for the rest of the 10 s window.
+    let mut again = Raw::connect(proxy.port);
+    again.send(format!("AUTH {PASSWORD}\r\n").as_bytes());
+    let refused = again.read_line();
+    assert!(refused.starts_with("-WRONGPASS too many failed authentication attempts from this address"), "{refused}");
+    again.send(b"GET auth:k\r\n");
+    again.expect(b"-NOAUTH Authentication required.\r\n");
+}

@@ -46,6 +46,7 @@ fn help_explains_every_setting() {
         "--drain-timeout-ms",
         "--client-idle-timeout-ms",
         "--client-output-buffer-limit-pubsub",
+        "--max-auth-failures",
         "--proto-max-bulk-len",
         "--client-query-buffer-limit",
         "--log-level",

@@ -174,6 +174,11 @@ impl ClientHandle {
         }
     }
 
+    /// The client's IP address, if known.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.addr.map(|addr| addr.ip())
+    }
+
     /// Seconds since it connected.
     pub fn age(&self, now: Instant) -> i64 {
         i64::try_from(now.duration_since(self.created).as_secs()).unwrap_or(i64::MAX)

@@ -359,11 +359,20 @@ impl Session {
     }
 
     /// Checks a user and password; a failure leaves the client as it was.
+    /// An address with too many recent failures is not even checked.
     fn log_in(&mut self, user: &[u8], password: &[u8]) -> Result<(), ClientError> {
+        let (ip, now) = (self.registered.handle.ip(), std::time::Instant::now());
+        if let Some(wait) = ip.and_then(|ip| self.ctx.failed_logins.wait(ip, now)) {
+            crate::metrics::get().auth_failures.inc();
+            return Err(ClientError::TooManyFailedLogins(wait.as_secs() + 1));
+        }
         let right = user == b"default"
             && self.ctx.settings.requirepass.as_deref().is_none_or(|wanted| same_secret(wanted, password));
         if !right {
             crate::metrics::get().auth_failures.inc();
+            if let Some(ip) = ip {
+                self.ctx.failed_logins.failed(ip, now);
+            }
             return Err(ClientError::WrongPass);
         }
         self.authenticated = true;

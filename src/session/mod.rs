@@ -21,6 +21,7 @@
 mod clients;
 mod dispatch;
 mod local;
+mod logins;
 mod pending;
 mod pubsub;
 mod scripts;
@@ -41,6 +42,7 @@ use crate::command::{KeyPositions, LookupCache};
 use crate::fanout;
 use crate::resp::{Limits, Protocol, Request, RequestParser};
 pub use clients::Clients;
+pub use logins::FailedLogins;
 use pending::{Pending, Ready};
 pub use scripts::Scripts;
 use transaction::{Conn, Transaction};
@@ -83,6 +85,8 @@ pub struct Context {
     pub clients: Arc<Clients>,
     /// Scripts seen by any worker, to heal NOSCRIPT.
     pub scripts: Arc<Scripts>,
+    /// Failed logins by client address, across workers.
+    pub failed_logins: Arc<FailedLogins>,
 }
 
 /// A client's connection state, as CLIENT and HELLO see it.
