@@ -249,10 +249,15 @@ impl RequestParser {
                     // NUL byte: a line with a NUL never completes (until the size
                     // limit), and so never runs here either.
                     let searchable = memchr::memchr(0, &buf[*scanned..]).map_or(buf.len(), |nul| *scanned + nul);
-                    let Some(newline) = memchr::memchr(b'\n', &buf[*scanned..searchable]).map(|i| i + *scanned) else {
-                        if buf.len() > self.limits.max_inline_len {
-                            return Err(ProtocolError::TooBigInline);
-                        }
+                    let newline = memchr::memchr(b'\n', &buf[*scanned..searchable]).map(|i| i + *scanned);
+                    // Redis refuses a buffer over the limit with no newline in
+                    // it; a longer line whose newline came in the same read is
+                    // refused too, so the answer does not depend on how the
+                    // line was split.
+                    if newline.unwrap_or(buf.len()) > self.limits.max_inline_len {
+                        return Err(ProtocolError::TooBigInline);
+                    }
+                    let Some(newline) = newline else {
                         *scanned = searchable;
                         return Ok(None);
                     };
@@ -309,7 +314,8 @@ impl RequestParser {
 
 /// Reads `<kind><integer>\r\n` at `at`: the integer and the line's length.
 /// Like Redis, the line ends at the first `\r` and the byte after it is taken
-/// as the `\n`.
+/// as the `\n`; a line longer than the inline limit is too big whether or
+/// not its end has arrived (the same answer however the input is split).
 fn length_line(
     limits: &Limits,
     buf: &[u8],
@@ -317,8 +323,12 @@ fn length_line(
     too_big: ProtocolError,
 ) -> Result<Option<(i64, usize)>, ProtocolError> {
     let rest = &buf[at..];
-    let Some(cr) = memchr::memchr(b'\r', rest) else {
-        return if rest.len() > limits.max_inline_len { Err(too_big) } else { Ok(None) };
+    let cr = memchr::memchr(b'\r', rest);
+    if cr.unwrap_or(rest.len()) > limits.max_inline_len {
+        return Err(too_big);
+    }
+    let Some(cr) = cr else {
+        return Ok(None);
     };
     if cr + 1 >= rest.len() {
         return Ok(None);

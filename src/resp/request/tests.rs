@@ -134,6 +134,36 @@ fn headers_without_end_are_bounded() {
 }
 
 #[test]
+fn a_line_over_the_limit_is_refused_however_it_arrives() {
+    // Found by fuzz/request_parser: a line longer than the limit passed when
+    // its newline came in the same read, and failed when it came later.
+    let limits = Limits { max_inline_len: 8, ..Limits::default() };
+    let first_error = |input: &[u8], cut: usize| {
+        let mut parser = RequestParser::new(limits);
+        let mut buf = BytesMut::from(&input[..cut]);
+        let mut result = parser.parse(&mut buf);
+        if matches!(result, Ok(None)) {
+            buf.extend_from_slice(&input[cut..]);
+            result = parser.parse(&mut buf);
+        }
+        result.map(|r| r.map(|r| r.argc()))
+    };
+    type Argc = Result<Option<usize>, ProtocolError>;
+    let cases: &[(&[u8], Argc)] = &[
+        (b"get abc\r\n", Ok(Some(2))),
+        (b"get abcd\r\n", Err(ProtocolError::TooBigInline)),
+        (b"*1\r\n$3\r\nget\r\n", Ok(Some(1))),
+        (b"*000000001\r\n$3\r\nget\r\n", Err(ProtocolError::TooBigMultibulkCount)),
+        (b"*1\r\n$000000003\r\nget\r\n", Err(ProtocolError::TooBigBulkCount)),
+    ];
+    for (input, want) in cases {
+        for cut in 0..=input.len() {
+            assert_eq!(first_error(input, cut), *want, "{:?} split at {cut}", String::from_utf8_lossy(input));
+        }
+    }
+}
+
+#[test]
 fn requests_over_the_query_limit_are_refused() {
     let limits = Limits { max_query_len: 100, ..Limits::default() };
     let mut parser = RequestParser::new(limits);
