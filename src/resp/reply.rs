@@ -4,7 +4,9 @@
 //! only needs to know where each one ends. The scanner is resumable: when a
 //! large reply arrives in pieces it continues from the element where it
 //! stopped, so a reply is scanned once however it is split. Nesting is
-//! tracked on an explicit, bounded stack (no recursion).
+//! tracked on an explicit, bounded stack (no recursion). An attribute (`|`)
+//! is part of the frame of the value it describes; RESP3's streamed strings
+//! and aggregates (`$?`), which Redis never sends, are invalid lengths here.
 
 use super::parse_i64;
 
@@ -40,6 +42,9 @@ pub struct ReplyScanner {
     open: Vec<u64>,
     /// The current frame is a push.
     push: bool,
+    /// The element being scanned at the top is an attribute: the frame goes
+    /// on with the value it describes.
+    attribute: bool,
     /// Where the search for the end of the current header line resumes, so
     /// a long line arriving in pieces is scanned once.
     line_scan: usize,
@@ -55,6 +60,8 @@ impl ReplyScanner {
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
             };
+            // Known before the line ends: garbage fails now, not after a CR.
+            let shape = Shape::of(kind).ok_or(ReplyError::UnknownType(kind))?;
             let from = self.line_scan.max(self.pos);
             let Some(cr) = memchr::memchr(b'\r', &buf[from..]).map(|i| i + from) else {
                 self.line_scan = buf.len();
@@ -65,12 +72,12 @@ impl ReplyScanner {
                 return Ok(None);
             }
             let line_end = cr + 2;
-            let children = match kind {
-                b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {
+            let children = match shape {
+                Shape::Line => {
                     self.pos = line_end;
                     0
                 }
-                b'$' | b'!' | b'=' => {
+                Shape::Blob => {
                     let len = self.length(&buf[self.pos + 1..cr])?;
                     if len >= 0 {
                         let end = line_end + len as usize + 2;
@@ -83,21 +90,27 @@ impl ReplyScanner {
                     }
                     0
                 }
-                b'*' | b'~' | b'>' | b'%' | b'|' => {
-                    let len = self.length(&buf[self.pos + 1..cr])?;
-                    if kind == b'>' && self.open.is_empty() {
-                        self.push = true;
-                    }
+                Shape::Aggregate => {
+                    let entries = self.length(&buf[self.pos + 1..cr])?.max(0) as u64;
+                    let top = self.open.is_empty();
                     self.pos = line_end;
                     match kind {
-                        _ if len <= 0 => 0,
-                        b'%' => 2 * len as u64,
-                        // An attribute map is followed by the value it describes.
-                        b'|' => 2 * len as u64 + 1,
-                        _ => len as u64,
+                        b'>' if top => {
+                            self.push = true;
+                            entries
+                        }
+                        b'%' => 2 * entries,
+                        // An attribute describes the value after it. At the top
+                        // it is a prefix: the value decides the frame's kind (a
+                        // push or a reply), so it is scanned as at the top.
+                        b'|' if top => {
+                            self.attribute = true;
+                            2 * entries
+                        }
+                        b'|' => 2 * entries + 1,
+                        _ => entries,
                     }
                 }
-                other => return Err(ReplyError::UnknownType(other)),
             };
             if children > 0 {
                 if self.open.len() >= MAX_DEPTH {
@@ -109,6 +122,7 @@ impl ReplyScanner {
             // One element is complete: it closes every aggregate it finishes.
             loop {
                 match self.open.last_mut() {
+                    None if std::mem::take(&mut self.attribute) => break,
                     None => {
                         let frame = ReplyFrame { len: self.pos, push: self.push };
                         self.pos = 0;
@@ -133,6 +147,29 @@ impl ReplyScanner {
         match parse_i64(digits) {
             Some(len) if len >= -1 => Ok(len),
             _ => Err(ReplyError::InvalidLength),
+        }
+    }
+}
+
+/// How an element of each RESP type is laid out.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// The line is the element: `+ - : _ # , (`.
+    Line,
+    /// A length line, then that many bytes and CRLF: `$ ! =`.
+    Blob,
+    /// A count line, then that many elements (pairs for `%` and `|`):
+    /// `* ~ > % |`.
+    Aggregate,
+}
+
+impl Shape {
+    fn of(kind: u8) -> Option<Shape> {
+        match kind {
+            b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Some(Shape::Line),
+            b'$' | b'!' | b'=' => Some(Shape::Blob),
+            b'*' | b'~' | b'>' | b'%' | b'|' => Some(Shape::Aggregate),
+            _ => None,
         }
     }
 }
@@ -190,6 +227,17 @@ mod tests {
     }
 
     #[test]
+    fn an_attribute_belongs_to_the_value_it_describes() {
+        // Found by fuzz/differential: `|0` was a frame of its own.
+        assert_eq!(lens(b"|0\r\n+OK\r\n"), vec![9]);
+        assert_eq!(lens(b"*2\r\n|0\r\n:1\r\n:2\r\n"), vec![16]);
+        assert_eq!(lens(b"|1\r\n+a\r\n|1\r\n+b\r\n:1\r\n:2\r\n:3\r\n"), vec![28]);
+        // A push keeps its kind behind an attribute; an attribute inside one does not make a push.
+        let out = frames(b"|1\r\n+k\r\n+v\r\n>1\r\n+x\r\n*1\r\n|1\r\n+k\r\n>0\r\n+v\r\n");
+        assert_eq!(out, vec![Ok(ReplyFrame { len: 20, push: true }), Ok(ReplyFrame { len: 20, push: false })]);
+    }
+
+    #[test]
     fn every_split_point_gives_the_same_frames() {
         let input = b"*3\r\n$3\r\nfoo\r\n%1\r\n+k\r\n*2\r\n:1\r\n:2\r\n_\r\n+OK\r\n$5\r\nhello\r\n".to_vec();
         let whole = lens(&input);
@@ -220,6 +268,10 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert_eq!(frames(b"?\r\n"), vec![Err(ReplyError::UnknownType(b'?'))]);
+        assert_eq!(
+            frames(b"+OK\r\nHTTP/1.1 400"),
+            vec![Ok(ReplyFrame { len: 5, push: false }), Err(ReplyError::UnknownType(b'H'))]
+        );
         assert_eq!(frames(b"$-2\r\n"), vec![Err(ReplyError::InvalidLength)]);
         assert_eq!(frames(b"*x\r\n"), vec![Err(ReplyError::InvalidLength)]);
         let deep = b"*1\r\n".repeat(MAX_DEPTH + 1);
