@@ -70,6 +70,11 @@ pub struct Config {
     /// `-ERR max number of clients reached` and closed, as Redis does past
     /// its `maxclients`. Default 10000.
     pub max_clients: usize,
+    /// Requests that may wait for one node connection, queued and sent but
+    /// unanswered (each of the two up to this many): past it, new requests
+    /// for that node fail at once (`-ERR node ... is overloaded`) instead of
+    /// waiting behind a node that has fallen behind or hangs. Default 10000.
+    pub node_queue_limit: usize,
     /// Requests one client may have in flight before slotgate stops reading
     /// from it until replies drain. Each costs slotgate about 0.6 KB while
     /// in flight, so this bounds what a client that pipelines without
@@ -154,6 +159,7 @@ impl Default for Config {
             max_redirects: 5,
             retry_timeout_ms: 5000,
             max_clients: 10_000,
+            node_queue_limit: 10_000,
             max_pipeline: 1000,
             client_output_buffer_limit_normal: 0,
             client_output_buffer_limit_pubsub: 32 * 1024 * 1024,
@@ -256,6 +262,9 @@ impl Config {
         if self.drain_timeout_ms > 3_600_000 {
             return invalid("drain_timeout_ms", "must be at most 3600000 (an hour)".into());
         }
+        if self.node_queue_limit == 0 {
+            return invalid("node_queue_limit", "must be at least 1".into());
+        }
         if self.max_pipeline == 0 {
             return invalid("max_pipeline", "must be at least 1".into());
         }
@@ -313,6 +322,7 @@ impl Config {
             read_from: self.read_from,
             metrics: self.metrics_addr().is_some(),
             login: self.node_login(),
+            queue_limit: self.node_queue_limit,
         }
     }
 
@@ -379,6 +389,7 @@ mod tests {
             "max_redirects",
             "retry_timeout_ms",
             "max_clients",
+            "node_queue_limit",
             "max_pipeline",
             "client_output_buffer_limit_normal",
             "client_output_buffer_limit_pubsub",

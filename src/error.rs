@@ -70,6 +70,8 @@ pub enum ClientError {
     NoAuthHello,
     /// Too many wrong passwords from this address lately: seconds to wait.
     TooManyFailedLogins(u64),
+    /// `node_queue_limit` requests wait for the node already.
+    NodeOverloaded(crate::cluster::NodeAddr, usize),
 }
 
 impl ClientError {
@@ -160,6 +162,10 @@ impl fmt::Display for ClientError {
             }
             ClientError::MaxClients => f.write_str("ERR max number of clients reached"),
             ClientError::NoAuth => f.write_str("NOAUTH Authentication required."),
+            ClientError::NodeOverloaded(addr, limit) => write!(
+                f,
+                "ERR node {addr} is overloaded: {limit} requests already wait for it (node_queue_limit); not sent"
+            ),
             ClientError::TooManyFailedLogins(seconds) => write!(
                 f,
                 "WRONGPASS too many failed authentication attempts from this address; try again in {seconds} s"

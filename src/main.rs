@@ -82,6 +82,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     max_clients: Option<i64>,
 
+    /// Requests that may wait for one node connection before new ones fail at once. [key: node_queue_limit; default 10000]
+    #[arg(long, global = true, value_name = "N")]
+    node_queue_limit: Option<i64>,
+
     /// Requests a client may have in flight before slotgate stops reading from it. [key: max_pipeline; default 1000]
     #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
@@ -179,6 +183,7 @@ impl Cli {
             ("max_redirects", self.max_redirects),
             ("retry_timeout_ms", self.retry_timeout_ms),
             ("max_clients", self.max_clients),
+            ("node_queue_limit", self.node_queue_limit),
             ("max_pipeline", self.max_pipeline),
             ("client_output_buffer_limit_normal", self.client_output_buffer_limit_normal),
             ("client_output_buffer_limit_pubsub", self.client_output_buffer_limit_pubsub),

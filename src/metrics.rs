@@ -68,6 +68,7 @@ pub struct Metrics {
     node_connections: IntGaugeVec,
     node_queue: IntGaugeVec,
     node_redirects: IntCounterVec,
+    node_saturated: IntCounterVec,
     /// Requests a multi-key or cluster-wide command was split into.
     pub fanout_parts: IntCounter,
     /// Bytes read from and written to clients.
@@ -96,6 +97,8 @@ pub struct NodeMetrics {
     pub connections: IntGauge,
     /// Requests sent and not yet answered.
     pub queue: IntGauge,
+    /// Requests refused because `node_queue_limit` wait for it already.
+    pub saturated: IntCounter,
 }
 
 /// Seconds from 50 µs to 10 s, for latencies.
@@ -175,6 +178,11 @@ impl Metrics {
                 "MOVED and ASK answers received from each node.",
                 &["node", "kind"],
             ),
+            node_saturated: counter_vec(
+                "slotgate_node_saturated_total",
+                "Requests refused at once because node_queue_limit requests already wait for the node.",
+                &["node"],
+            ),
             fanout_parts: counter(
                 "slotgate_fanout_subrequests_total",
                 "Requests that multi-key and cluster-wide commands were split into.",
@@ -211,6 +219,7 @@ impl Metrics {
             latency: self.node_latency.with_label_values(&[addr]),
             connections: self.node_connections.with_label_values(&[addr]),
             queue: self.node_queue.with_label_values(&[addr]),
+            saturated: self.node_saturated.with_label_values(&[addr]),
         }
     }
 
@@ -222,6 +231,7 @@ impl Metrics {
         let _ = self.node_latency.remove_label_values(&[addr]);
         let _ = self.node_connections.remove_label_values(&[addr]);
         let _ = self.node_queue.remove_label_values(&[addr]);
+        let _ = self.node_saturated.remove_label_values(&[addr]);
         for kind in ["moved", "ask"] {
             let _ = self.node_redirects.remove_label_values(&[addr, kind]);
         }

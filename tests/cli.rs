@@ -47,6 +47,7 @@ fn help_explains_every_setting() {
         "--client-idle-timeout-ms",
         "--client-output-buffer-limit-pubsub",
         "--max-auth-failures",
+        "--node-queue-limit",
         "--proto-max-bulk-len",
         "--client-query-buffer-limit",
         "--log-level",

@@ -137,3 +137,51 @@ fn a_subscriber_that_does_not_read_is_closed_past_its_output_limit() {
     assert_eq!(pong, "PONG", "the publisher is not disturbed");
     assert!(proxy.log().contains("output buffer over its limit"), "{}", proxy.log());
 }
+
+#[test]
+fn requests_for_a_node_that_has_fallen_behind_fail_at_once() {
+    // A long node timeout: the cluster keeps the frozen master; slotgate waits 20 s for it.
+    let cluster = support::Cluster::start_with(3, 0, &["--cluster-node-timeout", "60000"]);
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let args = ["--node-queue-limit", "20", "--request-timeout-ms", "20000", "--metrics", &metrics];
+    let proxy = Proxy::start(&cluster.seeds(), &args);
+    proxy.wait_routing();
+    let frozen = cluster.masters()[0];
+    let key_of = |port: u16| (0..).map(|i| format!("queue:{i}")).find(|k| cluster.owner(support::slot_of(k)) == port);
+    let key = key_of(frozen).unwrap();
+    let elsewhere = key_of(cluster.masters()[1]).unwrap();
+    let mut flood = Raw::connect(proxy.port);
+    let mut probe = Raw::connect(proxy.port);
+    flood.send(b"PING\r\n");
+    flood.expect(b"+PONG\r\n");
+
+    cluster.node(frozen).pause();
+    // Twice 100 GETs: 20 are sent to the frozen node, 20 more wait in the
+    // queue, the rest are refused.
+    let gets: String = (0..100).map(|_| format!("GET {key}\r\n")).collect();
+    for _ in 0..2 {
+        flood.send(gets.as_bytes());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let started = std::time::Instant::now();
+    probe.send(format!("GET {key}\r\n").as_bytes());
+    let refused = probe.read_line();
+    let overloaded = format!("-ERR node 127.0.0.1:{frozen} is overloaded: 20 requests already wait for it");
+    assert!(refused.starts_with(&overloaded), "{refused}");
+    assert!(started.elapsed() < Duration::from_secs(2), "at once, not after the request timeout");
+    probe.send(format!("GET {elsewhere}\r\n").as_bytes());
+    probe.expect(b"$-1\r\n");
+
+    cluster.node(frozen).resume();
+    let answers: Vec<String> = (0..200).map(|_| flood.read_line()).collect();
+    let waited = answers.iter().filter(|a| *a == "$-1\r\n").count();
+    let refused = answers.iter().filter(|a| a.starts_with(&overloaded)).count();
+    assert_eq!((waited, refused), (40, 160), "{answers:?}");
+    assert!(answers[..20].iter().chain(&answers[100..120]).all(|a| a == "$-1\r\n"), "in order: {answers:?}");
+    let counted = sample(
+        &http_get(metrics_port, "/metrics").1,
+        &format!("slotgate_node_saturated_total{{node=\"127.0.0.1:{frozen}\"}}"),
+    );
+    assert_eq!(counted, Some((refused + 1) as f64));
+}

@@ -227,7 +227,10 @@ async fn run(
         if let Some(metrics) = &metrics {
             metrics.connections.inc();
         }
-        let result = conn.serve(&queue, mode.request_timeout(), settings.health_check).await;
+        // A shared connection sends at most queue_limit requests ahead of the
+        // node's answers; more wait in the queue, where their number is capped.
+        let max_in_flight = if mode.one_shot() { usize::MAX } else { settings.queue_limit };
+        let result = conn.serve(&queue, mode.request_timeout(), settings.health_check, max_in_flight).await;
         if let Some(metrics) = &metrics {
             metrics.connections.dec();
         }
@@ -501,6 +504,7 @@ impl Connection {
         queue: &Mailbox<Outbound>,
         request_timeout: Option<Duration>,
         health_check: Option<Duration>,
+        max_in_flight: usize,
     ) -> Result<(), String> {
         let mut closing = false;
         // A client's own connection is not pinged: the PING would land
@@ -532,7 +536,8 @@ impl Connection {
                     Ok(n) => self.written += n as u64,
                     Err(e) => return Err(e.to_string()),
                 },
-                taken = poll_fn(|cx| queue.poll_take(cx, &mut self.batch)), if !closing && self.unwritten.len() < MAX_UNWRITTEN => {
+                taken = poll_fn(|cx| queue.poll_take(cx, &mut self.batch)),
+                    if !closing && self.unwritten.len() < MAX_UNWRITTEN && self.in_flight.len() < max_in_flight => {
                     // A shared connection whose node left the cluster answers
                     // what it carries first; a client's own closes at once
                     // (that is how the node learns the client left).

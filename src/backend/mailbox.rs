@@ -30,14 +30,31 @@ impl<T> Default for Mailbox<T> {
     }
 }
 
+/// Why an item was not delivered; it is given back.
+#[derive(Debug)]
+pub enum Undelivered<T> {
+    /// The receiver has gone.
+    Closed(T),
+    /// As many items as allowed are waiting already.
+    Full(T),
+}
+
 impl<T> Mailbox<T> {
     /// Leaves an item, waking the receiver if it waits; gives the item back
     /// when the receiver has gone.
     pub fn deliver(&self, item: T) -> Result<(), T> {
+        self.deliver_at_most(item, usize::MAX).map_err(|(Undelivered::Closed(item) | Undelivered::Full(item))| item)
+    }
+
+    /// Like [`Mailbox::deliver`], unless `limit` items are waiting already.
+    pub fn deliver_at_most(&self, item: T, limit: usize) -> Result<(), Undelivered<T>> {
         let waker = {
             let mut inbox = self.lock();
             if inbox.closed {
-                return Err(item);
+                return Err(Undelivered::Closed(item));
+            }
+            if inbox.items.len() >= limit {
+                return Err(Undelivered::Full(item));
             }
             inbox.items.push(item);
             inbox.waker.take()

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::cluster::NodeAddr;
 
 pub use driver::Health;
-pub use mailbox::Mailbox;
+pub use mailbox::{Mailbox, Undelivered};
 pub use pool::{Dedicated, Node, Pool, Routes};
 
 /// How node connections behave.
@@ -35,6 +35,9 @@ pub struct BackendSettings {
     pub metrics: bool,
     /// How to log in to the nodes, if they want a password.
     pub login: Option<crate::cluster::NodeLogin>,
+    /// Requests a shared connection may have waiting to be sent, and sent
+    /// but unanswered, each; past it new ones fail at once.
+    pub queue_limit: usize,
 }
 
 /// Where read-only commands go.

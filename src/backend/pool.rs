@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{BackendSettings, Health, Mailbox, NodeError, Outbound, ReadFrom, Reply, Retry, driver};
+use super::{BackendSettings, Health, Mailbox, NodeError, Outbound, ReadFrom, Reply, Retry, Undelivered, driver};
 use crate::cluster::{NodeAddr, Slot, SlotMap, Topology};
+use crate::metrics::NodeMetrics;
 use crate::resp::Protocol;
 
 /// The connections of one worker to one node. Dropping it closes them:
@@ -20,6 +21,9 @@ pub struct Node {
     resp2: Vec<Arc<Mailbox<Outbound>>>,
     resp3: Vec<Arc<Mailbox<Outbound>>>,
     health: Arc<Health>,
+    /// Requests that may wait in a connection's queue (`queue_limit`).
+    queue_limit: usize,
+    metrics: Option<NodeMetrics>,
 }
 
 impl Drop for Node {
@@ -55,7 +59,8 @@ impl Node {
                 })
                 .collect()
         };
-        Node { resp2: connections(Protocol::Resp2), resp3: connections(Protocol::Resp3), addr, health }
+        let (resp2, resp3) = (connections(Protocol::Resp2), connections(Protocol::Resp3));
+        Node { resp2, resp3, addr, health, queue_limit: settings.queue_limit, metrics }
     }
 
     /// What its connections have seen of the node.
@@ -68,14 +73,23 @@ impl Node {
     }
 
     /// Queues a request on the connection of `client_id` for `protocol`.
-    /// Gives the request back if that connection's task is gone.
-    pub fn send(&self, protocol: Protocol, client_id: u64, out: Outbound) -> Result<(), Outbound> {
+    /// Gives the request back if that connection's task is gone, or if
+    /// `queue_limit` requests wait in it already (the node is behind).
+    pub fn send(&self, protocol: Protocol, client_id: u64, out: Outbound) -> Result<(), Undelivered<Outbound>> {
         let connections = match protocol {
             Protocol::Resp2 => &self.resp2,
             Protocol::Resp3 => &self.resp3,
         };
         let connection = &connections[(client_id % connections.len() as u64) as usize];
-        connection.deliver(out)
+        let sent = connection.deliver_at_most(out, self.queue_limit);
+        if let (Err(Undelivered::Full(_)), Some(metrics)) = (&sent, &self.metrics) {
+            metrics.saturated.inc();
+        }
+        sent
+    }
+
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
     }
 }
 

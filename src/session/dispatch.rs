@@ -16,7 +16,7 @@ use super::pending::{Entry, Group, Target};
 use super::pubsub::{SUBSCRIBER_SEQ, SUBSCRIBER_SEQ_END};
 use super::transaction::{Conn, UNANSWERED};
 use super::{Session, retry_delay};
-use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes};
+use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes, Undelivered};
 use crate::cluster::{Redirect, Slot, key_slot};
 use crate::command::{self, Combine, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
 use crate::error::ClientError;
@@ -250,8 +250,11 @@ impl Session {
                     entry.node = Some(node.addr().clone());
                 }
             }
+            Err(Undelivered::Full(_)) => {
+                self.fail(seq, ClientError::NodeOverloaded(node.addr().clone(), node.queue_limit()))
+            }
             // The connection has closed (its node left the map): never sent, so retry.
-            Err(_) => {
+            Err(Undelivered::Closed(_)) => {
                 if !self.retry_later(seq, &request) {
                     let cause = "its connection is closed".into();
                     let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
