@@ -1,0 +1,7 @@
+//! Fuzz target: see `slotgate_fuzz::checks::request_parser` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| slotgate_fuzz::checks::request_parser::check(
+    data,
+    slotgate_fuzz::peak_allocation
+));

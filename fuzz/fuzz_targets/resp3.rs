@@ -1,0 +1,4 @@
+//! Fuzz target: see `slotgate_fuzz::checks::resp3` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| slotgate_fuzz::checks::resp3::check(data, slotgate_fuzz::peak_allocation));
