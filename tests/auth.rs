@@ -75,6 +75,27 @@ fn before_auth_only_auth_hello_quit_and_reset_run_with_redis_own_words() {
     }
     assert_eq!(through_slotgate[0], "-NOAUTH Authentication required.\r\n");
     assert_eq!(through_slotgate[7], "+OK\r\n");
+
+    // Before AUTH a request may not be large (Redis 7): the error, then the connection closes.
+    for request in [&b"*11\r\n"[..], b"*1\r\n$16385\r\n"] {
+        let answers: Vec<(String, bool)> = [proxy.port, redis_port]
+            .into_iter()
+            .map(|port| {
+                let mut raw = Raw::connect(port);
+                raw.send(request);
+                (raw.read_line(), raw.closed_within(Duration::from_secs(2)))
+            })
+            .collect();
+        assert_eq!(answers[0], answers[1], "{}", String::from_utf8_lossy(request));
+        assert!(answers[0].0.starts_with("-ERR Protocol error: unauthenticated"), "{answers:?}");
+    }
+    // Once logged in, they may.
+    let mut raw = Raw::connect(proxy.port);
+    raw.send(format!("AUTH {PASSWORD}\r\n").as_bytes());
+    raw.expect(b"+OK\r\n");
+    let big = "x".repeat(20_000);
+    raw.send(format!("*3\r\n$3\r\nSET\r\n$8\r\nauth:big\r\n${}\r\n{big}\r\n", big.len()).as_bytes());
+    raw.expect(b"+OK\r\n");
 }
 
 #[test]

@@ -35,7 +35,16 @@ pub enum ProtocolError {
     ExpectedBulk(u8),
     #[error("Protocol error: request exceeds the query buffer limit")]
     QueryBufferLimit,
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
 }
+
+/// What a client that has not logged in may send, as in Redis 7: AUTH and
+/// HELLO need no more, and a stranger cannot make slotgate buffer much.
+const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
+const UNAUTHENTICATED_MAX_BULK: i64 = 16384;
 
 /// Input limits, Redis's defaults unless configured otherwise.
 #[derive(Debug, Clone, Copy)]
@@ -206,11 +215,19 @@ pub struct RequestParser {
     state: State,
     /// Total buffer length the current request needs, when known.
     wanted: usize,
+    /// The client has not logged in yet (`requirepass`): tighter limits.
+    unauthenticated: bool,
 }
 
 impl RequestParser {
     pub fn new(limits: Limits) -> Self {
-        RequestParser { limits, state: State::Idle, wanted: 0 }
+        RequestParser { limits, state: State::Idle, wanted: 0, unauthenticated: false }
+    }
+
+    /// Whether the client still has to log in: until it has, a request may
+    /// have at most 10 arguments of at most 16 KB each, as in Redis.
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
     }
 
     /// How many bytes the buffer must hold before the current request can
@@ -233,6 +250,9 @@ impl RequestParser {
                         };
                         if count > MAX_MULTIBULK_COUNT {
                             return Err(ProtocolError::InvalidMultibulkLength);
+                        }
+                        if self.unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
+                            return Err(ProtocolError::UnauthenticatedMultibulkLength);
                         }
                         if count <= 0 {
                             buf.advance(header_len);
@@ -289,6 +309,9 @@ impl RequestParser {
             };
             if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
                 return Err(ProtocolError::InvalidBulkLength);
+            }
+            if self.unauthenticated && len > UNAUTHENTICATED_MAX_BULK {
+                return Err(ProtocolError::UnauthenticatedBulkLength);
             }
             let start = *pos + header_len;
             let end = start + len as usize;

@@ -58,7 +58,7 @@ impl Session {
                 self.switch_protocol(Protocol::Resp2);
                 self.client.name = None;
                 // Back to the default user, who needs the password again.
-                self.authenticated = self.ctx.settings.requirepass.is_none();
+                self.set_authenticated(self.ctx.settings.requirepass.is_none());
                 write::simple(&mut out, "RESET");
                 Ok(())
             }
@@ -375,8 +375,17 @@ impl Session {
             }
             return Err(ClientError::WrongPass);
         }
-        self.authenticated = true;
+        self.set_authenticated(true);
         Ok(())
+    }
+}
+
+impl Session {
+    /// Logged in (or no password is required) or not; a client that is not
+    /// may only send small requests, as in Redis.
+    pub(super) fn set_authenticated(&mut self, authenticated: bool) {
+        self.authenticated = authenticated;
+        self.parser.set_unauthenticated(!authenticated);
     }
 }
 

@@ -269,7 +269,11 @@ impl Session {
         let routes = ctx.pool.routes();
         Session {
             client: Client { id, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None },
-            parser: RequestParser::new(ctx.settings.limits),
+            parser: {
+                let mut parser = RequestParser::new(ctx.settings.limits);
+                parser.set_unauthenticated(ctx.settings.requirepass.is_some());
+                parser
+            },
             routes,
             pending: Pending::default(),
             in_flight: 0,
