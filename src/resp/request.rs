@@ -268,8 +268,13 @@ impl RequestParser {
                     // Redis looks for the newline with strchr, which stops at a
                     // NUL byte: a line with a NUL never completes (until the size
                     // limit), and so never runs here either.
-                    let searchable = memchr::memchr(0, &buf[*scanned..]).map_or(buf.len(), |nul| *scanned + nul);
-                    let newline = memchr::memchr(b'\n', &buf[*scanned..searchable]).map(|i| i + *scanned);
+                    // One pass finds whichever comes first: a rescan of the
+                    // whole buffer per line would make a pipeline quadratic.
+                    let (searchable, newline) = match memchr::memchr2(b'\n', 0, &buf[*scanned..]) {
+                        Some(i) if buf[*scanned + i] == b'\n' => (*scanned + i, Some(*scanned + i)),
+                        Some(nul) => (*scanned + nul, None),
+                        None => (buf.len(), None),
+                    };
                     // Redis refuses a buffer over the limit with no newline in
                     // it; a longer line whose newline came in the same read is
                     // refused too, so the answer does not depend on how the
