@@ -54,6 +54,11 @@ const MAX_READ: usize = 64 * 1024;
 const MAX_RESERVE: usize = 1024 * 1024;
 /// Stop reading requests while this much output waits for a slow reader.
 const MAX_UNSENT: usize = 64 * 1024 * 1024;
+/// Requests one client may have handled before the worker's other clients
+/// get their turn. A worker serves many clients on one thread: without a
+/// bound, a client with megabytes of pipelined requests buffered would keep
+/// all the others waiting until every one of them was routed.
+const TURN: usize = 256;
 
 /// How sessions behave.
 #[derive(Debug, Clone)]
@@ -182,8 +187,16 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut read_size = MIN_READ;
+    let mut turn = TURN;
     loop {
-        session.process_input(&mut input);
+        turn -= session.process_input(&mut input, turn);
+        // Requests left unparsed for lack of turn wait for the next one
+        // (which also sees the end of input, if that is what is left).
+        let more = turn == 0 && session.wants_input();
+        if turn == 0 {
+            tokio::task::yield_now().await;
+            turn = TURN;
+        }
         session.take_ready(&mut output);
         if session.finished() && output.is_empty() {
             break;
@@ -194,7 +207,7 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
         // A blocked client is still read from (within limits), so that
         // slotgate notices at once when it goes away.
         let blocked = session.blocked() && input.len() < MAX_READ;
-        let reading = !session.eof && (session.wants_input() || blocked) && output.len() < MAX_UNSENT;
+        let reading = !more && !session.eof && (session.wants_input() || blocked) && output.len() < MAX_UNSENT;
         // Retries go in request order: the oldest waiting one sets the time;
         // lost subscribed connections are opened again too.
         let retry_at = session.retries.front().map(|&(at, _)| at).into_iter().chain(session.subs.reopen_at).min();
@@ -251,6 +264,7 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                 }
                 Err(_) => break,
             },
+            () = std::future::ready(()), if more => {}
             // select! builds every branch's future even when disabled: only
             // make a timer when a retry waits.
             () = async { if let Some(at) = retry_at { sleep_until(at).await } }, if retry_at.is_some() => {
@@ -352,20 +366,24 @@ impl Session {
         self.closing && self.pending.is_empty()
     }
 
-    /// Routes every complete request in `input`, as far as limits allow.
-    fn process_input(&mut self, input: &mut BytesMut) {
+    /// Routes up to `most` complete requests in `input`, as far as limits
+    /// allow; returns how many it took.
+    fn process_input(&mut self, input: &mut BytesMut, most: usize) -> usize {
         if self.metrics.is_some() {
             self.batch_read_at_us = micros_since(self.began);
         }
         let before = self.pending.next_seq();
-        self.process_requests(input);
+        let taken = self.process_requests(input, most);
         if self.pending.next_seq() != before {
             self.publish_view();
         }
+        taken
     }
 
-    fn process_requests(&mut self, input: &mut BytesMut) {
-        while self.wants_input() {
+    fn process_requests(&mut self, input: &mut BytesMut, most: usize) -> usize {
+        let mut taken = 0;
+        while taken < most && self.wants_input() {
+            taken += 1;
             if let Some(request) = self.parked.take() {
                 self.handle_silenced(request);
                 continue;
@@ -373,6 +391,7 @@ impl Session {
             match self.parser.parse(input) {
                 Ok(Some(request)) => self.handle_silenced(request),
                 Ok(None) => {
+                    taken -= 1;
                     self.closing |= self.eof;
                     break;
                 }
@@ -387,6 +406,7 @@ impl Session {
                 }
             }
         }
+        taken
     }
 
     /// Handles a request whose reply CLIENT REPLY may have silenced.
