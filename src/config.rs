@@ -13,6 +13,7 @@ use crate::backend::{BackendSettings, ReadFrom};
 use crate::cluster::{NodeAddr, NodeLogin, TopologySettings};
 use crate::resp::Limits;
 use crate::session::SessionSettings;
+use crate::tls::{AuthClients, ClientTls, ClientTlsFiles, NodeTls, NodeTlsFiles, TlsError};
 
 /// Every setting, with its default. `proxy.toml` documents the same keys.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -22,8 +23,29 @@ pub struct Config {
     /// that answers is enough; list several. Default: the local cluster,
     /// 127.0.0.1:7001-7003.
     pub cluster: Vec<String>,
-    /// Address clients connect to. Default `127.0.0.1:6380`.
+    /// Address clients connect to; empty turns it off (then `tls_listen`
+    /// must be set). Default `127.0.0.1:6380`.
     pub listen: String,
+    /// Address TLS clients connect to, beside `listen`, like Redis's
+    /// `tls-port`; empty turns it off. Needs `tls_cert_file` and
+    /// `tls_key_file`. Default empty (off).
+    pub tls_listen: String,
+    /// slotgate's certificate for TLS clients (PEM, the leaf first, then any
+    /// intermediates). Default empty.
+    pub tls_cert_file: String,
+    /// The private key of `tls_cert_file` (PEM). Default empty.
+    pub tls_key_file: String,
+    /// CA certificates (PEM) that client certificates must chain to; set,
+    /// TLS clients are asked for one as `tls_auth_clients` says. Empty: no
+    /// client certificates. Default empty.
+    pub tls_ca_cert_file: String,
+    /// With `tls_ca_cert_file`: `yes` (a client without a valid certificate
+    /// is refused), `optional` (one that is shown must be valid) or `no`,
+    /// like Redis's `tls-auth-clients`. Default `yes`.
+    pub tls_auth_clients: AuthClients,
+    /// How long a TLS client may take over its handshake, in milliseconds,
+    /// before it is closed. Default 5000.
+    pub tls_handshake_timeout_ms: u64,
     /// Address of the HTTP endpoint for `/metrics` (Prometheus), `/healthz`
     /// and `/readyz`, such as `0.0.0.0:9187`; empty turns it off. Also
     /// `SLOTGATE_METRICS` and `--metrics`. Default empty (off).
@@ -123,6 +145,27 @@ pub struct Config {
     /// `requirepass`, or `node_user`'s); empty: the nodes want none. Not a
     /// client password. Default empty.
     pub node_password: Secret,
+    /// Connect to the nodes with TLS (nodes with `tls-port` and
+    /// `tls-cluster yes`, which announce their TLS ports), topology queries
+    /// included. Needs `node_tls_ca_cert_file`. Default false.
+    pub node_tls: bool,
+    /// CA certificates (PEM) the nodes' certificates must chain to, like
+    /// redis-cli's `--cacert`. Default empty.
+    pub node_tls_ca_cert_file: String,
+    /// The certificate (PEM) slotgate shows nodes that ask for one (their
+    /// `tls-auth-clients yes`), with `node_tls_key_file`. Default empty.
+    pub node_tls_cert_file: String,
+    /// The private key of `node_tls_cert_file` (PEM). Default empty.
+    pub node_tls_key_file: String,
+    /// The name every node's certificate must carry, like redis-cli's
+    /// `--sni`; empty: each node's own host as the cluster announces it
+    /// (an IP address then needs an IP entry in the certificate). Default
+    /// empty.
+    pub node_tls_server_name: String,
+    /// Take any node certificate, unchecked: the traffic is encrypted but a
+    /// machine in the middle would go unnoticed. For tests only; logged as a
+    /// warning. Default false.
+    pub node_tls_insecure_skip_verify: bool,
 }
 
 /// A password: read like a string, never printed.
@@ -148,6 +191,12 @@ impl Default for Config {
         Config {
             cluster: vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into(), "127.0.0.1:7003".into()],
             listen: "127.0.0.1:6380".into(),
+            tls_listen: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_cert_file: String::new(),
+            tls_auth_clients: AuthClients::Yes,
+            tls_handshake_timeout_ms: 5000,
             metrics_listen: String::new(),
             threads: 1,
             node_connections: 1,
@@ -172,6 +221,12 @@ impl Default for Config {
             max_auth_failures: 10,
             node_user: String::new(),
             node_password: Secret::default(),
+            node_tls: false,
+            node_tls_ca_cert_file: String::new(),
+            node_tls_cert_file: String::new(),
+            node_tls_key_file: String::new(),
+            node_tls_server_name: String::new(),
+            node_tls_insecure_skip_verify: false,
         }
     }
 }
@@ -182,6 +237,9 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("invalid setting `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    /// A certificate, key or CA file that cannot be used (named in `cause`).
+    #[error("TLS toward {side}: {cause}")]
+    Tls { side: &'static str, cause: TlsError },
 }
 
 impl Config {
@@ -213,6 +271,7 @@ impl Config {
             builder = match value {
                 FlagValue::Text(text) => builder.set_override(*key, text.as_str())?,
                 FlagValue::Number(n) => builder.set_override(*key, *n)?,
+                FlagValue::Bool(b) => builder.set_override(*key, *b)?,
                 FlagValue::List(items) => builder.set_override(*key, items.clone())?,
             };
         }
@@ -232,9 +291,13 @@ impl Config {
                 return invalid("cluster", format!("{seed:?}: {reason}"));
             }
         }
-        if let Err(reason) = check_host_port(&self.listen) {
+        if let Some(reason) = self.listen_addr().and_then(|addr| check_host_port(addr).err()) {
             return invalid("listen", format!("{:?}: {reason}", self.listen));
         }
+        if self.listen_addr().is_none() && self.tls_listen_addr().is_none() {
+            return invalid("listen", "clients need somewhere to connect: set listen or tls_listen".into());
+        }
+        self.validate_tls()?;
         if let Some(reason) = self.metrics_addr().and_then(|addr| check_host_port(addr).err()) {
             return invalid("metrics_listen", format!("{:?}: {reason}", self.metrics_listen));
         }
@@ -281,6 +344,81 @@ impl Config {
         Ok(())
     }
 
+    /// The TLS settings that only make sense together.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
+        if let Some(reason) = self.tls_listen_addr().and_then(|addr| check_host_port(addr).err()) {
+            return Err(ConfigError::Invalid { key: "tls_listen", reason: format!("{:?}: {reason}", self.tls_listen) });
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return invalid("tls_cert_file", "tls_cert_file and tls_key_file go together: set both or neither");
+        }
+        if self.tls_listen_addr().is_some() && self.tls_cert_file.is_empty() {
+            return invalid("tls_listen", "needs tls_cert_file and tls_key_file");
+        }
+        if self.tls_handshake_timeout_ms == 0 {
+            return invalid("tls_handshake_timeout_ms", "must be above 0");
+        }
+        if self.node_tls_cert_file.is_empty() != self.node_tls_key_file.is_empty() {
+            return invalid(
+                "node_tls_cert_file",
+                "node_tls_cert_file and node_tls_key_file go together: set both or neither",
+            );
+        }
+        let node_tls_set = !(self.node_tls_ca_cert_file.is_empty()
+            && self.node_tls_cert_file.is_empty()
+            && self.node_tls_server_name.is_empty())
+            || self.node_tls_insecure_skip_verify;
+        if !self.node_tls && node_tls_set {
+            // Otherwise the nodes would be spoken to in clear, unnoticed.
+            return invalid("node_tls", "node_tls_* settings are given, but node_tls is false");
+        }
+        if self.node_tls && self.node_tls_ca_cert_file.is_empty() && !self.node_tls_insecure_skip_verify {
+            return invalid("node_tls", "needs node_tls_ca_cert_file, to check the nodes' certificates");
+        }
+        Ok(())
+    }
+
+    /// Where plain clients connect, if anywhere.
+    pub fn listen_addr(&self) -> Option<&str> {
+        Some(self.listen.as_str()).filter(|addr| !addr.is_empty())
+    }
+
+    /// Where TLS clients connect, if anywhere.
+    pub fn tls_listen_addr(&self) -> Option<&str> {
+        Some(self.tls_listen.as_str()).filter(|addr| !addr.is_empty())
+    }
+
+    /// TLS toward clients, its files read, when `tls_listen` is set.
+    pub fn client_tls(&self) -> Result<Option<ClientTls>, ConfigError> {
+        if self.tls_listen_addr().is_none() {
+            return Ok(None);
+        }
+        let files = ClientTlsFiles {
+            cert: self.tls_cert_file.clone().into(),
+            key: self.tls_key_file.clone().into(),
+            ca: Some(&self.tls_ca_cert_file).filter(|f| !f.is_empty()).map(Into::into),
+            auth_clients: self.tls_auth_clients,
+            handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+        };
+        ClientTls::load(&files).map(Some).map_err(|cause| ConfigError::Tls { side: "clients", cause })
+    }
+
+    /// TLS toward nodes, its files read, when `node_tls` is on.
+    pub fn node_tls(&self) -> Result<Option<Arc<NodeTls>>, ConfigError> {
+        if !self.node_tls {
+            return Ok(None);
+        }
+        let path = |file: &String| Some(file).filter(|f| !f.is_empty()).map(std::path::PathBuf::from);
+        let files = NodeTlsFiles {
+            ca: path(&self.node_tls_ca_cert_file),
+            client_cert: path(&self.node_tls_cert_file).zip(path(&self.node_tls_key_file)),
+            server_name: Some(&self.node_tls_server_name).filter(|n| !n.is_empty()).cloned(),
+            insecure_skip_verify: self.node_tls_insecure_skip_verify,
+        };
+        NodeTls::load(&files).map(|tls| Some(Arc::new(tls))).map_err(|cause| ConfigError::Tls { side: "nodes", cause })
+    }
+
     /// Where to serve metrics and health, if anywhere.
     pub fn metrics_addr(&self) -> Option<&str> {
         Some(self.metrics_listen.as_str()).filter(|addr| !addr.is_empty())
@@ -299,8 +437,10 @@ impl Config {
         }
     }
 
-    pub fn topology(&self) -> TopologySettings {
+    /// The topology task's settings; `tls` from [`Config::node_tls`].
+    pub fn topology(&self, tls: Option<Arc<NodeTls>>) -> TopologySettings {
         TopologySettings {
+            tls,
             seeds: self.cluster.iter().map(|s| NodeAddr::new(s.as_str())).collect(),
             refresh_interval: Duration::from_millis(self.topology_refresh_ms),
             timeout: Duration::from_millis(self.connect_timeout_ms),
@@ -313,8 +453,10 @@ impl Config {
         self.node_password.get().map(|password| NodeLogin::new(&self.node_user, password))
     }
 
-    pub fn backend(&self) -> BackendSettings {
+    /// The node connections' settings; `tls` from [`Config::node_tls`].
+    pub fn backend(&self, tls: Option<Arc<NodeTls>>) -> BackendSettings {
         BackendSettings {
+            tls,
             connections_per_node: self.node_connections,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
@@ -349,6 +491,7 @@ impl Config {
 pub enum FlagValue {
     Text(String),
     Number(i64),
+    Bool(bool),
     List(Vec<String>),
 }
 
@@ -402,6 +545,18 @@ mod tests {
             "max_auth_failures",
             "node_user",
             "node_password",
+            "tls_listen",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_ca_cert_file",
+            "tls_auth_clients",
+            "tls_handshake_timeout_ms",
+            "node_tls",
+            "node_tls_ca_cert_file",
+            "node_tls_cert_file",
+            "node_tls_key_file",
+            "node_tls_server_name",
+            "node_tls_insecure_skip_verify",
         ] {
             let line = text
                 .lines()
@@ -458,5 +613,32 @@ mod tests {
         assert!(Config::load(None, env(&[("SLOTGATE_NO_SUCH_KEY", "1")]), &[]).is_err());
         let flags = [("max_clients", FlagValue::Number(0))];
         assert!(Config::load(None, HashMap::new(), &flags).is_err(), "no client could connect");
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_errors() {
+        let refused = |pairs: &[(&str, &str)], key: &str| match Config::load(None, env(pairs), &[]) {
+            Err(ConfigError::Invalid { key: said, .. }) => assert_eq!(said, key, "{pairs:?}"),
+            other => panic!("{pairs:?} should be refused for {key}: {other:?}"),
+        };
+        refused(&[("SLOTGATE_TLS_CERT_FILE", "c.pem")], "tls_cert_file");
+        refused(&[("SLOTGATE_TLS_LISTEN", "127.0.0.1:6390")], "tls_listen");
+        refused(&[("SLOTGATE_LISTEN", "")], "listen");
+        refused(&[("SLOTGATE_NODE_TLS", "true")], "node_tls");
+        refused(&[("SLOTGATE_NODE_TLS_CA_CERT_FILE", "ca.pem")], "node_tls");
+        refused(&[("SLOTGATE_NODE_TLS", "true"), ("SLOTGATE_NODE_TLS_KEY_FILE", "k.pem")], "node_tls_cert_file");
+        let tls_only = [
+            ("SLOTGATE_LISTEN", ""),
+            ("SLOTGATE_TLS_LISTEN", "127.0.0.1:6390"),
+            ("SLOTGATE_TLS_CERT_FILE", "/nonexistent/cert.pem"),
+            ("SLOTGATE_TLS_KEY_FILE", "/nonexistent/key.pem"),
+            ("SLOTGATE_TLS_AUTH_CLIENTS", "optional"),
+        ];
+        let config = Config::load(None, env(&tls_only), &[]).unwrap();
+        assert_eq!((config.listen_addr(), config.tls_auth_clients), (None, AuthClients::Optional));
+        // The files are read when slotgate starts; the error names the one missing.
+        let error = config.client_tls().unwrap_err().to_string();
+        assert!(error.contains("/nonexistent/cert.pem"), "{error}");
+        assert!(Config::load(None, env(&[("SLOTGATE_TLS_AUTH_CLIENTS", "maybe")]), &[]).is_err());
     }
 }

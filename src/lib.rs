@@ -38,3 +38,4 @@ pub mod metrics;
 pub mod resp;
 pub mod server;
 pub mod session;
+pub mod tls;

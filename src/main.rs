@@ -32,9 +32,35 @@ struct Cli {
     #[arg(long, global = true, value_name = "HOST:PORT[,HOST:PORT...]", value_delimiter = ',')]
     cluster: Option<Vec<String>>,
 
-    /// Address clients connect to. [key: listen; default 127.0.0.1:6380]
+    /// Address clients connect to; empty = off. [key: listen; default 127.0.0.1:6380]
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<String>,
+
+    /// Address TLS clients connect to, beside --listen; empty = off. [key: tls_listen; default off]
+    #[arg(long, global = true, value_name = "ADDR")]
+    tls_listen: Option<String>,
+
+    /// slotgate's certificate for TLS clients (PEM). [key: tls_cert_file]
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_cert_file: Option<String>,
+
+    /// The private key of --tls-cert-file (PEM). [key: tls_key_file]
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_key_file: Option<String>,
+
+    /// CA (PEM) that TLS clients' certificates must chain to; set, clients are asked for one.
+    /// [key: tls_ca_cert_file; default none]
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca_cert_file: Option<String>,
+
+    /// With --tls-ca-cert-file: yes (a certificate is required), optional, or no, as Redis's tls-auth-clients.
+    /// [key: tls_auth_clients; default yes]
+    #[arg(long, global = true, value_name = "yes|no|optional")]
+    tls_auth_clients: Option<String>,
+
+    /// How long a TLS client may take over its handshake. [key: tls_handshake_timeout_ms; default 5000]
+    #[arg(long, global = true, value_name = "MS")]
+    tls_handshake_timeout_ms: Option<i64>,
 
     /// Serve /metrics, /healthz and /readyz over HTTP here; empty = off. [key: metrics_listen; env SLOTGATE_METRICS; default off]
     #[arg(long = "metrics", global = true, value_name = "ADDR")]
@@ -139,6 +165,30 @@ struct Cli {
     /// Prefer the file or SLOTGATE_NODE_PASSWORD. [key: node_password]
     #[arg(long, global = true, value_name = "PASSWORD")]
     node_password: Option<String>,
+
+    /// Connect to the nodes with TLS (their tls-port, with tls-cluster yes). [key: node_tls; default false]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    node_tls: Option<bool>,
+
+    /// CA (PEM) that the nodes' certificates must chain to. [key: node_tls_ca_cert_file]
+    #[arg(long, global = true, value_name = "FILE")]
+    node_tls_ca_cert_file: Option<String>,
+
+    /// Certificate (PEM) shown to nodes with tls-auth-clients yes. [key: node_tls_cert_file]
+    #[arg(long, global = true, value_name = "FILE")]
+    node_tls_cert_file: Option<String>,
+
+    /// The private key of --node-tls-cert-file (PEM). [key: node_tls_key_file]
+    #[arg(long, global = true, value_name = "FILE")]
+    node_tls_key_file: Option<String>,
+
+    /// Name the nodes' certificates must carry (SNI); empty = each node's host. [key: node_tls_server_name]
+    #[arg(long, global = true, value_name = "NAME")]
+    node_tls_server_name: Option<String>,
+
+    /// Take any node certificate unchecked: for tests only. [key: node_tls_insecure_skip_verify; default false]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    node_tls_insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +221,15 @@ impl Cli {
             ("requirepass", &self.requirepass),
             ("node_user", &self.node_user),
             ("node_password", &self.node_password),
+            ("tls_listen", &self.tls_listen),
+            ("tls_cert_file", &self.tls_cert_file),
+            ("tls_key_file", &self.tls_key_file),
+            ("tls_ca_cert_file", &self.tls_ca_cert_file),
+            ("tls_auth_clients", &self.tls_auth_clients),
+            ("node_tls_ca_cert_file", &self.node_tls_ca_cert_file),
+            ("node_tls_cert_file", &self.node_tls_cert_file),
+            ("node_tls_key_file", &self.node_tls_key_file),
+            ("node_tls_server_name", &self.node_tls_server_name),
         ];
         flags.extend(texts.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Text(v.clone()?)))));
         let numbers = [
@@ -192,8 +251,12 @@ impl Cli {
             ("drain_timeout_ms", self.drain_timeout_ms),
             ("proto_max_bulk_len", self.proto_max_bulk_len),
             ("client_query_buffer_limit", self.client_query_buffer_limit),
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
         ];
         flags.extend(numbers.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Number(v?)))));
+        let switches =
+            [("node_tls", self.node_tls), ("node_tls_insecure_skip_verify", self.node_tls_insecure_skip_verify)];
+        flags.extend(switches.into_iter().filter_map(|(k, v)| Some((k, FlagValue::Bool(v?)))));
         flags
     }
 }
@@ -221,6 +284,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), env, &cli.flags()).context("invalid configuration")?;
     match cli.command {
         Some(Command::CheckConfig) => {
+            // The certificate and key files too: they are read at startup.
+            config.client_tls().context("invalid configuration")?;
+            config.node_tls().context("invalid configuration")?;
             println!("{config:#?}");
             return Ok(());
         }
@@ -238,15 +304,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // (The nodes' files are read by the server, before it connects anywhere.)
+        let client_tls = config.client_tls().context("invalid configuration")?;
+        let listeners = slotgate::server::Listeners {
+            plain: match config.listen_addr() {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
+            tls: match (config.tls_listen_addr(), client_tls) {
+                (Some(addr), Some(tls)) => Some((bind(addr).await?, tls)),
+                _ => None,
+            },
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        slotgate::server::run(listener, config, shutdown).await?;
+        slotgate::server::run(listeners, config, shutdown).await?;
         tracing::info!("slotgate stopped");
         Ok(())
     })
+}
+
+async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// Asks the slotgate that `config` describes whether it is ready: its
@@ -259,7 +338,10 @@ fn health(config: &Config) -> anyhow::Result<String> {
     let (addr, request): (_, &[u8]) = match config.metrics_addr() {
         Some(addr) => (addr, b"GET /readyz HTTP/1.0\r\n\r\n"),
         // QUIT: slotgate closes the connection once INFO is answered.
-        None => (config.listen.as_str(), b"*2\r\n$4\r\nINFO\r\n$5\r\nproxy\r\n*1\r\n$4\r\nQUIT\r\n"),
+        None => (
+            config.listen_addr().context("health needs listen or metrics_listen (it speaks no TLS)")?,
+            b"*2\r\n$4\r\nINFO\r\n$5\r\nproxy\r\n*1\r\n$4\r\nQUIT\r\n",
+        ),
     };
     let target = local_address(addr).with_context(|| format!("cannot resolve {addr}"))?;
     let timeout = std::time::Duration::from_secs(3);

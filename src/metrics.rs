@@ -82,6 +82,8 @@ pub struct Metrics {
     pub idle_clients_closed: IntCounter,
     /// Clients closed for leaving more unread than their output limit.
     pub output_limit_closed: IntCounter,
+    /// TLS clients whose handshake failed or timed out.
+    pub tls_handshake_failures: IntCounter,
 }
 
 /// One node's metrics (labelled by its address), resolved once per node.
@@ -201,6 +203,10 @@ impl Metrics {
             output_limit_closed: counter(
                 "slotgate_client_output_limit_closed_total",
                 "Clients closed for leaving more replies or messages unread than their output limit.",
+            ),
+            tls_handshake_failures: counter(
+                "slotgate_tls_handshake_failures_total",
+                "TLS clients whose handshake failed (no or a bad certificate, not TLS) or timed out.",
             ),
             registry,
         }

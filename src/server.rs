@@ -1,11 +1,14 @@
-//! The listener and the workers. The accept loop enforces `max_clients` and
+//! The listeners and the workers. The accept loop enforces `max_clients` and
 //! hands each new client to a worker thread in turn; a worker is a
 //! single-threaded event loop with its own node connections, so a client's
-//! requests and replies never cross threads. The topology task runs beside
-//! the accept loop. On shutdown, clients are drained: what they sent is
-//! answered before they are closed, for at most `drain_timeout_ms`.
+//! requests and replies never cross threads. Clients of `tls_listen` go
+//! the same way and shake hands on their worker, so a slow handshake holds
+//! up no accept. The topology task runs beside the accept loop. On
+//! shutdown, clients are drained: what they sent is answered before they
+//! are closed, for at most `drain_timeout_ms`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +21,22 @@ use crate::cluster::Topology;
 use crate::config::Config;
 use crate::error::ClientError;
 use crate::session::{self, Clients, Context, FailedLogins, Scripts};
+use crate::tls::ClientTls;
 
-/// Serves clients from `listener` until `shutdown` is cancelled, then
+/// Where clients connect: `listen`, `tls_listen`, or both.
+#[derive(Debug)]
+pub struct Listeners {
+    pub plain: Option<TcpListener>,
+    /// With what its clients' handshakes need.
+    pub tls: Option<(TcpListener, ClientTls)>,
+}
+
+/// Serves clients from `listeners` until `shutdown` is cancelled, then
 /// drains: every client's requests already received are answered, then it is
 /// closed; after `drain_timeout_ms` the rest are closed as they are.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
-    let topology = Topology::start(config.topology());
+pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationToken) -> io::Result<()> {
+    let node_tls = config.node_tls().map_err(io::Error::other)?;
+    let topology = Topology::start(config.topology(node_tls.clone()));
     // The metrics endpoint outlives the drain, so that it can be watched.
     let stopped = CancellationToken::new();
     let _stop_metrics = stopped.clone().drop_guard();
@@ -38,10 +51,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let scripts = Arc::new(Scripts::default());
     let failed_logins = Arc::new(FailedLogins::new(config.max_auth_failures));
     // Workers end when their queue closes, as `workers` is dropped on return.
+    let client_tls = listeners.tls.as_ref().map(|(_, tls)| tls.clone());
     let workers = (0..config.worker_threads())
         .map(|index| {
             let shared = (clients.clone(), scripts.clone(), failed_logins.clone());
-            spawn_worker(index, &config, topology.clone(), shared)
+            let tls = (node_tls.clone(), client_tls.clone());
+            spawn_worker(index, &config, topology.clone(), shared, tls)
         })
         .collect::<io::Result<Vec<_>>>()?;
     if config.client_idle_timeout_ms > 0 {
@@ -49,9 +64,20 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         tokio::spawn(close_idle_clients(clients.clone(), limit, stopped.clone()));
     }
     let max_clients = clients_that_fit(config.max_clients);
-    tracing::info!(listen = %listener.local_addr()?, workers = workers.len(), max_clients, seeds = ?config.cluster, "slotgate ready");
-    let served = accept(&listener, &workers, max_clients, &shutdown).await;
-    drop(listener);
+    let plain = listeners.plain;
+    let tls = listeners.tls.map(|(listener, _)| listener);
+    let addr = |listener: &Option<TcpListener>| listener.as_ref().and_then(|l| l.local_addr().ok());
+    tracing::info!(
+        listen = ?addr(&plain),
+        tls_listen = ?addr(&tls),
+        node_tls = node_tls.is_some(),
+        workers = workers.len(),
+        max_clients,
+        seeds = ?config.cluster,
+        "slotgate ready"
+    );
+    let served = accept([plain.as_ref(), tls.as_ref()], &workers, max_clients, &shutdown).await;
+    drop((plain, tls));
     drain(&clients, config.drain_timeout()).await;
     served
 }
@@ -85,9 +111,10 @@ fn clients_that_fit(max_clients: usize) -> usize {
     }
 }
 
-/// Hands each new client to a worker in turn, until `shutdown`.
+/// Hands each new client of the plain and the TLS listener (either may be
+/// off) to a worker in turn, until `shutdown`.
 async fn accept(
-    listener: &TcpListener,
+    [plain, tls]: [Option<&TcpListener>; 2],
     workers: &[mpsc::UnboundedSender<NewClient>],
     max_clients: usize,
     shutdown: &CancellationToken,
@@ -97,32 +124,42 @@ async fn accept(
     let mut refusing = false;
     let mut next = 0;
     loop {
-        tokio::select! {
+        let (accepted, tls) = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = open.clone().try_acquire_owned() else {
-                        if !std::mem::replace(&mut refusing, true) {
-                            tracing::warn!(%peer, max_clients, "max_clients reached: refusing new clients");
-                        }
-                        refuse(&stream);
-                        continue;
-                    };
-                    refusing = false;
-                    let stream = stream.into_std()?;
-                    if workers[next % workers.len()].send((stream, Place::taken(permit))).is_err() {
-                        tracing::error!(worker = next % workers.len(), "worker stopped; shutting down");
-                        return Err(io::Error::other("a worker thread stopped"));
+            accepted = accept_on(plain) => (accepted, false),
+            accepted = accept_on(tls) => (accepted, true),
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    if !std::mem::replace(&mut refusing, true) {
+                        tracing::warn!(%peer, max_clients, "max_clients reached: refusing new clients");
                     }
-                    next = next.wrapping_add(1);
+                    refuse(&stream, tls);
+                    continue;
+                };
+                refusing = false;
+                let stream = stream.into_std()?;
+                if workers[next % workers.len()].send(NewClient { stream, place: Place::taken(permit), tls }).is_err() {
+                    tracing::error!(worker = next % workers.len(), "worker stopped; shutting down");
+                    return Err(io::Error::other("a worker thread stopped"));
                 }
-                Err(error) => {
-                    // Out of file descriptors, usually: wait instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+                next = next.wrapping_add(1);
+            }
+            Err(error) => {
+                // Out of file descriptors, usually: wait instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+    }
+}
+
+/// The next client of `listener`; never, when it is off.
+async fn accept_on(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -156,9 +193,13 @@ async fn drain(clients: &Clients, limit: Duration) {
 }
 
 /// Answers a client past `max_clients` as Redis does, then closes it. The
-/// line fits any socket buffer, so one non-blocking write is enough.
-fn refuse(stream: &TcpStream) {
+/// line fits any socket buffer, so one non-blocking write is enough. A TLS
+/// client is closed without a word: it could not read a plain one.
+fn refuse(stream: &TcpStream, tls: bool) {
     crate::metrics::get().clients_rejected.inc();
+    if tls {
+        return;
+    }
     let mut line = bytes::BytesMut::new();
     ClientError::MaxClients.write(&mut line);
     let _ = stream.try_write(&line);
@@ -186,7 +227,12 @@ impl Drop for Place {
 }
 
 /// A client socket and its place.
-type NewClient = (std::net::TcpStream, Place);
+struct NewClient {
+    stream: std::net::TcpStream,
+    place: Place,
+    /// It came through `tls_listen`: the handshake comes first.
+    tls: bool,
+}
 
 /// Starts worker thread `index`; returns the queue that feeds it clients.
 fn spawn_worker(
@@ -194,10 +240,11 @@ fn spawn_worker(
     config: &Config,
     topology: Arc<Topology>,
     (registry, scripts, failed_logins): (Arc<Clients>, Arc<Scripts>, Arc<FailedLogins>),
+    (node_tls, client_tls): (Option<Arc<crate::tls::NodeTls>>, Option<ClientTls>),
 ) -> io::Result<mpsc::UnboundedSender<NewClient>> {
     let (clients, mut incoming) = mpsc::unbounded_channel::<NewClient>();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let backend = config.backend();
+    let backend = config.backend(node_tls);
     let settings = config.session();
     std::thread::Builder::new().name(format!("slotgate-worker-{index}")).spawn(move || {
         runtime.block_on(async move {
@@ -209,17 +256,29 @@ fn spawn_worker(
                     // Routes follow the map even while no client asks: nodes
                     // that left the cluster get their connections closed.
                     Ok(()) = changes.changed() => drop(ctx.pool.routes()),
-                    client = incoming.recv() => match client.map(|(stream, place)| (TcpStream::from_std(stream), place)) {
-                        Some((Ok(stream), place)) => {
-                            let ctx = ctx.clone();
-                            tokio::spawn(async move {
-                                session::run(stream, ctx).await;
-                                drop(place);
-                            });
-                        }
-                        Some((Err(error), _)) => tracing::warn!(%error, "cannot adopt client socket"),
-                        None => return,
-                    },
+                    client = incoming.recv() => {
+                        let Some(NewClient { stream, place, tls }) = client else { return };
+                        let stream = match TcpStream::from_std(stream) {
+                            Ok(stream) => stream,
+                            Err(error) => {
+                                tracing::warn!(%error, "cannot adopt client socket");
+                                continue;
+                            }
+                        };
+                        let ctx = ctx.clone();
+                        let handshake = client_tls.clone().filter(|_| tls);
+                        tokio::spawn(async move {
+                            match handshake {
+                                None => session::run(stream, ctx).await,
+                                Some(tls) => {
+                                    if let Some(stream) = tls.handshake(stream).await {
+                                        session::run_tls(stream, ctx).await;
+                                    }
+                                }
+                            }
+                            drop(place);
+                        });
+                    }
                 }
             }
         });

@@ -21,25 +21,34 @@
 //! notice otherwise), and its round trip is the node's latency for
 //! `read_from = "nearest"`.
 //!
+//! With `node_tls`, the socket is a TLS stream ([`NodeStream`]): what was
+//! written may wait in TLS records until flushed, so the driver flushes
+//! whenever it has written everything it had.
+//!
 //! # Cancel safety
-//! The `select!` arms use `read_buf`, `write_buf` and `recv_many`, each of
-//! which either completes or leaves no effect when another arm wins.
+//! The `select!` arms poll reads and writes of the socket ([`Connection::poll_io`]),
+//! the queue and a timer, each of which either completes or leaves no effect
+//! when another arm wins.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::io::{poll_read_buf, poll_write_buf};
 
 use super::{BackendSettings, Mailbox, NodeError, Outbound, Reply, ReplyTo, Retry};
 use crate::cluster::{NodeAddr, Topology};
 use crate::metrics::NodeMetrics;
 use crate::resp::{Protocol, ReplyScanner, Request};
+use crate::tls::NodeStream;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
@@ -334,13 +343,9 @@ async fn connect(
     settings: &BackendSettings,
     readonly: bool,
     probe: bool,
-) -> Result<TcpStream, String> {
+) -> Result<NodeStream, String> {
     let limit = settings.connect_timeout;
-    let mut stream = timeout(limit, TcpStream::connect(addr.as_str()))
-        .await
-        .map_err(|_| format!("connect timed out after {limit:?}"))?
-        .map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut stream = NodeStream::connect(addr.as_str(), settings.tls.as_deref(), limit).await?;
     let mut setup = Vec::new();
     if let Some(login) = &settings.login {
         setup.push(login.auth());
@@ -361,12 +366,13 @@ async fn connect(
 }
 
 /// Sends the setup commands of a fresh connection and consumes their replies.
-async fn say(stream: &mut TcpStream, commands: &[Request]) -> Result<(), String> {
+async fn say(stream: &mut NodeStream, commands: &[Request]) -> Result<(), String> {
     let mut out = Vec::new();
     for command in commands {
         out.extend_from_slice(command.frame());
     }
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut scanner = ReplyScanner::default();
     for command in commands {
@@ -390,6 +396,13 @@ async fn say(stream: &mut TcpStream, commands: &[Request]) -> Result<(), String>
     Ok(())
 }
 
+/// What [`Connection::poll_io`] did.
+enum Io {
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
+    Flushed(io::Result<()>),
+}
+
 /// A request written (or about to be) and not yet answered.
 struct InFlight {
     /// `None` for an ASKING sent ahead of a request: its `+OK` is dropped.
@@ -403,7 +416,7 @@ struct InFlight {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: NodeStream,
     read: BytesMut,
     unwritten: BytesMut,
     scanner: ReplyScanner,
@@ -428,7 +441,7 @@ struct Connection {
 impl Connection {
     /// A fresh connection, with the first requests to write.
     fn new(
-        stream: TcpStream,
+        stream: NodeStream,
         first: Vec<Outbound>,
         mode: Mode,
         health: Arc<Health>,
@@ -523,21 +536,19 @@ impl Connection {
             if self.read.capacity() - self.read.len() < MIN_READ {
                 self.read.reserve(READ_CHUNK);
             }
-            let (mut reader, mut writer) = self.stream.split();
+            let taking = !closing && self.unwritten.len() < MAX_UNWRITTEN && self.in_flight.len() < max_in_flight;
+            let (stream, read, unwritten) = (&mut self.stream, &mut self.read, &mut self.unwritten);
             tokio::select! {
                 biased;
-                read = reader.read_buf(&mut self.read) => match read {
-                    Ok(0) => return Err("connection closed by the node".into()),
-                    Ok(_) => self.complete_replies()?,
-                    Err(e) => return Err(e.to_string()),
+                io = poll_fn(|cx| Connection::poll_io(stream, read, unwritten, cx)) => match io {
+                    Io::Read(Ok(0)) => return Err("connection closed by the node".into()),
+                    Io::Read(Ok(_)) => self.complete_replies()?,
+                    Io::Wrote(Ok(0)) => return Err("connection closed while writing".into()),
+                    Io::Wrote(Ok(n)) => self.written += n as u64,
+                    Io::Flushed(Ok(())) => {}
+                    Io::Read(Err(e)) | Io::Wrote(Err(e)) | Io::Flushed(Err(e)) => return Err(e.to_string()),
                 },
-                wrote = writer.write_buf(&mut self.unwritten), if !self.unwritten.is_empty() => match wrote {
-                    Ok(0) => return Err("connection closed while writing".into()),
-                    Ok(n) => self.written += n as u64,
-                    Err(e) => return Err(e.to_string()),
-                },
-                taken = poll_fn(|cx| queue.poll_take(cx, &mut self.batch)),
-                    if !closing && self.unwritten.len() < MAX_UNWRITTEN && self.in_flight.len() < max_in_flight => {
+                taken = poll_fn(|cx| queue.poll_take(cx, &mut self.batch)), if taking => {
                     // A shared connection whose node left the cluster answers
                     // what it carries first; a client's own closes at once
                     // (that is how the node learns the client left).
@@ -571,6 +582,27 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Reads replies, before writing what waits to be written (or flushing
+    /// what TLS still holds): the two directions of one socket, polled as
+    /// one future since a TLS stream cannot be split without a lock.
+    fn poll_io(
+        stream: &mut NodeStream,
+        read: &mut BytesMut,
+        unwritten: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Io> {
+        if let Poll::Ready(result) = poll_read_buf(Pin::new(&mut *stream), cx, read) {
+            return Poll::Ready(Io::Read(result));
+        }
+        if !unwritten.is_empty() {
+            return poll_write_buf(Pin::new(stream), cx, unwritten).map(Io::Wrote);
+        }
+        if stream.wants_flush() {
+            return Pin::new(stream).poll_flush(cx).map(Io::Flushed);
+        }
+        Poll::Pending
     }
 
     /// Hands every complete reply in the read buffer to its request.

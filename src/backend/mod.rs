@@ -38,6 +38,8 @@ pub struct BackendSettings {
     /// Requests a shared connection may have waiting to be sent, and sent
     /// but unanswered, each; past it new ones fail at once.
     pub queue_limit: usize,
+    /// TLS toward the nodes, when on.
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
 }
 
 /// Where read-only commands go.

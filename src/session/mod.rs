@@ -14,9 +14,14 @@
 //! and a request is not retried at all when a later one to the same slot has
 //! already gone out: the client then gets the cluster's own error.
 //!
+//! A client of `tls_listen` is served by the same loop, through the halves
+//! of its TLS stream ([`socket`]); a plain client's halves borrow its TCP
+//! stream, with no lock between them.
+//!
 //! # Cancel safety
-//! The loop's `select!` arms are `recv`, `write_buf`, a readiness-then-`read_buf`
-//! future and a timer; none loses data when another arm wins.
+//! The loop's `select!` arms are `recv`, `write_buf` (or `flush`), a
+//! readiness-then-`read_buf` future and a timer; none loses data when
+//! another arm wins.
 
 mod clients;
 mod dispatch;
@@ -25,10 +30,12 @@ mod logins;
 mod pending;
 mod pubsub;
 mod scripts;
+mod socket;
 mod transaction;
 mod wait;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +43,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
+use tokio_rustls::server::TlsStream;
 
 use crate::backend::{Completion, Dedicated, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
@@ -45,6 +53,7 @@ pub use clients::Clients;
 pub use logins::FailedLogins;
 use pending::{Pending, Ready};
 pub use scripts::Scripts;
+use socket::{ClientRead, ClientWrite};
 use transaction::{Conn, Transaction};
 
 /// Read at least this much at a time, growing to `MAX_READ` for busy clients.
@@ -175,19 +184,42 @@ enum Silence {
 /// Serves one client until it disconnects or slotgate closes it.
 pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
     let _ = stream.set_nodelay(true);
+    let addrs = (stream.peer_addr().ok(), stream.local_addr().ok());
+    let (reader, writer) = stream.split();
+    serve(reader, writer, addrs, ctx).await;
+}
+
+/// Serves one client of `tls_listen`, its handshake done.
+pub async fn run_tls(stream: TlsStream<TcpStream>, ctx: Arc<Context>) {
+    let tcp = stream.get_ref().0;
+    let _ = tcp.set_nodelay(true);
+    let addrs = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+    let (reader, writer) = tokio::io::split(stream);
+    serve(reader, writer, addrs, ctx).await;
+}
+
+/// The session loop, over the two halves of the client's socket; `addrs`
+/// are its peer's and its own address, for CLIENT LIST.
+async fn serve<R: ClientRead, W: ClientWrite>(
+    mut reader: R,
+    mut writer: W,
+    (peer, local): (Option<SocketAddr>, Option<SocketAddr>),
+    ctx: Arc<Context>,
+) {
     let mailbox = Arc::new(Mailbox::default());
     let mut arrived = Vec::new();
-    let registered = ctx.clients.register(stream.peer_addr().ok(), stream.local_addr().ok(), mailbox.clone());
+    let registered = ctx.clients.register(peer, local, mailbox.clone());
     let mut session = Session::new(ctx, mailbox.clone(), registered);
     // Accepted just before slotgate began to stop: drained like the others.
     session.eof = session.ctx.clients.draining();
     let span = tracing::debug_span!("client", client.id = session.client.id);
     let _enter = span.enter();
-    let (mut reader, mut writer) = stream.split();
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut read_size = MIN_READ;
     let mut turn = TURN;
+    // Written, but perhaps still in the stream's TLS records: flush next.
+    let mut unflushed = false;
     loop {
         turn -= session.process_input(&mut input, turn);
         // Requests left unparsed for lack of turn wait for the next one
@@ -231,12 +263,19 @@ pub async fn run(mut stream: TcpStream, ctx: Arc<Context>) {
                     }
                 }
             }
-            wrote = writer.write_buf(&mut output), if !output.is_empty() => match wrote {
-                Ok(n) if n > 0 => {
+            wrote = async {
+                match output.is_empty() {
+                    true => writer.flush().await.map(|()| None),
+                    false => writer.write_buf(&mut output).await.map(Some),
+                }
+            }, if !output.is_empty() || unflushed => match wrote {
+                Ok(Some(n)) if n > 0 => {
                     if let Some(metrics) = session.metrics {
                         metrics.client_bytes_sent.inc_by(n as u64);
                     }
+                    unflushed = W::BUFFERS;
                 }
+                Ok(None) => unflushed = false,
                 _ => break,
             },
             read = async {

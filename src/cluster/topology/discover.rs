@@ -12,12 +12,12 @@ use bytes::BytesMut;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::cluster::slotmap::NodeAddr;
 use crate::cluster::{NodeLogin, SLOT_COUNT};
 use crate::resp::{ReplyScanner, Request};
+use crate::tls::{NodeStream, NodeTls};
 
 /// Topology replies of a large cluster stay far below this.
 const MAX_REPLY: usize = 64 * 1024 * 1024;
@@ -45,18 +45,16 @@ pub(super) struct ClusterNode {
 }
 
 /// Asks `addr` for its view of the cluster (and, if `want_version`, its Redis
-/// version), logging in first when the nodes want a password.
+/// version), over TLS when `tls` is given, logging in first when the nodes
+/// want a password.
 pub(super) async fn ask(
     addr: &NodeAddr,
     limit: Duration,
     login: Option<&NodeLogin>,
+    tls: Option<&NodeTls>,
     want_version: bool,
 ) -> Result<View, String> {
-    let stream = timeout(limit, TcpStream::connect(addr.as_str()))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    let stream = NodeStream::connect(addr.as_str(), tls, limit).await?;
     let mut conn = Conn { stream, buf: BytesMut::with_capacity(16 * 1024), limit };
     if let Some(login) = login {
         if let OwnedFrame::Error(e) = conn.send(&login.auth(), "AUTH").await? {
@@ -83,7 +81,7 @@ pub(super) async fn ask(
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: NodeStream,
     buf: BytesMut,
     limit: Duration,
 }
@@ -100,6 +98,8 @@ impl Conn {
 
     async fn round_trip(&mut self, request: &[u8]) -> Result<OwnedFrame, String> {
         self.stream.write_all(request).await.map_err(|e| e.to_string())?;
+        // TLS holds what was written until flushed.
+        self.stream.flush().await.map_err(|e| e.to_string())?;
         let mut scanner = ReplyScanner::default();
         loop {
             if let Some(frame) = scanner.scan(&self.buf).map_err(|e| e.to_string())? {

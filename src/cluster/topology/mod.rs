@@ -46,6 +46,8 @@ pub struct TopologySettings {
     pub timeout: Duration,
     /// How to log in to the nodes, if they want a password.
     pub login: Option<NodeLogin>,
+    /// TLS toward the nodes, when on.
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
 }
 
 enum Event {
@@ -308,9 +310,9 @@ async fn ask_all(
 ) -> Vec<discover::View> {
     let mut asking = JoinSet::new();
     for addr in batch {
-        let (addr, limit, login) = (addr.clone(), settings.timeout, settings.login.clone());
+        let (addr, limit, login, tls) = (addr.clone(), settings.timeout, settings.login.clone(), settings.tls.clone());
         asking.spawn(async move {
-            let result = discover::ask(&addr, limit, login.as_ref(), want_version).await;
+            let result = discover::ask(&addr, limit, login.as_ref(), tls.as_deref(), want_version).await;
             (addr, result)
         });
     }
