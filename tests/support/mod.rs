@@ -10,6 +10,7 @@
 pub mod http;
 pub mod load;
 pub mod raw;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
@@ -159,6 +160,8 @@ pub struct Node {
     child: Option<Child>,
     watchdog: Option<Child>,
     args: Vec<String>,
+    /// redis-cli's TLS arguments, for a node that speaks only TLS.
+    tls_cli: Option<Vec<String>>,
 }
 
 impl Node {
@@ -197,7 +200,7 @@ impl Node {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().cloned());
-        let mut node = Node { port, child: None, watchdog: None, args };
+        let mut node = Node { port, child: None, watchdog: None, args, tls_cli: None };
         node.restart();
         node
     }
@@ -218,7 +221,12 @@ impl Node {
         self.watchdog = watchdog(&[child.id()]);
         self.child = Some(child);
         wait_for(&format!("redis-server on {} to answer", self.port), Duration::from_secs(10), || {
-            connect(self.port).ok().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok()).is_some()
+            match &self.tls_cli {
+                Some(tls) => tls::redis_cli(self.port, tls, &["PING"], "").1.contains("PONG"),
+                None => {
+                    connect(self.port).ok().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok()).is_some()
+                }
+            }
         });
     }
 
