@@ -263,12 +263,13 @@ async fn serve<R: ClientRead, W: ClientWrite>(
                     }
                 }
             }
+            // (`W::BUFFERS` is a constant: the plain path never flushes.)
             wrote = async {
-                match output.is_empty() {
+                match W::BUFFERS && output.is_empty() {
                     true => writer.flush().await.map(|()| None),
                     false => writer.write_buf(&mut output).await.map(Some),
                 }
-            }, if !output.is_empty() || unflushed => match wrote {
+            }, if !output.is_empty() || (W::BUFFERS && unflushed) => match wrote {
                 Ok(Some(n)) if n > 0 => {
                     if let Some(metrics) = session.metrics {
                         metrics.client_bytes_sent.inc_by(n as u64);
