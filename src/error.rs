@@ -75,32 +75,48 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Appends the error as a RESP error frame.
+    /// Appends the error as a RESP error frame, with the client's bytes in
+    /// it exactly as they came (Redis does not make them valid UTF-8).
     pub fn write(&self, out: &mut BytesMut) {
-        write::error(out, &self.to_string());
+        let mut message = Wire(Vec::new());
+        // Writing into a Vec cannot fail.
+        let _ = self.message(&mut message);
+        write::error(out, &message.0);
     }
-}
 
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The message, written once for both ends: raw bytes on the wire,
+    /// lossy text for logs ([`fmt::Display`]).
+    fn message(&self, f: &mut impl Sink) -> fmt::Result {
         match self {
+            // Redis prints the byte with `%c`: one byte, not its UTF-8 encoding.
+            ClientError::Protocol(ProtocolError::ExpectedBulk(got)) => {
+                f.write_str("ERR Protocol error: expected '$', got '")?;
+                f.raw(&[*got])?;
+                f.write_str("'")
+            }
             ClientError::Protocol(e) => write!(f, "ERR {e}"),
             ClientError::UnknownCommand(req) => {
-                write!(f, "ERR unknown command '{}', with args beginning with: ", Shown(req.name(), 128))?;
-                // Redis shows arguments until 128 characters are used up.
+                f.write_str("ERR unknown command '")?;
+                f.raw(c_str(req.name(), 128))?;
+                f.write_str("', with args beginning with: ")?;
+                // Redis shows arguments until 128 bytes are used up.
                 let mut used = 0;
                 for arg in req.args().skip(1) {
                     if used >= 128 {
                         break;
                     }
-                    let shown = format!("'{}' ", Shown(arg, 128 - used));
-                    used += shown.len();
-                    f.write_str(&shown)?;
+                    let shown = c_str(arg, 128 - used);
+                    f.write_str("'")?;
+                    f.raw(shown)?;
+                    f.write_str("' ")?;
+                    used += shown.len() + 3;
                 }
                 Ok(())
             }
             ClientError::UnknownSubcommand(container, sub) => {
-                write!(f, "ERR unknown subcommand '{}'. Try {} HELP.", Shown(sub, 128), container.to_ascii_uppercase())
+                f.write_str("ERR unknown subcommand '")?;
+                f.raw(c_str(sub, 128))?;
+                write!(f, "'. Try {} HELP.", container.to_ascii_uppercase())
             }
             ClientError::WrongArity(name) => write!(f, "ERR wrong number of arguments for '{name}' command"),
             ClientError::Refused(name, reason) => write!(f, "ERR slotgate cannot run '{name}': {reason}"),
@@ -109,7 +125,11 @@ impl fmt::Display for ClientError {
             }
             ClientError::NestedMulti => f.write_str("ERR MULTI calls can not be nested"),
             ClientError::NegativeTimeout => f.write_str("ERR timeout is negative"),
-            ClientError::UnknownClientType(kind) => write!(f, "ERR Unknown client type '{}'", Shown(kind, 128)),
+            ClientError::UnknownClientType(kind) => {
+                f.write_str("ERR Unknown client type '")?;
+                f.raw(c_str(kind, 128))?;
+                f.write_str("'")
+            }
             ClientError::InvalidClientId => f.write_str("ERR Invalid client ID"),
             ClientError::NoSuchClient => f.write_str("ERR No such client"),
             ClientError::TooManyHeld => f.write_str(
@@ -146,7 +166,11 @@ impl fmt::Display for ClientError {
             ClientError::ClusterSupportDisabled => f.write_str("ERR This instance has cluster support disabled"),
             ClientError::NoProto => f.write_str("NOPROTO unsupported protocol version"),
             ClientError::ProtocolVersion => f.write_str("ERR Protocol version is not an integer or out of range"),
-            ClientError::HelloOption(option) => write!(f, "ERR Syntax error in HELLO option '{}'", Shown(option, 128)),
+            ClientError::HelloOption(option) => {
+                f.write_str("ERR Syntax error in HELLO option '")?;
+                f.raw(c_str(option, 128))?;
+                f.write_str("'")
+            }
             ClientError::AuthWithoutPassword => f.write_str(
                 "ERR AUTH <password> called without any password configured for the default user. \
                  Are you sure your configuration is correct?",
@@ -156,9 +180,15 @@ impl fmt::Display for ClientError {
             ClientError::InvalidClientName => {
                 f.write_str("ERR Client names cannot contain spaces, newlines or special characters.")
             }
-            ClientError::UnknownClientInfo(attr) => write!(f, "ERR Unrecognized option '{}'", Shown(attr, 128)),
+            ClientError::UnknownClientInfo(attr) => {
+                f.write_str("ERR Unrecognized option '")?;
+                f.raw(c_str(attr, 128))?;
+                f.write_str("'")
+            }
             ClientError::InvalidClientInfo(attr) => {
-                write!(f, "ERR {} cannot contain spaces, newlines or special characters.", Shown(attr, 128))
+                f.write_str("ERR ")?;
+                f.raw(c_str(attr, 128))?;
+                f.write_str(" cannot contain spaces, newlines or special characters.")
             }
             ClientError::MaxClients => f.write_str("ERR max number of clients reached"),
             ClientError::NoAuth => f.write_str("NOAUTH Authentication required."),
@@ -179,15 +209,46 @@ impl fmt::Display for ClientError {
     }
 }
 
-/// Client-supplied bytes in a message: lossy UTF-8, at most `limit` bytes,
-/// like Redis's `%.128s`.
-struct Shown<'a>(&'a [u8], usize);
-
-impl fmt::Display for Shown<'_> {
+impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bytes = &self.0[..self.0.len().min(self.1)];
-        f.write_str(&String::from_utf8_lossy(bytes))
+        self.message(f)
     }
+}
+
+/// Where a message is written: text, plus client bytes that may not be UTF-8.
+trait Sink: fmt::Write {
+    fn raw(&mut self, bytes: &[u8]) -> fmt::Result;
+}
+
+/// The wire: client bytes go out as they came.
+struct Wire(Vec<u8>);
+
+impl fmt::Write for Wire {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Sink for Wire {
+    fn raw(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Logs and `to_string`: client bytes as lossy UTF-8.
+impl Sink for fmt::Formatter<'_> {
+    fn raw(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.write_str(&String::from_utf8_lossy(bytes))
+    }
+}
+
+/// What Redis's `%.<limit>s` prints of client bytes: up to the first NUL
+/// (they are C strings there), at most `limit` bytes.
+fn c_str(bytes: &[u8], limit: usize) -> &[u8] {
+    let end = memchr::memchr(0, bytes).unwrap_or(bytes.len()).min(limit);
+    &bytes[..end]
 }
 
 #[cfg(test)]
@@ -221,5 +282,34 @@ mod tests {
         let mut out = BytesMut::new();
         ClientError::CrossSlot.write(&mut out);
         assert_eq!(&out[..], b"-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+    }
+
+    #[test]
+    fn client_bytes_are_echoed_as_redis_echoes_them() {
+        let written = |e: ClientError| {
+            let mut out = BytesMut::new();
+            e.write(&mut out);
+            out.to_vec()
+        };
+        // Not made valid UTF-8; cut at a NUL and at 128 bytes, like `%.128s`.
+        let req = Request::from_args(&[&b"f\xffo"[..], b"a\x00b", b"\xc3"]);
+        assert_eq!(
+            written(ClientError::UnknownCommand(req)),
+            b"-ERR unknown command 'f\xffo', with args beginning with: 'a' '\xc3' \r\n"
+        );
+        let long = [b'\xe9'; 200];
+        let req = Request::from_args(&[&b"x"[..], &long, b"y"]);
+        let mut want = b"-ERR unknown command 'x', with args beginning with: '".to_vec();
+        want.extend_from_slice(&long[..128]);
+        want.extend_from_slice(b"' \r\n");
+        assert_eq!(written(ClientError::UnknownCommand(req)), want);
+        // `%c`: the one byte.
+        let got = written(ClientError::Protocol(ProtocolError::ExpectedBulk(0xff)));
+        assert_eq!(got, b"-ERR Protocol error: expected '$', got '\xff'\r\n");
+        // Logs get text.
+        assert_eq!(
+            ClientError::HelloOption(Bytes::from_static(b"\xffx")).to_string(),
+            "ERR Syntax error in HELLO option '\u{fffd}x'"
+        );
     }
 }

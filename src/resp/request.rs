@@ -245,9 +245,10 @@ impl RequestParser {
                     None => return Ok(None),
                     Some(b'*') => {
                         let too_big = ProtocolError::TooBigMultibulkCount;
-                        let Some((count, header_len)) = length_line(&self.limits, buf, 0, too_big)? else {
+                        let Some((digits, header_len)) = length_line(&self.limits, buf, 0, too_big)? else {
                             return Ok(None);
                         };
+                        let count = parse_i64(digits).ok_or(ProtocolError::InvalidMultibulkLength)?;
                         if count > MAX_MULTIBULK_COUNT {
                             return Err(ProtocolError::InvalidMultibulkLength);
                         }
@@ -303,15 +304,16 @@ impl RequestParser {
             return Ok(None);
         };
         while *remaining > 0 {
-            let Some(&kind) = buf.get(*pos) else {
+            // Like Redis, the kind is looked at once its whole line is here:
+            // until then an over-long line is "too big", not "expected '$'".
+            let Some((digits, header_len)) = length_line(&self.limits, buf, *pos, ProtocolError::TooBigBulkCount)?
+            else {
                 return Ok(None);
             };
-            if kind != b'$' {
-                return Err(ProtocolError::ExpectedBulk(kind));
+            if buf[*pos] != b'$' {
+                return Err(ProtocolError::ExpectedBulk(buf[*pos]));
             }
-            let Some((len, header_len)) = length_line(&self.limits, buf, *pos, ProtocolError::TooBigBulkCount)? else {
-                return Ok(None);
-            };
+            let len = parse_i64(digits).ok_or(ProtocolError::InvalidBulkLength)?;
             if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
                 return Err(ProtocolError::InvalidBulkLength);
             }
@@ -340,18 +342,21 @@ impl RequestParser {
     }
 }
 
-/// Reads `<kind><integer>\r\n` at `at`: the integer and the line's length.
+/// Finds the `<kind><integer>\r\n` line at `at`: the text between the kind
+/// byte and `\r`, and the line's length.
 /// Like Redis, the line ends at the first `\r` and the byte after it is taken
 /// as the `\n`; a line longer than the inline limit is too big whether or
 /// not its end has arrived (the same answer however the input is split).
-fn length_line(
+/// Redis finds the `\r` with strchr, which stops at a NUL byte: a line with
+/// a NUL never ends, and is too big once the buffer passes the limit.
+fn length_line<'b>(
     limits: &Limits,
-    buf: &[u8],
+    buf: &'b [u8],
     at: usize,
     too_big: ProtocolError,
-) -> Result<Option<(i64, usize)>, ProtocolError> {
+) -> Result<Option<(&'b [u8], usize)>, ProtocolError> {
     let rest = &buf[at..];
-    let cr = memchr::memchr(b'\r', rest);
+    let cr = memchr::memchr2(b'\r', 0, rest).filter(|&i| rest[i] == b'\r');
     if cr.unwrap_or(rest.len()) > limits.max_inline_len {
         return Err(too_big);
     }
@@ -361,12 +366,8 @@ fn length_line(
     if cr + 1 >= rest.len() {
         return Ok(None);
     }
-    let bad = match too_big {
-        ProtocolError::TooBigMultibulkCount => ProtocolError::InvalidMultibulkLength,
-        _ => ProtocolError::InvalidBulkLength,
-    };
-    let value = parse_i64(&rest[1..cr]).ok_or(bad)?;
-    Ok(Some((value, cr + 2)))
+    // The kind byte may be the `\r` itself: then there are no digits.
+    Ok(Some((rest.get(1..cr).unwrap_or_default(), cr + 2)))
 }
 
 #[cfg(test)]

@@ -25,9 +25,10 @@ pub fn simple(out: &mut BytesMut, s: &str) {
 
 /// An error line. `message` starts with its code (`ERR ...`, `CROSSSLOT ...`);
 /// CR and LF inside it become spaces, as Redis does, so the frame stays valid.
-pub fn error(out: &mut BytesMut, message: &str) {
+/// Bytes, not text: Redis echoes a client's bytes in its errors as they came.
+pub fn error(out: &mut BytesMut, message: impl AsRef<[u8]>) {
     out.put_u8(b'-');
-    out.extend(message.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(message.as_ref().iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
     out.put_slice(b"\r\n");
 }
 

@@ -640,6 +640,32 @@ impl Proxy {
         self.process.id()
     }
 
+    /// Its resident memory (VmRSS), in MB.
+    pub fn rss_mb(&self) -> f64 {
+        self.status_mb("VmRSS")
+    }
+
+    /// Its address space (VmSize), in MB: memory reserved but never
+    /// touched shows here, not in the RSS.
+    pub fn virtual_mb(&self) -> f64 {
+        self.status_mb("VmSize")
+    }
+
+    fn status_mb(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("slotgate is running");
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
+        kb / 1024.0
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        !self.process.exited()
+    }
+
     /// Sends the signal `name` (TERM, INT, ...) to slotgate.
     pub fn signal(&self, name: &str) {
         signal(self.pid(), name);

@@ -98,7 +98,7 @@ fn written(data: &[u8]) {
     }
     let bulk = one_frame(|out| write::bulk(out, text.as_bytes()));
     assert_eq!(value::text(&bulk), Some(text.as_bytes()));
-    assert!(value::is_error(&one_frame(|out| write::error(out, &format!("ERR {text}")))));
+    assert!(value::is_error(&one_frame(|out| write::error(out, format!("ERR {text}")))));
     assert_eq!(value::integer(&one_frame(|out| write::integer(out, number))), Some(number));
     if !text.contains(['\r', '\n']) {
         assert_eq!(value::text(&one_frame(|out| write::simple(out, &text))), Some(text.as_bytes()));

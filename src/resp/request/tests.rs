@@ -109,6 +109,25 @@ fn malformed_input_gets_redis_errors() {
 }
 
 #[test]
+fn a_length_line_is_judged_once_it_has_ended_as_in_redis() {
+    // Redis reads a bulk's kind byte only once the line's `\r` and the byte
+    // after it are there: before that, it waits, and past 64 KB the line is
+    // too big. A NUL stops its search for the `\r` (strchr).
+    let waiting: &[&[u8]] = &[b"*1\r\nx", b"*1\r\n:1\r", b"*1\r\n\x00\r\n", b"*1\r\n$3\x00\r\n", b"*3\x00\r\n"];
+    for input in waiting {
+        assert_eq!(parse_all(input), (vec![], None), "{:?}", String::from_utf8_lossy(input));
+    }
+    let too_big = [&b"*1\r\n"[..], &[b'x'; 65_537]].concat();
+    assert_eq!(parse_all(&too_big).1, Some(ProtocolError::TooBigBulkCount));
+    let nul_header = [&b"*1\r\n$1\x00\r\n"[..], &[b'1'; 65_537]].concat();
+    assert_eq!(parse_all(&nul_header).1, Some(ProtocolError::TooBigBulkCount));
+    let nul_count = [&b"*1\x00\r\n"[..], &[b'1'; 65_537]].concat();
+    assert_eq!(parse_all(&nul_count).1, Some(ProtocolError::TooBigMultibulkCount));
+    // A `\r` as the kind byte is a complete line.
+    assert_eq!(parse_all(b"*1\r\n\r\n").1, Some(ProtocolError::ExpectedBulk(b'\r')));
+}
+
+#[test]
 fn huge_lengths_are_not_allocated() {
     // A 512 MB bulk header is accepted and waited for, never reserved up front.
     let mut parser = RequestParser::new(Limits::default());
