@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendSettings, ReadFrom};
 use crate::cluster::{NodeAddr, NodeLogin, TopologySettings};
@@ -16,7 +16,7 @@ use crate::session::SessionSettings;
 use crate::tls::{AuthClients, ClientTls, ClientTlsFiles, NodeTls, NodeTlsFiles, TlsError};
 
 /// Every setting, with its default. `proxy.toml` documents the same keys.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Cluster nodes to discover the topology from, as `host:port`. Any one
@@ -169,7 +169,7 @@ pub struct Config {
 }
 
 /// A password: read like a string, never printed.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -477,6 +477,7 @@ impl Config {
             requirepass: self.requirepass.get().map(|p| Arc::from(p.as_bytes())),
             output_limit_normal: self.client_output_buffer_limit_normal,
             output_limit_pubsub: self.client_output_buffer_limit_pubsub,
+            max_auth_failures: self.max_auth_failures,
             limits: Limits {
                 max_bulk_len: self.proto_max_bulk_len,
                 max_inline_len: Limits::default().max_inline_len,

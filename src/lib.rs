@@ -23,10 +23,11 @@
 //!   one-client connections (dedicated, subscribed).
 //! - [`error`]: the one place that decides which error a client sees.
 //! - [`config`]: settings from defaults, file, environment and flags.
+//! - [`live`]: the settings in force, swapped whole by a reload (SIGHUP).
 //!
 //! Dependencies point one way: `resp`, `command`, `cluster` <- `backend` <-
-//! `fanout` <- `session` <- `server`; `config` and `error` may be used by
-//! any of them.
+//! `fanout` <- `session` <- `live` <- `server`; `config` and `error` may be
+//! used by any of them.
 
 pub mod backend;
 pub mod cluster;
@@ -34,6 +35,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod live;
 pub mod metrics;
 pub mod resp;
 pub mod server;

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use slotgate::config::{Config, FlagValue};
+use slotgate::live::{Live, LogFilter};
 use tokio_util::sync::CancellationToken;
 
 /// slotgate: a Redis Cluster proxy. Clients that speak to a single Redis
@@ -281,7 +283,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = Config::load(cli.config.as_deref(), env, &cli.flags()).context("invalid configuration")?;
+    let flags = cli.flags();
+    let config = Config::load(cli.config.as_deref(), env.clone(), &flags).context("invalid configuration")?;
     match cli.command {
         Some(Command::CheckConfig) => {
             // The certificate and key files too: they are read at startup.
@@ -296,16 +299,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log_filter = init_logging(&config.log_level);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        // (The nodes' files are read by the server, before it connects anywhere.)
         let client_tls = config.client_tls().context("invalid configuration")?;
+        let node_tls = config.node_tls().context("invalid configuration")?;
         let listeners = slotgate::server::Listeners {
             plain: match config.listen_addr() {
                 Some(addr) => Some(bind(addr).await?),
@@ -316,9 +314,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => None,
             },
         };
+        let live = Arc::new(Live::new(config, node_tls).with_log_filter(log_filter));
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        slotgate::server::run(listeners, config, shutdown).await?;
+        tokio::spawn(reload_on_hangup(live.clone(), cli.config.clone(), env, flags));
+        slotgate::server::run(listeners, live, shutdown).await?;
         tracing::info!("slotgate stopped");
         Ok(())
     })
@@ -375,6 +375,57 @@ fn local_address(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
         addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
     Ok(addr)
+}
+
+/// Logs to stderr through `log_level`'s filter; returns how a reload sets
+/// another.
+fn init_logging(log_level: &str) -> LogFilter {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(log_level));
+    let format = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(filter).with(format).init();
+    Box::new(move |level| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
+/// On SIGHUP, reads the configuration again as at startup (the same file,
+/// environment and flags: a flag still beats the file) and puts it in
+/// force; an invalid file changes nothing.
+async fn reload_on_hangup(
+    live: Arc<Live>,
+    file: Option<PathBuf>,
+    env: HashMap<String, String>,
+    flags: Vec<(&'static str, FlagValue)>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler: no reloads");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let Some(file) = &file else {
+            tracing::warn!("SIGHUP: slotgate was started without --config, there is no file to reload");
+            continue;
+        };
+        let config = match Config::load(Some(file), env.clone(), &flags) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(file = %file.display(), %error, "reload refused, the settings in force stay");
+                continue;
+            }
+        };
+        let reloaded = live.reload(config);
+        if !reloaded.need_restart.is_empty() {
+            tracing::warn!(keys = ?reloaded.need_restart, "reload: these settings need a restart; until then the old values stay");
+        }
+        tracing::info!(file = %file.display(), changed = ?reloaded.applied, "configuration reloaded");
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM (slotgate drains its clients);

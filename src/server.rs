@@ -12,14 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Pool;
 use crate::cluster::Topology;
-use crate::config::Config;
 use crate::error::ClientError;
+use crate::live::Live;
 use crate::session::{self, Clients, Context, FailedLogins, Scripts};
 use crate::tls::ClientTls;
 
@@ -34,9 +36,9 @@ pub struct Listeners {
 /// Serves clients from `listeners` until `shutdown` is cancelled, then
 /// drains: every client's requests already received are answered, then it is
 /// closed; after `drain_timeout_ms` the rest are closed as they are.
-pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationToken) -> io::Result<()> {
-    let node_tls = config.node_tls().map_err(io::Error::other)?;
-    let topology = Topology::start(config.topology(node_tls.clone()));
+pub async fn run(listeners: Listeners, live: Arc<Live>, shutdown: CancellationToken) -> io::Result<()> {
+    let config = live.config.load_full();
+    let topology = Topology::start(live.topology.clone());
     // The metrics endpoint outlives the drain, so that it can be watched.
     let stopped = CancellationToken::new();
     let _stop_metrics = stopped.clone().drop_guard();
@@ -49,20 +51,16 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
     }
     let clients = Arc::new(Clients::default());
     let scripts = Arc::new(Scripts::default());
-    let failed_logins = Arc::new(FailedLogins::new(config.max_auth_failures));
+    let failed_logins = Arc::new(FailedLogins::default());
     // Workers end when their queue closes, as `workers` is dropped on return.
     let client_tls = listeners.tls.as_ref().map(|(_, tls)| tls.clone());
     let workers = (0..config.worker_threads())
         .map(|index| {
             let shared = (clients.clone(), scripts.clone(), failed_logins.clone());
-            let tls = (node_tls.clone(), client_tls.clone());
-            spawn_worker(index, &config, topology.clone(), shared, tls)
+            spawn_worker(index, &live, topology.clone(), shared, client_tls.clone())
         })
         .collect::<io::Result<Vec<_>>>()?;
-    if config.client_idle_timeout_ms > 0 {
-        let limit = Duration::from_millis(config.client_idle_timeout_ms);
-        tokio::spawn(close_idle_clients(clients.clone(), limit, stopped.clone()));
-    }
+    tokio::spawn(close_idle_clients(clients.clone(), live.clone(), stopped.clone()));
     let max_clients = clients_that_fit(config.max_clients);
     let plain = listeners.plain;
     let tls = listeners.tls.map(|(listener, _)| listener);
@@ -70,15 +68,15 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
     tracing::info!(
         listen = ?addr(&plain),
         tls_listen = ?addr(&tls),
-        node_tls = node_tls.is_some(),
+        node_tls = config.node_tls,
         workers = workers.len(),
         max_clients,
         seeds = ?config.cluster,
         "slotgate ready"
     );
-    let served = accept([plain.as_ref(), tls.as_ref()], &workers, max_clients, &shutdown).await;
+    let served = accept([plain.as_ref(), tls.as_ref()], &workers, &live, &shutdown).await;
     drop((plain, tls));
-    drain(&clients, config.drain_timeout()).await;
+    drain(&clients, live.config.load().drain_timeout()).await;
     served
 }
 
@@ -112,15 +110,19 @@ fn clients_that_fit(max_clients: usize) -> usize {
 }
 
 /// Hands each new client of the plain and the TLS listener (either may be
-/// off) to a worker in turn, until `shutdown`.
+/// off) to a worker in turn, until `shutdown`; refuses those past
+/// `max_clients`, as the settings in force say.
 async fn accept(
     [plain, tls]: [Option<&TcpListener>; 2],
     workers: &[mpsc::UnboundedSender<NewClient>],
-    max_clients: usize,
+    live: &Live,
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
-    // One permit per open client, held by its session until it ends.
-    let open = Arc::new(Semaphore::new(max_clients));
+    // Clients open now: counted up here (the only place), down by their
+    // sessions as they end, so a check and its count cannot be overtaken.
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut config = live.config.load_full();
+    let mut max_clients = clients_that_fit(config.max_clients);
     let mut refusing = false;
     let mut next = 0;
     loop {
@@ -131,16 +133,23 @@ async fn accept(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(permit) = open.clone().try_acquire_owned() else {
+                if !Arc::ptr_eq(&config, &live.config.load()) {
+                    let reloaded = live.config.load_full();
+                    if reloaded.max_clients != config.max_clients {
+                        max_clients = clients_that_fit(reloaded.max_clients);
+                    }
+                    config = reloaded;
+                }
+                if open.load(Ordering::Relaxed) >= max_clients {
                     if !std::mem::replace(&mut refusing, true) {
                         tracing::warn!(%peer, max_clients, "max_clients reached: refusing new clients");
                     }
                     refuse(&stream, tls);
                     continue;
-                };
+                }
                 refusing = false;
                 let stream = stream.into_std()?;
-                if workers[next % workers.len()].send(NewClient { stream, place: Place::taken(permit), tls }).is_err() {
+                if workers[next % workers.len()].send(NewClient { stream, place: Place::taken(&open), tls }).is_err() {
                     tracing::error!(worker = next % workers.len(), "worker stopped; shutting down");
                     return Err(io::Error::other("a worker thread stopped"));
                 }
@@ -163,12 +172,20 @@ async fn accept_on(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Soc
     }
 }
 
-/// Closes clients idle for `limit`, looking every second (or twice per `limit`).
-async fn close_idle_clients(clients: Arc<Clients>, limit: Duration, stopped: CancellationToken) {
-    let mut every = tokio::time::interval((limit / 2).min(Duration::from_secs(1)));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while stopped.run_until_cancelled(every.tick()).await.is_some() {
-        clients.close_idle(limit);
+/// Closes clients idle for `client_idle_timeout_ms` (when set), looking
+/// every second, or twice per limit when it is shorter.
+async fn close_idle_clients(clients: Arc<Clients>, live: Arc<Live>, stopped: CancellationToken) {
+    loop {
+        let limit = Duration::from_millis(live.config.load().client_idle_timeout_ms);
+        let every = Some(limit / 2)
+            .filter(|half| !half.is_zero())
+            .map_or(Duration::from_secs(1), |half| half.min(Duration::from_secs(1)));
+        if stopped.run_until_cancelled(tokio::time::sleep(every)).await.is_none() {
+            return;
+        }
+        if !limit.is_zero() {
+            clients.close_idle(limit);
+        }
     }
 }
 
@@ -207,21 +224,22 @@ fn refuse(stream: &TcpStream, tls: bool) {
 
 /// An open client's place under `max_clients`, counted in the metrics from
 /// its accept to its close.
-struct Place(Option<OwnedSemaphorePermit>);
+struct Place(Arc<AtomicUsize>);
 
 impl Place {
-    fn taken(permit: OwnedSemaphorePermit) -> Place {
+    fn taken(open: &Arc<AtomicUsize>) -> Place {
+        open.fetch_add(1, Ordering::Relaxed);
         let metrics = crate::metrics::get();
         metrics.clients_accepted.inc();
         metrics.clients.inc();
-        Place(Some(permit))
+        Place(open.clone())
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         // Free first: once the gauge says a place is free, it is.
-        drop(self.0.take());
+        self.0.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::get().clients.dec();
     }
 }
@@ -237,15 +255,14 @@ struct NewClient {
 /// Starts worker thread `index`; returns the queue that feeds it clients.
 fn spawn_worker(
     index: usize,
-    config: &Config,
+    live: &Live,
     topology: Arc<Topology>,
     (registry, scripts, failed_logins): (Arc<Clients>, Arc<Scripts>, Arc<FailedLogins>),
-    (node_tls, client_tls): (Option<Arc<crate::tls::NodeTls>>, Option<ClientTls>),
+    client_tls: Option<ClientTls>,
 ) -> io::Result<mpsc::UnboundedSender<NewClient>> {
     let (clients, mut incoming) = mpsc::unbounded_channel::<NewClient>();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let backend = config.backend(node_tls);
-    let settings = config.session();
+    let (backend, settings) = (live.backend.clone(), live.session.clone());
     std::thread::Builder::new().name(format!("slotgate-worker-{index}")).spawn(move || {
         runtime.block_on(async move {
             let mut changes = topology.changes();

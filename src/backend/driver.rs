@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -69,7 +70,7 @@ const FOR_EVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub(super) fn spawn(
     addr: NodeAddr,
     protocol: Protocol,
-    settings: Arc<BackendSettings>,
+    settings: Arc<ArcSwap<BackendSettings>>,
     mode: Mode,
     health: Arc<Health>,
     metrics: Option<NodeMetrics>,
@@ -151,32 +152,37 @@ impl Health {
 pub(super) enum Mode {
     /// Many clients' requests: one reply per request, in order; a node
     /// silent for `request_timeout` is taken as hung; reconnects as needed.
-    Shared { request_timeout: Duration },
+    Shared,
     /// One client's own connection (its transaction, its blocking command):
     /// replies in order; the request timeout counts from the end of a
     /// blocking command's own timeout (BLPOP 0 waits for ever); never
     /// reopened: what the node holds for it (MULTI, WATCH) dies with it, so
     /// once it breaks every later request fails.
-    Dedicated { request_timeout: Duration },
+    Dedicated,
     /// One client's subscribed connection: confirmations and messages come
     /// as the node pleases, so every frame goes to the client, except the
     /// answers to its own health-check PINGs (one left unanswered for
     /// `request_timeout` marks the node hung); never reopened.
-    Subscriber { request_timeout: Duration },
+    Subscriber,
 }
 
 impl Mode {
-    fn request_timeout(self) -> Option<Duration> {
-        match self {
-            Mode::Shared { request_timeout }
-            | Mode::Dedicated { request_timeout }
-            | Mode::Subscriber { request_timeout } => Some(request_timeout),
-        }
-    }
-
     /// Does one break end the connection for good?
     fn one_shot(self) -> bool {
-        !matches!(self, Mode::Shared { .. })
+        self != Mode::Shared
+    }
+
+    /// How it goes by `settings`: (request timeout, health check, most
+    /// requests in flight). A client's own connection is not pinged: the
+    /// PING would land inside its transaction. A shared one sends at most
+    /// `queue_limit` requests ahead of the node's answers; more wait in the
+    /// queue, where their number is capped.
+    fn limits(self, settings: &BackendSettings) -> (Duration, Option<Duration>, usize) {
+        match self {
+            Mode::Shared => (settings.request_timeout, settings.health_check, settings.queue_limit),
+            Mode::Dedicated => (settings.request_timeout, None, usize::MAX),
+            Mode::Subscriber => (settings.request_timeout, settings.health_check, usize::MAX),
+        }
     }
 }
 
@@ -184,15 +190,13 @@ async fn run(
     addr: NodeAddr,
     protocol: Protocol,
     queue: Arc<Mailbox<Outbound>>,
-    settings: Arc<BackendSettings>,
+    live: Arc<ArcSwap<BackendSettings>>,
     mode: Mode,
     health: Arc<Health>,
     metrics: Option<NodeMetrics>,
 ) {
     let mut failures: u32 = 0;
     let mut batch = Vec::with_capacity(BATCH);
-    // Shared connections of a cluster read from replicas say READONLY.
-    let readonly = settings.read_from != super::ReadFrom::Master && !mode.one_shot();
     loop {
         // Connect on demand: wait for work first. After a failure or a lost
         // connection, try again by itself (once the backoff has passed), so
@@ -204,6 +208,10 @@ async fn run(
         if queue.is_closed() && batch.is_empty() {
             return;
         }
+        // Each connection goes by the settings in force when it opens.
+        let settings = live.load_full();
+        // Shared connections of a cluster read from replicas say READONLY.
+        let readonly = settings.read_from != super::ReadFrom::Master && !mode.one_shot();
         // A shared connection proves that the node answers before it counts
         // as up: a stopped process still accepts TCP connections.
         let stream = match connect(&addr, protocol, &settings, readonly, !mode.one_shot()).await {
@@ -236,10 +244,7 @@ async fn run(
         if let Some(metrics) = &metrics {
             metrics.connections.inc();
         }
-        // A shared connection sends at most queue_limit requests ahead of the
-        // node's answers; more wait in the queue, where their number is capped.
-        let max_in_flight = if mode.one_shot() { usize::MAX } else { settings.queue_limit };
-        let result = conn.serve(&queue, mode.request_timeout(), settings.health_check, max_in_flight).await;
+        let result = conn.serve(&queue, &live).await;
         if let Some(metrics) = &metrics {
             metrics.connections.dec();
         }
@@ -477,7 +482,7 @@ impl Connection {
             metrics.queue.add(batch.len() as i64);
         }
         for out in batch.drain(..) {
-            if matches!(self.mode, Mode::Subscriber { .. }) {
+            if self.mode == Mode::Subscriber {
                 self.unwritten.extend_from_slice(&out.frame);
                 self.queued += out.frame.len() as u64;
                 self.sink = Some(out.reply_to);
@@ -512,21 +517,14 @@ impl Connection {
 
     /// Runs until the queue closes and what was sent is answered (`Ok`), or
     /// the connection fails (`Err`).
-    async fn serve(
-        &mut self,
-        queue: &Mailbox<Outbound>,
-        request_timeout: Option<Duration>,
-        health_check: Option<Duration>,
-        max_in_flight: usize,
-    ) -> Result<(), String> {
+    async fn serve(&mut self, queue: &Mailbox<Outbound>, live: &ArcSwap<BackendSettings>) -> Result<(), String> {
         let mut closing = false;
-        // A client's own connection is not pinged: the PING would land
-        // inside its transaction.
-        let health_check = health_check.filter(|_| !matches!(self.mode, Mode::Dedicated { .. }));
+        let mut settings = live.load_full();
+        let (mut request_timeout, mut health_check, mut max_in_flight) = self.mode.limits(&settings);
         // Overdue requests are looked for a few times per timeout period, and
         // a PING goes out once per health-check period.
-        let period = [request_timeout.map(|t| t / 4), health_check].into_iter().flatten().min();
-        let mut check = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+        let period = |timeout: Duration, ping: Option<Duration>| ping.map_or(timeout / 4, |p| p.min(timeout / 4));
+        let mut check = tokio::time::interval(period(request_timeout, health_check));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_ping = Instant::now();
         loop {
@@ -558,11 +556,18 @@ impl Connection {
                     }
                     self.queue_batch();
                 }
-                now = check.tick(), if period.is_some() => {
+                now = check.tick() => {
+                    // A reload's new timeouts and limits apply from here on.
+                    if !Arc::ptr_eq(&settings, &live.load()) {
+                        settings = live.load_full();
+                        (request_timeout, health_check, max_in_flight) = self.mode.limits(&settings);
+                        check = tokio::time::interval_at(now + period(request_timeout, health_check), period(request_timeout, health_check));
+                        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
                     let ping_overdue = |limit| self.ping_sent.is_some_and(|sent| now - sent > limit);
-                    if let Some(limit) = request_timeout.filter(|&limit| self.overdue(limit) || ping_overdue(limit)) {
+                    if self.overdue(request_timeout) || ping_overdue(request_timeout) {
                         self.hung = true;
-                        return Err(format!("no reply within {} ms", limit.as_millis()));
+                        return Err(format!("no reply within {} ms", request_timeout.as_millis()));
                     }
                     if health_check.is_some_and(|every| now - last_ping >= every) && !closing {
                         last_ping = now;

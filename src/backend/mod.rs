@@ -43,7 +43,7 @@ pub struct BackendSettings {
 }
 
 /// Where read-only commands go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReadFrom {
     /// The slot's master, like every other command: reads see every write.

@@ -6,7 +6,10 @@
 //! its requests to one node in order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use super::{BackendSettings, Health, Mailbox, NodeError, Outbound, ReadFrom, Reply, Retry, Undelivered, driver};
 use crate::cluster::{NodeAddr, Slot, SlotMap, Topology};
@@ -21,8 +24,9 @@ pub struct Node {
     resp2: Vec<Arc<Mailbox<Outbound>>>,
     resp3: Vec<Arc<Mailbox<Outbound>>>,
     health: Arc<Health>,
-    /// Requests that may wait in a connection's queue (`queue_limit`).
-    queue_limit: usize,
+    /// Requests that may wait in a connection's queue (`queue_limit`; a
+    /// reload changes it when the routes are next rebuilt).
+    queue_limit: AtomicUsize,
     metrics: Option<NodeMetrics>,
 }
 
@@ -48,19 +52,20 @@ impl Node {
 }
 
 impl Node {
-    fn new(addr: NodeAddr, settings: &Arc<BackendSettings>, topology: &Arc<Topology>) -> Node {
+    fn new(addr: NodeAddr, live: &Arc<ArcSwap<BackendSettings>>, topology: &Arc<Topology>) -> Node {
         let health = Arc::new(Health::reporting(addr.clone(), topology.clone()));
+        let settings = live.load();
         let metrics = settings.metrics.then(|| crate::metrics::get().node(addr.as_str()));
         let connections = |protocol| {
             (0..settings.connections_per_node.max(1))
                 .map(|_| {
-                    let mode = driver::Mode::Shared { request_timeout: settings.request_timeout };
-                    driver::spawn(addr.clone(), protocol, settings.clone(), mode, health.clone(), metrics.clone())
+                    let mode = driver::Mode::Shared;
+                    driver::spawn(addr.clone(), protocol, live.clone(), mode, health.clone(), metrics.clone())
                 })
                 .collect()
         };
         let (resp2, resp3) = (connections(Protocol::Resp2), connections(Protocol::Resp3));
-        Node { resp2, resp3, addr, health, queue_limit: settings.queue_limit, metrics }
+        Node { resp2, resp3, addr, health, queue_limit: AtomicUsize::new(settings.queue_limit), metrics }
     }
 
     /// What its connections have seen of the node.
@@ -81,7 +86,7 @@ impl Node {
             Protocol::Resp3 => &self.resp3,
         };
         let connection = &connections[(client_id % connections.len() as u64) as usize];
-        let sent = connection.deliver_at_most(out, self.queue_limit);
+        let sent = connection.deliver_at_most(out, self.queue_limit());
         if let (Err(Undelivered::Full(_)), Some(metrics)) = (&sent, &self.metrics) {
             metrics.saturated.inc();
         }
@@ -89,7 +94,7 @@ impl Node {
     }
 
     pub fn queue_limit(&self) -> usize {
-        self.queue_limit
+        self.queue_limit.load(Ordering::Relaxed)
     }
 }
 
@@ -131,6 +136,8 @@ pub struct Routes {
     /// Each shard's replicas, where reads may go to them (else empty).
     replicas: Vec<Vec<Arc<Node>>>,
     read_from: ReadFrom,
+    /// The settings they were built with: a reload rebuilds them.
+    settings: Arc<BackendSettings>,
     /// One slot per master, in slot order (see [`SlotMap::first_slots`]).
     first_slots: Vec<Slot>,
 }
@@ -192,31 +199,35 @@ impl Routes {
 #[derive(Debug)]
 pub struct Pool {
     topology: Arc<Topology>,
-    settings: Arc<BackendSettings>,
+    /// The settings in force; a reload replaces them (see [`crate::live`]).
+    settings: Arc<ArcSwap<BackendSettings>>,
     nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
     routes: Mutex<Arc<Routes>>,
 }
 
 impl Pool {
-    pub fn new(topology: Arc<Topology>, settings: BackendSettings) -> Pool {
+    pub fn new(topology: Arc<Topology>, settings: Arc<ArcSwap<BackendSettings>>) -> Pool {
         let routes = Arc::new(Routes {
             map: Arc::new(SlotMap::empty()),
             masters: Vec::new(),
             replicas: Vec::new(),
-            read_from: settings.read_from,
+            read_from: settings.load().read_from,
+            settings: settings.load_full(),
             first_slots: Vec::new(),
         });
-        Pool { topology, settings: Arc::new(settings), nodes: Mutex::default(), routes: Mutex::new(routes) }
+        Pool { topology, settings, nodes: Mutex::default(), routes: Mutex::new(routes) }
     }
 
     pub fn topology(&self) -> &Arc<Topology> {
         &self.topology
     }
 
-    /// The routes for the current slot map, rebuilt when the map has changed.
+    /// The routes for the current slot map, rebuilt when the map (or, by a
+    /// reload, `read_from`) has changed.
     pub fn routes(&self) -> Arc<Routes> {
         let mut routes = lock(&self.routes);
-        if routes.version() != self.topology.version() {
+        let settings = self.settings.load_full();
+        if routes.version() != self.topology.version() || !Arc::ptr_eq(&routes.settings, &settings) {
             let map = self.topology.snapshot();
             // A node that left the cluster: its connections close now, even
             // while an idle client's old routes still name it.
@@ -224,14 +235,14 @@ impl Pool {
                 let member = map.knows(addr);
                 if !member {
                     node.close();
-                    if self.settings.metrics {
+                    if settings.metrics {
                         crate::metrics::get().forget_node(addr.as_str());
                     }
                 }
                 member
             });
             let masters = map.shards().iter().map(|shard| self.node(&shard.master)).collect();
-            let read_from = self.settings.read_from;
+            let read_from = settings.read_from;
             let replicas = map
                 .shards()
                 .iter()
@@ -241,7 +252,10 @@ impl Pool {
                 })
                 .collect();
             let first_slots = map.first_slots();
-            *routes = Arc::new(Routes { map, masters, replicas, read_from, first_slots });
+            for node in lock(&self.nodes).values() {
+                node.queue_limit.store(settings.queue_limit, Ordering::Relaxed);
+            }
+            *routes = Arc::new(Routes { map, masters, replicas, read_from, settings, first_slots });
         }
         routes.clone()
     }
@@ -250,15 +264,15 @@ impl Pool {
     /// blocking commands). The request timeout counts from the end of a
     /// blocking command's own wait; once broken, it stays closed.
     pub fn dedicated(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
-        let mode = driver::Mode::Dedicated { request_timeout: self.settings.request_timeout };
-        let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default(), None);
+        let queue =
+            driver::spawn(addr.clone(), protocol, self.settings.clone(), driver::Mode::Dedicated, Arc::default(), None);
         Dedicated { addr: addr.clone(), queue }
     }
 
     /// A new subscribed connection to `addr` for one client: every frame
     /// the node sends on it goes to that client's session.
     pub fn subscriber(&self, addr: &NodeAddr, protocol: Protocol) -> Dedicated {
-        let mode = driver::Mode::Subscriber { request_timeout: self.settings.request_timeout };
+        let mode = driver::Mode::Subscriber;
         let queue = driver::spawn(addr.clone(), protocol, self.settings.clone(), mode, Arc::default(), None);
         Dedicated { addr: addr.clone(), queue }
     }

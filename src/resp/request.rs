@@ -224,6 +224,11 @@ impl RequestParser {
         RequestParser { limits, state: State::Idle, wanted: 0, unauthenticated: false }
     }
 
+    /// Limits from the next request on (a reload changed them).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Whether the client still has to log in: until it has, a request may
     /// have at most 10 arguments of at most 16 KB each, as in Redis.
     pub fn set_unauthenticated(&mut self, unauthenticated: bool) {

@@ -296,7 +296,7 @@ impl Session {
     fn complete(&mut self, completion: Completion) {
         self.in_flight -= 1;
         let seq = completion.seq;
-        let max_redirects = self.ctx.settings.max_redirects;
+        let max_redirects = self.settings.max_redirects;
         let Some(entry) = self.pending.get_mut(seq) else { return };
         if entry.target == Target::Dedicated {
             // This client's own connection: passed on as it is, never retried,
@@ -445,7 +445,7 @@ impl Session {
     /// it: the client gets the cluster's error instead).
     fn retry_later(&mut self, seq: u64, request: &Request) -> bool {
         let now = Instant::now();
-        let window = self.ctx.settings.retry_timeout;
+        let window = self.settings.retry_timeout;
         let Some(entry) = self.pending.get_mut(seq) else { return false };
         let target = entry.target;
         if now >= *entry.retry_until.get_or_insert(now + window) || self.pending.later_sent_to(seq, target) {

@@ -58,7 +58,7 @@ impl Session {
                 self.switch_protocol(Protocol::Resp2);
                 self.client.name = None;
                 // Back to the default user, who needs the password again.
-                self.set_authenticated(self.ctx.settings.requirepass.is_none());
+                self.set_authenticated(self.settings.requirepass.is_none());
                 write::simple(&mut out, "RESET");
                 Ok(())
             }
@@ -351,7 +351,7 @@ impl Session {
     /// a Redis whose default user is `nopass`).
     fn auth(&mut self, request: &Request) -> Result<(), ClientError> {
         match request.argc() {
-            2 if self.ctx.settings.requirepass.is_none() => Err(ClientError::AuthWithoutPassword),
+            2 if self.settings.requirepass.is_none() => Err(ClientError::AuthWithoutPassword),
             2 => self.log_in(b"default", request.arg(1).unwrap_or_default()),
             3 => self.log_in(request.arg(1).unwrap_or_default(), request.arg(2).unwrap_or_default()),
             _ => Err(ClientError::Syntax),
@@ -362,16 +362,16 @@ impl Session {
     /// An address with too many recent failures is not even checked.
     fn log_in(&mut self, user: &[u8], password: &[u8]) -> Result<(), ClientError> {
         let (ip, now) = (self.registered.handle.ip(), std::time::Instant::now());
-        if let Some(wait) = ip.and_then(|ip| self.ctx.failed_logins.wait(ip, now)) {
+        if let Some(wait) = ip.and_then(|ip| self.ctx.failed_logins.wait(ip, now, self.settings.max_auth_failures)) {
             crate::metrics::get().auth_failures.inc();
             return Err(ClientError::TooManyFailedLogins(wait.as_secs() + 1));
         }
         let right = user == b"default"
-            && self.ctx.settings.requirepass.as_deref().is_none_or(|wanted| same_secret(wanted, password));
+            && self.settings.requirepass.as_deref().is_none_or(|wanted| same_secret(wanted, password));
         if !right {
             crate::metrics::get().auth_failures.inc();
             if let Some(ip) = ip {
-                self.ctx.failed_logins.failed(ip, now);
+                self.ctx.failed_logins.failed(ip, now, self.settings.max_auth_failures);
             }
             return Err(ClientError::WrongPass);
         }

@@ -14,32 +14,29 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// let an attacker with many addresses grow the map.
 const MAX_ADDRESSES: usize = 65_536;
 
+/// `max_failures` (`max_auth_failures`) is the failures an address may
+/// have in one window; 0: no limit. It is passed in, since a reload may
+/// change it.
 #[derive(Debug, Default)]
 pub struct FailedLogins {
-    /// Failures an address may have in one window; 0: no limit.
-    max_failures: u32,
     by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl FailedLogins {
-    pub fn new(max_failures: u32) -> FailedLogins {
-        FailedLogins { max_failures, by_address: Mutex::default() }
-    }
-
     /// How long `ip` must still wait before it may try again, if at all.
-    pub fn wait(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        if self.max_failures == 0 {
+    pub fn wait(&self, ip: IpAddr, now: Instant, max_failures: u32) -> Option<Duration> {
+        if max_failures == 0 {
             return None;
         }
         let by_address = self.lock();
         let &(since, failures) = by_address.get(&ip)?;
         let ends = since + WINDOW;
-        (failures >= self.max_failures && now < ends).then(|| ends - now)
+        (failures >= max_failures && now < ends).then(|| ends - now)
     }
 
     /// `ip` got the password wrong.
-    pub fn failed(&self, ip: IpAddr, now: Instant) {
-        if self.max_failures == 0 {
+    pub fn failed(&self, ip: IpAddr, now: Instant, max_failures: u32) {
+        if max_failures == 0 {
             return;
         }
         let mut by_address = self.lock();
@@ -67,21 +64,21 @@ mod tests {
 
     #[test]
     fn an_address_is_held_off_after_too_many_failures_until_its_window_ends() {
-        let logins = FailedLogins::new(10);
+        let logins = FailedLogins::default();
         let (ip, other): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
         let start = Instant::now();
         for n in 0..10 {
-            assert_eq!(logins.wait(ip, start), None, "after {n} failures");
-            logins.failed(ip, start);
+            assert_eq!(logins.wait(ip, start, 10), None, "after {n} failures");
+            logins.failed(ip, start, 10);
         }
         let later = start + Duration::from_secs(3);
-        assert_eq!(logins.wait(ip, later), Some(WINDOW - Duration::from_secs(3)));
-        assert_eq!(logins.wait(other, later), None, "other addresses are not affected");
-        assert_eq!(logins.wait(ip, start + WINDOW), None, "a new window");
-        logins.failed(ip, start + WINDOW);
-        assert_eq!(logins.wait(ip, start + WINDOW), None, "counted afresh");
-        let unlimited = FailedLogins::new(0);
-        (0..100).for_each(|_| unlimited.failed(ip, start));
-        assert_eq!(unlimited.wait(ip, start), None);
+        assert_eq!(logins.wait(ip, later, 10), Some(WINDOW - Duration::from_secs(3)));
+        assert_eq!(logins.wait(other, later, 10), None, "other addresses are not affected");
+        assert_eq!(logins.wait(ip, start + WINDOW, 10), None, "a new window");
+        logins.failed(ip, start + WINDOW, 10);
+        assert_eq!(logins.wait(ip, start + WINDOW, 10), None, "counted afresh");
+        let unlimited = FailedLogins::default();
+        (0..100).for_each(|_| unlimited.failed(ip, start, 0));
+        assert_eq!(unlimited.wait(ip, start, 0), None);
     }
 }

@@ -39,6 +39,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -88,13 +89,16 @@ pub struct SessionSettings {
     /// ordinary and subscribed clients; 0: no limit.
     pub output_limit_normal: usize,
     pub output_limit_pubsub: usize,
+    /// Wrong passwords an address may give in a window (`max_auth_failures`).
+    pub max_auth_failures: u32,
 }
 
 /// What the sessions of one worker share: its node connections and settings.
 #[derive(Debug)]
 pub struct Context {
     pub pool: Pool,
-    pub settings: SessionSettings,
+    /// The settings in force; a reload replaces them (see [`crate::live`]).
+    pub settings: Arc<ArcSwap<SessionSettings>>,
     /// Every client of this slotgate, across workers.
     pub clients: Arc<Clients>,
     /// Scripts seen by any worker, to heal NOSCRIPT.
@@ -115,10 +119,15 @@ struct Client {
 
 struct Session {
     ctx: Arc<Context>,
+    /// The settings this session goes by, taken from `ctx` before each batch.
+    settings: Arc<SessionSettings>,
     client: Client,
     parser: RequestParser,
     /// The routes new requests are sent by; see "Ordering" above.
     routes: Arc<Routes>,
+    /// A reload may have changed `read_from`: routes are taken again, the
+    /// same way as for a new slot map.
+    routes_stale: bool,
     pending: Pending,
     /// Requests handed to node connections and not yet answered.
     in_flight: usize,
@@ -221,6 +230,7 @@ async fn serve<R: ClientRead, W: ClientWrite>(
     // Written, but perhaps still in the stream's TLS records: flush next.
     let mut unflushed = false;
     loop {
+        session.refresh_settings();
         turn -= session.process_input(&mut input, turn);
         // Requests left unparsed for lack of turn wait for the next one
         // (which also sees the end of input, if that is what is left).
@@ -321,14 +331,16 @@ impl Session {
     fn new(ctx: Arc<Context>, mailbox: Arc<Mailbox<Completion>>, registered: clients::Registered) -> Session {
         let id = registered.handle.id;
         let routes = ctx.pool.routes();
+        let settings = ctx.settings.load_full();
         Session {
             client: Client { id, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None },
             parser: {
-                let mut parser = RequestParser::new(ctx.settings.limits);
-                parser.set_unauthenticated(ctx.settings.requirepass.is_some());
+                let mut parser = RequestParser::new(settings.limits);
+                parser.set_unauthenticated(settings.requirepass.is_some());
                 parser
             },
             routes,
+            routes_stale: false,
             pending: Pending::default(),
             in_flight: 0,
             retries: VecDeque::new(),
@@ -347,16 +359,30 @@ impl Session {
             registered,
             silence: Silence::None,
             killed: false,
-            authenticated: ctx.settings.requirepass.is_none(),
+            authenticated: settings.requirepass.is_none(),
             last_command: "NULL",
             last_write: None,
             last_known: None,
-            metrics: ctx.settings.metrics.then(crate::metrics::get),
+            metrics: settings.metrics.then(crate::metrics::get),
             began: Instant::now(),
             batch_read_at_us: 0,
             reads: 0,
+            settings,
             ctx,
         }
+    }
+
+    /// Takes the settings in force, if a reload has changed them. A client
+    /// that has logged in stays logged in, as in Redis when requirepass
+    /// changes; new limits apply from the next request.
+    fn refresh_settings(&mut self) {
+        let current = self.ctx.settings.load();
+        if Arc::ptr_eq(&current, &self.settings) {
+            return;
+        }
+        self.settings = arc_swap::Guard::into_inner(current);
+        self.parser.set_limits(self.settings.limits);
+        self.routes_stale = true;
     }
 
     /// Whether new requests may be routed now (see "Ordering"): not while
@@ -366,7 +392,7 @@ impl Session {
         if !self.retries.is_empty() {
             return false;
         }
-        let map_changed = self.routes.version() != self.ctx.pool.topology().version();
+        let map_changed = self.routes_stale || self.routes.version() != self.ctx.pool.topology().version();
         if !(map_changed || self.protocol_switch) {
             return true;
         }
@@ -376,13 +402,14 @@ impl Session {
         self.protocol_switch = false;
         if map_changed {
             self.routes = self.ctx.pool.routes();
+            self.routes_stale = false;
         }
         true
     }
 
     fn wants_input(&mut self) -> bool {
         !self.closing
-            && self.pending.len() < self.ctx.settings.max_pipeline
+            && self.pending.len() < self.settings.max_pipeline
             && (self.parked.is_none() || self.in_flight == 0)
             && self.may_route()
     }
@@ -391,8 +418,8 @@ impl Session {
     /// limit, like Redis's client-output-buffer-limit: said once, counted.
     fn output_over_limit(&self, unsent: usize) -> bool {
         let limit = match self.subs.active() {
-            true => self.ctx.settings.output_limit_pubsub,
-            false => self.ctx.settings.output_limit_normal,
+            true => self.settings.output_limit_pubsub,
+            false => self.settings.output_limit_normal,
         };
         if limit == 0 || unsent <= limit {
             return false;

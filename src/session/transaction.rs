@@ -134,7 +134,7 @@ impl Session {
                 let seq = self.pending.push(Entry::new(Target::Dedicated, false));
                 self.send_dedicated(seq, request, None);
             }
-        } else if self.tx.held.len() >= self.ctx.settings.max_pipeline {
+        } else if self.tx.held.len() >= self.settings.max_pipeline {
             self.tx.dirty = true;
             self.reply_error(ClientError::TooManyHeld);
         } else {

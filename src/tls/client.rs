@@ -17,7 +17,7 @@ use super::{TlsError, certified_key, provider, refused, trust_anchors};
 
 /// Whether clients must show a certificate signed by `tls_ca_cert_file`,
 /// like Redis's `tls-auth-clients`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthClients {
     /// A client without a valid certificate is refused.

@@ -589,13 +589,33 @@ pub struct Proxy {
 impl Proxy {
     /// slotgate in front of `seeds`, with extra command-line arguments.
     pub fn start(seeds: &str, extra: &[&str]) -> Proxy {
-        let dir = TempDir::new("proxy");
         let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["--cluster", seeds, "--listen", &listen, "--log-level", "info"];
+        args.extend(extra);
+        Proxy::spawn(port, TempDir::new("proxy"), &args)
+    }
+
+    /// slotgate configured by the file `config` alone, where `{port}`
+    /// stands for its listen port; the file is [`Proxy::config_file`].
+    pub fn from_file(config: &str) -> Proxy {
+        let port = free_port();
+        let dir = TempDir::new("proxy");
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(&file, config.replace("{port}", &port.to_string())).expect("config file");
+        Proxy::spawn(port, dir, &["--config", file.to_str().expect("a UTF-8 path")])
+    }
+
+    /// The file [`Proxy::from_file`] wrote.
+    pub fn config_file(&self) -> PathBuf {
+        self._dir.path().join("proxy.toml")
+    }
+
+    fn spawn(port: u16, dir: TempDir, args: &[&str]) -> Proxy {
         let log = dir.path().join("slotgate.log");
         let process = Process::spawn(
             Command::new(env!("CARGO_BIN_EXE_slotgate"))
-                .args(["--cluster", seeds, "--listen", &format!("127.0.0.1:{port}"), "--log-level", "info"])
-                .args(extra)
+                .args(args)
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .stdin(Stdio::null())

@@ -88,8 +88,10 @@ struct Status {
 }
 
 impl Topology {
-    /// Creates the topology and spawns its task on the current runtime.
-    pub fn start(settings: TopologySettings) -> Arc<Topology> {
+    /// Creates the topology and spawns its task on the current runtime. It
+    /// goes by the settings in force at each refresh (a reload may change
+    /// them; see [`crate::live`]).
+    pub fn start(settings: Arc<ArcSwap<TopologySettings>>) -> Arc<Topology> {
         let (events, rx) = mpsc::unbounded_channel();
         let topology = Arc::new(Topology {
             map: ArcSwap::from_pointee(SlotMap::empty()),
@@ -200,15 +202,20 @@ impl Topology {
     }
 }
 
-async fn run(topology: Weak<Topology>, settings: TopologySettings, mut events: mpsc::UnboundedReceiver<Event>) {
+async fn run(
+    topology: Weak<Topology>,
+    live: Arc<ArcSwap<TopologySettings>>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) {
     let mut wanted = true;
     let mut failures: u32 = 0;
     let mut not_before = Instant::now();
-    let mut periodic = Instant::now() + settings.refresh_interval;
+    let mut periodic = Instant::now() + live.load().refresh_interval;
     loop {
         if wanted && Instant::now() >= not_before {
             let Some(topology) = topology.upgrade() else { return };
             wanted = false;
+            let settings = live.load_full();
             let gap = match refresh(&topology, &settings).await {
                 Ok(()) => {
                     crate::metrics::get().refreshes_ok.inc();
