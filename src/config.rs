@@ -102,6 +102,11 @@ pub struct Config {
     /// in flight, so this bounds what a client that pipelines without
     /// reading can hold. Default 1000.
     pub max_pipeline: usize,
+    /// Requests one command may be split into: a multi-key command (MGET,
+    /// MSET, DEL, ...) whose keys hash to more slots than this is refused
+    /// (`-ERR ... max_fanout ...`) and nothing of it runs. Each part costs
+    /// slotgate about 0.3 KB while in flight. 1 to 16384; default 8192.
+    pub max_fanout: usize,
     /// Replies and messages waiting to be written to a client, in bytes,
     /// beyond which it is closed (it does not read what it asked for), like
     /// Redis's `client-output-buffer-limit normal`; 0: none, Redis's default.
@@ -210,6 +215,7 @@ impl Default for Config {
             max_clients: 10_000,
             node_queue_limit: 10_000,
             max_pipeline: 1000,
+            max_fanout: 8192,
             client_output_buffer_limit_normal: 0,
             client_output_buffer_limit_pubsub: 32 * 1024 * 1024,
             client_idle_timeout_ms: 0,
@@ -330,6 +336,9 @@ impl Config {
         }
         if self.max_pipeline == 0 {
             return invalid("max_pipeline", "must be at least 1".into());
+        }
+        if !(1..=crate::cluster::SLOT_COUNT).contains(&self.max_fanout) {
+            return invalid("max_fanout", "must be 1 to 16384 (the slots)".into());
         }
         // Argument offsets inside a request are 32-bit.
         if self.client_query_buffer_limit < 1024 * 1024 || self.client_query_buffer_limit > u32::MAX as usize {
@@ -473,6 +482,7 @@ impl Config {
             max_redirects: self.max_redirects,
             retry_timeout: Duration::from_millis(self.retry_timeout_ms),
             max_pipeline: self.max_pipeline,
+            max_fanout: self.max_fanout,
             metrics: self.metrics_addr().is_some(),
             requirepass: self.requirepass.get().map(|p| Arc::from(p.as_bytes())),
             output_limit_normal: self.client_output_buffer_limit_normal,
@@ -535,6 +545,7 @@ mod tests {
             "max_clients",
             "node_queue_limit",
             "max_pipeline",
+            "max_fanout",
             "client_output_buffer_limit_normal",
             "client_output_buffer_limit_pubsub",
             "client_idle_timeout_ms",

@@ -41,6 +41,8 @@ pub enum ClientError {
     WatchInMulti,
     ExecAbort,
     CrossSlot,
+    /// A multi-key command's keys span more slots than `max_fanout`: (slots, limit).
+    FanoutTooLarge(usize, usize),
     InvalidCursor,
     InvalidSlot,
     /// No cluster topology has been discovered yet; the last failure if any.
@@ -148,6 +150,10 @@ impl ClientError {
             ClientError::WatchInMulti => f.write_str("ERR WATCH inside MULTI is not allowed"),
             ClientError::ExecAbort => f.write_str("EXECABORT Transaction discarded because of previous errors."),
             ClientError::CrossSlot => f.write_str("CROSSSLOT Keys in request don't hash to the same slot"),
+            ClientError::FanoutTooLarge(slots, limit) => write!(
+                f,
+                "ERR this command's keys hash to {slots} slots, more than max_fanout ({limit}) allows; send it in parts"
+            ),
             ClientError::InvalidCursor => f.write_str("ERR invalid cursor"),
             ClientError::InvalidSlot => f.write_str("ERR Invalid slot"),
             ClientError::NoTopology(None) => f.write_str("CLUSTERDOWN slotgate has not discovered the cluster yet"),

@@ -118,6 +118,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     max_pipeline: Option<i64>,
 
+    /// Slots one multi-key command may span (one request each); more are refused. [key: max_fanout; default 8192]
+    #[arg(long, global = true, value_name = "N")]
+    max_fanout: Option<i64>,
+
     /// Close a client whose unread replies pass this many bytes; 0 = no limit.
     /// [key: client_output_buffer_limit_normal; default 0]
     #[arg(long, global = true, value_name = "BYTES")]
@@ -246,6 +250,7 @@ impl Cli {
             ("max_clients", self.max_clients),
             ("node_queue_limit", self.node_queue_limit),
             ("max_pipeline", self.max_pipeline),
+            ("max_fanout", self.max_fanout),
             ("client_output_buffer_limit_normal", self.client_output_buffer_limit_normal),
             ("client_output_buffer_limit_pubsub", self.client_output_buffer_limit_pubsub),
             ("client_idle_timeout_ms", self.client_idle_timeout_ms),

@@ -71,6 +71,8 @@ pub struct Metrics {
     node_saturated: IntCounterVec,
     /// Requests a multi-key or cluster-wide command was split into.
     pub fanout_parts: IntCounter,
+    /// Commands refused for spanning more slots than `max_fanout`.
+    pub fanout_refused: IntCounter,
     /// Bytes read from and written to clients.
     pub client_bytes_received: IntCounter,
     pub client_bytes_sent: IntCounter,
@@ -188,6 +190,10 @@ impl Metrics {
             fanout_parts: counter(
                 "slotgate_fanout_subrequests_total",
                 "Requests that multi-key and cluster-wide commands were split into.",
+            ),
+            fanout_refused: counter(
+                "slotgate_fanout_refused_total",
+                "Multi-key commands refused for spanning more slots than max_fanout.",
             ),
             client_bytes_received: counter("slotgate_client_bytes_received_total", "Bytes read from clients."),
             client_bytes_sent: counter("slotgate_client_bytes_sent_total", "Bytes written to clients."),

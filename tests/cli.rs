@@ -43,6 +43,7 @@ fn help_explains_every_setting() {
         "--retry-timeout-ms",
         "--max-clients",
         "--max-pipeline",
+        "--max-fanout",
         "--drain-timeout-ms",
         "--client-idle-timeout-ms",
         "--client-output-buffer-limit-pubsub",

@@ -148,3 +148,30 @@ fn a_wrong_type_among_parts_is_reported_like_redis() {
         redis::cmd("MGET").arg("fanout:type:list2").arg("fanout:type:other").query(&mut con).unwrap();
     assert_eq!(values, vec![None, Some("w".to_string())]);
 }
+
+#[test]
+fn a_command_spanning_more_slots_than_max_fanout_is_refused_whole() {
+    let metrics_port = support::free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let proxy = support::Proxy::start(&shared().cluster.seeds(), &["--max-fanout", "3", "--metrics", &metrics]);
+    proxy.wait_routing();
+    let mut con = proxy.connection();
+    // Keys of distinct slots, four of them.
+    let mut slots = HashSet::new();
+    let keys: Vec<String> =
+        (0..).map(|i| format!("fanout:limit:{i}")).filter(|k| slots.insert(slot_of(k))).take(4).collect();
+    let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
+
+    let error = redis::cmd("MSET").arg(&pairs).query::<()>(&mut con).unwrap_err();
+    assert_eq!(
+        error_text(&error),
+        "ERR this command's keys hash to 4 slots, more than max_fanout (3) allows; send it in parts"
+    );
+    let found: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut shared().proxy.connection()).unwrap();
+    assert_eq!(found, 0, "nothing of the refused MSET ran");
+    let _: () = redis::cmd("MSET").arg(&pairs[..3]).query(&mut con).unwrap();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys[..3]).query(&mut con).unwrap();
+    assert_eq!(values, vec![Some("v".to_string()); 3], "three slots are within the limit");
+    let (_, text) = support::http::http_get(metrics_port, "/metrics");
+    assert_eq!(support::http::sample(&text, "slotgate_fanout_refused_total"), Some(1.0));
+}

@@ -197,6 +197,10 @@ impl Session {
                 };
                 self.forward(request, target, kind)
             }
+            Err(Some(split)) if split.parts.len() > self.settings.max_fanout => {
+                crate::metrics::get().fanout_refused.inc();
+                self.reply_error(ClientError::FanoutTooLarge(split.parts.len(), self.settings.max_fanout));
+            }
             Err(Some(split)) => {
                 let reader = read_only && self.routes.reads_from_replicas();
                 let target = |slot| if reader { Target::Reader(slot) } else { Target::Slot(slot) };

@@ -80,6 +80,8 @@ pub struct SessionSettings {
     pub retry_timeout: Duration,
     /// Requests in flight per client before slotgate stops reading from it.
     pub max_pipeline: usize,
+    /// Parts one command may be split into (`max_fanout`).
+    pub max_fanout: usize,
     /// Keep per-command metrics (the metrics endpoint is on).
     pub metrics: bool,
     pub limits: Limits,
