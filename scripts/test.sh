@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs slotgate's whole test suite on a fresh machine: installs what is
 # missing (redis-server and redis-tools, prometheus and docker-compose, the
-# Python client packages, the Rust lint components), checks formatting and
-# lints, then runs every unit, property and integration test. The integration tests start real
+# Python client packages, the Rust lint components, cargo-deny), checks
+# formatting, lints and dependencies (deny.toml), then runs every unit,
+# property and integration test. The integration tests start real
 # redis-server clusters on free loopback ports and stop them by PID.
 #
 # Usage: ./scripts/test.sh [extra cargo test arguments]
@@ -38,6 +39,10 @@ install_rust_tools() {
         cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
         cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
     fi
+    if ! cargo deny --version >/dev/null 2>&1; then
+        log "installing cargo-deny (built from crates.io, once: a few minutes)"
+        cargo install --locked cargo-deny
+    fi
 }
 
 start=$(date +%s)
@@ -52,6 +57,16 @@ cargo fmt --all -- --check
 
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+
+log "cargo deny check (deny.toml: licenses, banned and duplicate crates, sources, advisories)"
+cargo deny --log-level error check bans licenses sources
+# The RustSec advisory database lives on GitHub, which some build machines
+# cannot reach: then say so instead of failing on the fetch.
+if cargo deny --log-level error fetch db >/dev/null 2>&1; then
+    cargo deny --log-level error check advisories
+else
+    echo "advisories: NOT CHECKED, the RustSec database (github.com/RustSec/advisory-db) cannot be fetched from here"
+fi
 
 log "cargo test"
 cargo test --locked "$@"
