@@ -153,11 +153,13 @@ fn slotgate_logs_in_to_nodes_that_want_a_password_and_says_so_when_it_cannot() {
     // A wrong password (or none): -CLUSTERDOWN naming the refusal, a log line, and no crash.
     for args in [&["--node-password", "wrong"][..], &[][..]] {
         let proxy = Proxy::start(&cluster.seeds(), args);
+        let refusal = if args.is_empty() { "NOAUTH" } else { "WRONGPASS" };
+        // (Before its first discovery attempt has failed, slotgate can only
+        // say that it has not discovered the cluster yet.)
+        wait_for("the log to say why", Duration::from_secs(5), || proxy.log().contains(refusal));
         let mut c = proxy.connection();
         let error = redis::cmd("GET").arg("auth:node:1").query::<Option<String>>(&mut c).unwrap_err().to_string();
-        let refusal = if args.is_empty() { "NOAUTH" } else { "WRONGPASS" };
         assert!(error.to_uppercase().contains("CLUSTERDOWN") && error.contains(refusal), "{args:?}: {error}");
-        wait_for("the log to say why", Duration::from_secs(5), || proxy.log().contains(refusal));
         std::thread::sleep(Duration::from_millis(500));
         let again = redis::cmd("GET").arg("auth:node:1").query::<Option<String>>(&mut c).unwrap_err().to_string();
         assert!(again.contains(refusal), "still up and still saying why: {again}");
