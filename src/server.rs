@@ -283,18 +283,21 @@ fn spawn_worker(
                             }
                         };
                         let ctx = ctx.clone();
-                        let handshake = client_tls.clone().filter(|_| tls);
-                        tokio::spawn(async move {
-                            match handshake {
-                                None => session::run(stream, ctx).await,
-                                Some(tls) => {
-                                    if let Some(stream) = tls.handshake(stream).await {
-                                        session::run_tls(stream, ctx).await;
-                                    }
+                        // Two tasks, not one with a match: a task is as big as
+                        // its largest state, and a TLS session's is several KB
+                        // more than a plain one's (10,000 idle clients: 35 MB).
+                        match client_tls.clone().filter(|_| tls) {
+                            None => tokio::spawn(async move {
+                                session::run(stream, ctx).await;
+                                drop(place);
+                            }),
+                            Some(tls) => tokio::spawn(async move {
+                                if let Some(stream) = tls.handshake(stream).await {
+                                    session::run_tls(stream, ctx).await;
                                 }
-                            }
-                            drop(place);
-                        });
+                                drop(place);
+                            }),
+                        };
                     }
                 }
             }
