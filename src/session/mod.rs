@@ -23,6 +23,7 @@
 //! readiness-then-`read_buf` future and a timer; none loses data when
 //! another arm wins.
 
+mod acl;
 mod clients;
 mod dispatch;
 mod local;
@@ -49,6 +50,7 @@ use crate::backend::{Completion, Dedicated, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
 use crate::fanout;
 use crate::resp::{Limits, Protocol, Request, RequestParser};
+pub use acl::{AclError, Password, User, Users};
 pub use clients::Clients;
 pub use logins::FailedLogins;
 use pending::{Pending, Ready};
