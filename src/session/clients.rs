@@ -60,6 +60,9 @@ pub(super) struct View {
     pub multi: i64,
     pub blocked: bool,
     pub no_evict: bool,
+    /// The user it logged in as; `None`: `default`, as Redis shows a
+    /// client that has not logged in.
+    pub user: Option<Arc<str>>,
 }
 
 impl Clients {
@@ -86,6 +89,7 @@ impl Clients {
             multi: -1,
             blocked: false,
             no_evict: false,
+            user: None,
         };
         let handle = Arc::new(ClientHandle { id, addr, laddr, created: now, mailbox, view: Mutex::new(view) });
         lock(&self.all).insert(id, handle.clone());
@@ -174,6 +178,11 @@ impl ClientHandle {
         }
     }
 
+    /// The name of the user it is logged in as.
+    pub fn user(&self) -> Arc<str> {
+        lock(&self.view).user.clone().unwrap_or_else(|| "default".into())
+    }
+
     /// The client's IP address, if known.
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         self.addr.map(|addr| addr.ip())
@@ -218,7 +227,7 @@ impl ClientHandle {
             line,
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={} \
              qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} \
-             user=default redir=-1 resp={} lib-name={} lib-ver={}",
+             user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr(),
             self.laddr(),
@@ -230,6 +239,7 @@ impl ClientHandle {
             view.ssub,
             view.multi,
             view.last_command,
+            view.user.as_deref().unwrap_or("default"),
             view.resp,
             text(&view.lib_name),
             text(&view.lib_ver),

@@ -84,8 +84,8 @@ pub struct SessionSettings {
     /// Keep per-command metrics (the metrics endpoint is on).
     pub metrics: bool,
     pub limits: Limits,
-    /// The password clients must AUTH with, if any.
-    pub requirepass: Option<Arc<[u8]>>,
+    /// Who clients may log in as (`default` first of all), and what each may do.
+    pub users: Arc<Users>,
     /// Bytes waiting to be written beyond which a client is closed, for
     /// ordinary and subscribed clients; 0: no limit.
     pub output_limit_normal: usize,
@@ -155,8 +155,9 @@ struct Session {
     silence: Silence,
     /// CLIENT KILL: the session ends now.
     killed: bool,
-    /// It has given the password (or none is required).
-    authenticated: bool,
+    /// The user it is logged in as; `None` until it AUTHs (when the default
+    /// user needs a password).
+    user: Option<Arc<User>>,
     /// The last command's name, for CLIENT LIST.
     last_command: &'static str,
     /// The slot of the client's last write, whose master WAIT asks.
@@ -323,11 +324,12 @@ impl Session {
     fn new(ctx: Arc<Context>, mailbox: Arc<Mailbox<Completion>>, registered: clients::Registered) -> Session {
         let id = registered.handle.id;
         let routes = ctx.pool.routes();
+        let user = ctx.settings.users.without_auth();
         Session {
             client: Client { id, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None },
             parser: {
                 let mut parser = RequestParser::new(ctx.settings.limits);
-                parser.set_unauthenticated(ctx.settings.requirepass.is_some());
+                parser.set_unauthenticated(user.is_none());
                 parser
             },
             routes,
@@ -349,7 +351,7 @@ impl Session {
             registered,
             silence: Silence::None,
             killed: false,
-            authenticated: ctx.settings.requirepass.is_none(),
+            user,
             last_command: "NULL",
             last_write: None,
             last_known: None,
