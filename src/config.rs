@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{BackendSettings, ReadFrom};
 use crate::cluster::{NodeAddr, NodeLogin, TopologySettings};
 use crate::resp::Limits;
-use crate::session::SessionSettings;
+use crate::session::{AclError, Password, SessionSettings, User, Users};
 use crate::tls::{AuthClients, ClientTls, ClientTlsFiles, NodeTls, NodeTlsFiles, TlsError};
 
 /// Every setting, with its default. `proxy.toml` documents the same keys.
@@ -138,6 +138,12 @@ pub struct Config {
     /// command, like Redis's `requirepass`; empty: none. Not the nodes'
     /// password. Default empty.
     pub requirepass: Secret,
+    /// Client users, like Redis ACL users (`[[users]]` tables): each with
+    /// its passwords and the commands and keys it may use. One named
+    /// `default` replaces the default user (then `requirepass` must be
+    /// empty). Default none: the default user alone, as described at
+    /// `requirepass`.
+    pub users: Vec<UserConfig>,
     /// Wrong passwords a client address may give in 10 seconds; past it,
     /// every AUTH from that address is refused until the 10 seconds are
     /// over, even a right one. Clients behind one address (NAT, a sidecar's
@@ -171,6 +177,37 @@ pub struct Config {
     /// machine in the middle would go unnoticed. For tests only; logged as a
     /// warning. Default false.
     pub node_tls_insecure_skip_verify: bool,
+}
+
+/// One `[[users]]` entry: a client user, like an ACL user of Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name clients give with `AUTH <name> <password>`; `default` is
+    /// the user of `AUTH <password>` and of clients that never AUTH.
+    pub name: String,
+    /// Its password; slotgate keeps only its SHA-256. Default empty.
+    #[serde(default)]
+    pub password: Secret,
+    /// Its password's SHA-256 in hex (64 digits), like ACL's `#<hash>`,
+    /// so the file need not hold the password. Default empty. An enabled
+    /// user needs this or `password` (or both: either is taken).
+    #[serde(default)]
+    pub password_sha256: Secret,
+    /// May log in, like ACL's `on`; false is `off`. Default true.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// ACL rules, space-separated, applied in order as by `ACL SETUSER` to
+    /// a user that starts with no commands and no keys: `+@category`,
+    /// `-@category`, `+command`, `-command`, `+container|sub`,
+    /// `-container|sub`, `allcommands`, `nocommands`, `~pattern`,
+    /// `allkeys`, `resetkeys`. Channels are not restricted. Default empty.
+    #[serde(default)]
+    pub rules: String,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// A password: read like a string, never printed.
@@ -224,6 +261,7 @@ impl Default for Config {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             log_level: "info".into(),
             requirepass: Secret::default(),
+            users: Vec::new(),
             max_auth_failures: 10,
             node_user: String::new(),
             node_password: Secret::default(),
@@ -347,6 +385,7 @@ impl Config {
         if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > self.client_query_buffer_limit {
             return invalid("proto_max_bulk_len", "must be 1 KB up to client_query_buffer_limit".into());
         }
+        self.users()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", format!("{:?} is not a log filter", self.log_level));
         }
@@ -477,14 +516,33 @@ impl Config {
         }
     }
 
+    /// The client users, their rules compiled.
+    pub fn users(&self) -> Result<Users, ConfigError> {
+        let invalid = |error: AclError| ConfigError::Invalid { key: "users", reason: error.to_string() };
+        let mut users = Vec::with_capacity(self.users.len());
+        for user in &self.users {
+            let plain = user.password.get().map(Password::Plain);
+            let hashed = user.password_sha256.get().map(Password::Sha256);
+            let passwords: Vec<Password> = plain.into_iter().chain(hashed).collect();
+            users.push(User::parse(&user.name, user.enabled, &passwords, &user.rules).map_err(invalid)?);
+        }
+        Users::new(self.requirepass.get(), users).map_err(invalid)
+    }
+
     pub fn session(&self) -> SessionSettings {
+        let users = self.users().unwrap_or_else(|error| {
+            // validate() refuses such a configuration; one that skipped it
+            // fails closed.
+            tracing::error!(%error, "no client may log in");
+            Users::nobody()
+        });
         SessionSettings {
             max_redirects: self.max_redirects,
             retry_timeout: Duration::from_millis(self.retry_timeout_ms),
             max_pipeline: self.max_pipeline,
             max_fanout: self.max_fanout,
             metrics: self.metrics_addr().is_some(),
-            requirepass: self.requirepass.get().map(|p| Arc::from(p.as_bytes())),
+            users: Arc::new(users),
             output_limit_normal: self.client_output_buffer_limit_normal,
             output_limit_pubsub: self.client_output_buffer_limit_pubsub,
             max_auth_failures: self.max_auth_failures,
@@ -577,6 +635,50 @@ mod tests {
             let comment = text.lines().nth(line.wrapping_sub(1)).unwrap_or_default();
             assert!(comment.starts_with('#'), "{key} has no comment above it");
         }
+    }
+
+    #[test]
+    fn the_commented_users_example_in_proxy_toml_works() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml")).unwrap();
+        let start = text.find("# [[users]]").expect("a [[users]] example");
+        let example: String = text[start..]
+            .lines()
+            .map(|line| line.strip_prefix("# ").or_else(|| line.strip_prefix('#')).unwrap_or(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("slotgate-config-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(&file, example).unwrap();
+        let config = Config::load(Some(&file), HashMap::new(), &[]).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        let users = config.users().unwrap();
+        assert_eq!(config.users.len(), 3);
+        assert!(users.log_in(b"reporting", b"reporting-password").is_some_and(|u| !u.may_access(b"other:x")));
+        assert!(users.log_in(b"app", b"app-password").is_some_and(|u| u.all_keys()));
+        assert!(users.without_auth().is_none() && !users.default_user().enabled);
+    }
+
+    #[test]
+    fn users_that_cannot_work_are_refused_naming_user_and_rule() {
+        let dir = std::env::temp_dir().join(format!("slotgate-config-bad-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        let refused = |toml: &str, flags: &[(&str, FlagValue)]| {
+            std::fs::write(&file, toml).unwrap();
+            match Config::load(Some(&file), HashMap::new(), flags) {
+                Err(ConfigError::Invalid { key: "users", reason }) => reason,
+                other => panic!("{toml} should be refused: {other:?}"),
+            }
+        };
+        let reason = refused("[[users]]\nname = \"app\"\npassword = \"p\"\nrules = \"+get &news\"\n", &[]);
+        assert!(reason.starts_with("user \"app\": rule \"&news\": channels"), "{reason}");
+        let default = "[[users]]\nname = \"default\"\npassword = \"p\"\n";
+        let reason = refused(default, &[("requirepass", FlagValue::Text("s3cret".into()))]);
+        assert!(reason.contains("requirepass must be empty"), "{reason}");
+        std::fs::write(&file, "[[users]]\nname = \"app\"\npasword = \"p\"\n").unwrap();
+        assert!(Config::load(Some(&file), HashMap::new(), &[]).is_err(), "a misspelt key is refused");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

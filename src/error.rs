@@ -40,6 +40,8 @@ pub enum ClientError {
     DiscardWithoutMulti,
     WatchInMulti,
     ExecAbort,
+    /// EXEC itself was refused (NOAUTH, NOPERM): the transaction is gone.
+    ExecAbortBecause(Box<ClientError>),
     CrossSlot,
     /// A multi-key command's keys span more slots than `max_fanout`: (slots, limit).
     FanoutTooLarge(usize, usize),
@@ -66,8 +68,14 @@ pub enum ClientError {
     InvalidClientInfo(Bytes),
     /// `max_clients` connections are open; this one is closed.
     MaxClients,
-    /// A command before AUTH, with `requirepass` set.
+    /// A command before AUTH, when the default user has a password.
     NoAuth,
+    /// The client's user may not run this command (its full name).
+    NoPermCommand(&'static str),
+    /// The client's user may not use one of the request's keys.
+    NoPermKey,
+    /// CLIENT KILL USER names a user that does not exist.
+    NoSuchUser(Bytes),
     /// HELLO before AUTH, without its own AUTH option.
     NoAuthHello,
     /// Too many wrong passwords from this address lately: seconds to wait.
@@ -149,6 +157,10 @@ impl ClientError {
             ClientError::DiscardWithoutMulti => f.write_str("ERR DISCARD without MULTI"),
             ClientError::WatchInMulti => f.write_str("ERR WATCH inside MULTI is not allowed"),
             ClientError::ExecAbort => f.write_str("EXECABORT Transaction discarded because of previous errors."),
+            ClientError::ExecAbortBecause(error) => {
+                f.write_str("EXECABORT Transaction discarded because of: ")?;
+                error.message(f)
+            }
             ClientError::CrossSlot => f.write_str("CROSSSLOT Keys in request don't hash to the same slot"),
             ClientError::FanoutTooLarge(slots, limit) => write!(
                 f,
@@ -198,6 +210,17 @@ impl ClientError {
             }
             ClientError::MaxClients => f.write_str("ERR max number of clients reached"),
             ClientError::NoAuth => f.write_str("NOAUTH Authentication required."),
+            ClientError::NoPermCommand(name) => {
+                write!(f, "NOPERM this user has no permissions to run the '{name}' command")
+            }
+            ClientError::NoPermKey => {
+                f.write_str("NOPERM this user has no permissions to access one of the keys used as arguments")
+            }
+            ClientError::NoSuchUser(name) => {
+                f.write_str("ERR No such user '")?;
+                f.raw(c_str(name, usize::MAX))?;
+                f.write_str("'")
+            }
             ClientError::NodeOverloaded(addr, limit) => write!(
                 f,
                 "ERR node {addr} is overloaded: {limit} requests already wait for it (node_queue_limit); not sent"

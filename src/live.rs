@@ -55,6 +55,8 @@ pub struct Live {
     /// TLS toward the nodes, read once at startup (its files need a restart).
     node_tls: Option<Arc<NodeTls>>,
     log_filter: Option<LogFilter>,
+    /// Told after each reload (to wake what is idle).
+    after_reload: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     /// One reload at a time.
     reloading: Mutex<()>,
 }
@@ -84,6 +86,7 @@ impl Live {
             config: ArcSwap::from_pointee(config),
             node_tls,
             log_filter: None,
+            after_reload: Mutex::default(),
             reloading: Mutex::new(()),
         }
     }
@@ -92,6 +95,11 @@ impl Live {
     pub fn with_log_filter(mut self, log_filter: LogFilter) -> Live {
         self.log_filter = Some(log_filter);
         self
+    }
+
+    /// Calls `then` after each reload, once the new settings are in force.
+    pub fn after_reload(&self, then: impl Fn() + Send + Sync + 'static) {
+        self.after_reload.lock().unwrap_or_else(PoisonError::into_inner).push(Box::new(then));
     }
 
     /// Puts `new` (already validated, as [`Config::load`] does) in force,
@@ -137,6 +145,9 @@ impl Live {
         self.topology.store(Arc::new(next.topology(self.node_tls.clone())));
         self.session.store(Arc::new(next.session()));
         self.config.store(Arc::new(next));
+        for then in self.after_reload.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            then();
+        }
         reloaded
     }
 }

@@ -50,6 +50,10 @@ pub async fn run(listeners: Listeners, live: Arc<Live>, shutdown: CancellationTo
         tokio::spawn(crate::metrics::serve(metrics, topology.clone(), stopped.clone()));
     }
     let clients = Arc::new(Clients::default());
+    live.after_reload({
+        let clients = clients.clone();
+        move || clients.reloaded()
+    });
     let scripts = Arc::new(Scripts::default());
     let failed_logins = Arc::new(FailedLogins::default());
     // Workers end when their queue closes, as `workers` is dropped on return.

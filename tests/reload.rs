@@ -133,3 +133,31 @@ fn read_from_changes_on_reload_for_clients_already_connected() {
         gets_on(replica) > before
     });
 }
+
+#[test]
+fn a_reload_applies_users_new_rules_and_closes_clients_of_removed_users() {
+    let users = |rules: &str| {
+        format!(
+            "[[users]]\nname = \"app\"\npassword = \"app-pass\"\nrules = \"{rules}\"\n\n\
+             [[users]]\nname = \"temp\"\npassword = \"temp-pass\"\nrules = \"+@all ~*\"\n"
+        )
+    };
+    let proxy = proxy(&users("+@all ~*"));
+    let mut app = Raw::connect(proxy.port);
+    app.send(b"AUTH app app-pass\r\nSET reload:user v\r\n");
+    app.expect(b"+OK\r\n+OK\r\n");
+    let mut temp = Raw::connect(proxy.port);
+    temp.send(b"AUTH temp temp-pass\r\n");
+    temp.expect(b"+OK\r\n");
+
+    // app may now only read; temp is gone.
+    let only_app = users("+@read ~reload:*");
+    let only_app = &only_app[..only_app.find("\n\n").unwrap()];
+    reload(&proxy, only_app, "configuration reloaded");
+    assert!(temp.closed_within(Duration::from_secs(5)), "temp's client is closed");
+    app.send(b"GET reload:user\r\nSET reload:user w\r\n");
+    app.expect(b"$1\r\nv\r\n-NOPERM this user has no permissions to run the 'set' command\r\n");
+    let mut again = Raw::connect(proxy.port);
+    again.send(b"AUTH temp temp-pass\r\n");
+    again.expect(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+}

@@ -44,9 +44,15 @@ impl Entry {
         Entry { command, route: policy::route_of(command), subcommands }
     }
 
-    fn subcommand(&self, name: &[u8]) -> Option<&Entry> {
+    /// The subcommand `name` of a container, in any letter case.
+    pub fn subcommand(&self, name: &[u8]) -> Option<&Entry> {
         let skip = self.command.name.len() + 1;
         self.subcommands.iter().find(|sub| sub.command.name.as_bytes()[skip..].eq_ignore_ascii_case(name))
+    }
+
+    /// A container's subcommands (CONFIG's, CLIENT's, ...); empty for other commands.
+    pub fn subcommands(&self) -> &[Entry] {
+        &self.subcommands
     }
 }
 
@@ -89,6 +95,11 @@ pub fn lookup_name(name: &[u8]) -> Option<&'static Entry> {
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
     TABLE.get(&*lower)
+}
+
+/// Every top-level command slotgate knows, in no particular order.
+pub fn all() -> impl Iterator<Item = &'static Entry> {
+    TABLE.values()
 }
 
 /// The entry that decides how `req` is routed: its command, or its

@@ -97,6 +97,8 @@ pub enum Local {
     ClientKill,
     ClientReply,
     ClientNoEvict,
+    /// ACL WHOAMI: the user this client is logged in as.
+    AclWhoAmI,
     /// CLUSTER KEYSLOT: computed by slotgate.
     ClusterKeySlot,
     /// READONLY, READWRITE, ASKING: the client believes it talks to a standalone server.
@@ -235,7 +237,7 @@ const ADMIN: &str = "administrative commands are not available through slotgate;
 const CLIENT: &str = "this CLIENT subcommand is about node connections slotgate shares between clients";
 const TRACKING: &str = "client-side caching needs invalidations from every node to each client; not supported";
 const CLUSTER: &str = "slotgate presents the cluster as one server; of the CLUSTER commands only KEYSLOT, COUNTKEYSINSLOT and INFO are available";
-const ACL: &str = "ACL commands are not available through slotgate";
+const ACL: &str = "of the ACL commands only WHOAMI is available; slotgate's users are set in its configuration";
 const SCRIPT_DEBUG: &str = "script debugging needs a dedicated node connection; not supported";
 
 /// Commands whose routing is not what the rules below derive, by full name;
@@ -276,6 +278,7 @@ const OVERRIDES: &[(&str, Route)] = &[
     // Data is saved everywhere at least as recently as the oldest save.
     ("lastsave", Route::Broadcast(Combine::Min)),
     ("acl", Route::Refused(ACL)),
+    ("acl|whoami", Route::Local(Local::AclWhoAmI)),
     ("script|debug", Route::Refused(SCRIPT_DEBUG)),
     ("multi", Route::Local(Local::Multi)),
     ("exec", Route::Local(Local::Exec)),
@@ -513,5 +516,7 @@ mod tests {
         assert_eq!(route("multi"), Route::Local(Local::Multi));
         assert_eq!(route("exec"), Route::Local(Local::Exec));
         assert_eq!(route("client|setname"), Route::Local(Local::ClientSetName));
+        assert_eq!(route("acl|whoami"), Route::Local(Local::AclWhoAmI));
+        assert!(matches!(route("acl|setuser"), Route::Refused(_)));
     }
 }

@@ -37,6 +37,12 @@ impl Command {
         self.flags.contains(flag::NO_AUTH)
     }
 
+    /// Does it name keys? Shard channels (SPUBLISH, SSUBSCRIBE) have key
+    /// specs too, flagged `not_key`: they are not keys.
+    pub fn names_keys(&self) -> bool {
+        self.key_specs.iter().any(|spec| !spec.flags.contains(key::NOT_KEY))
+    }
+
     /// The container's name (`client` for `client|setname`), or the name itself.
     pub fn container_name(&self) -> &'static str {
         self.name.split('|').next().unwrap_or(self.name)

@@ -22,6 +22,8 @@ pub(super) const KILLED: u64 = u64::MAX - 4096;
 pub(super) const DRAIN: u64 = KILLED + 1;
 /// A sequence number that asks a session whether it is idle, and closes it if so.
 pub(super) const IDLE: u64 = KILLED + 2;
+/// A sequence number that wakes a session to take the settings a reload put in force.
+pub(super) const RELOADED: u64 = KILLED + 3;
 
 /// Every client connected to this slotgate.
 #[derive(Debug, Default)]
@@ -60,6 +62,9 @@ pub(super) struct View {
     pub multi: i64,
     pub blocked: bool,
     pub no_evict: bool,
+    /// The user it logged in as; `None`: `default`, as Redis shows a
+    /// client that has not logged in.
+    pub user: Option<Arc<str>>,
 }
 
 impl Clients {
@@ -86,6 +91,7 @@ impl Clients {
             multi: -1,
             blocked: false,
             no_evict: false,
+            user: None,
         };
         let handle = Arc::new(ClientHandle { id, addr, laddr, created: now, mailbox, view: Mutex::new(view) });
         lock(&self.all).insert(id, handle.clone());
@@ -105,6 +111,14 @@ impl Clients {
     /// Asks every client that has sent nothing for `limit`, and is neither
     /// blocked nor subscribed (as Redis's `timeout` spares them), to close
     /// if it has nothing in flight either.
+    /// Wakes every session to take the settings in force now (a reload):
+    /// an idle one would only see them with its next request.
+    pub fn reloaded(&self) {
+        for handle in lock(&self.all).values() {
+            let _ = handle.mailbox.deliver(Completion { seq: RELOADED, reply: Reply::Frame(Bytes::new()) });
+        }
+    }
+
     pub fn close_idle(&self, limit: std::time::Duration) {
         let now = Instant::now();
         for handle in lock(&self.all).values() {
@@ -174,6 +188,11 @@ impl ClientHandle {
         }
     }
 
+    /// The name of the user it is logged in as.
+    pub fn user(&self) -> Arc<str> {
+        lock(&self.view).user.clone().unwrap_or_else(|| "default".into())
+    }
+
     /// The client's IP address, if known.
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         self.addr.map(|addr| addr.ip())
@@ -218,7 +237,7 @@ impl ClientHandle {
             line,
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={} \
              qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} \
-             user=default redir=-1 resp={} lib-name={} lib-ver={}",
+             user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr(),
             self.laddr(),
@@ -230,6 +249,7 @@ impl ClientHandle {
             view.ssub,
             view.multi,
             view.last_command,
+            view.user.as_deref().unwrap_or("default"),
             view.resp,
             text(&view.lib_name),
             text(&view.lib_ver),

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::clients::{DRAIN, IDLE, KILLED};
+use super::clients::{DRAIN, IDLE, KILLED, RELOADED};
 use super::pending::{Entry, Group, Target};
 use super::pubsub::{SUBSCRIBER_SEQ, SUBSCRIBER_SEQ_END};
 use super::transaction::{Conn, UNANSWERED};
@@ -40,8 +40,11 @@ impl Session {
             }
         };
         // As in Redis, after the unknown-command and arity checks.
-        if !self.authenticated && !entry.command.runs_before_auth() {
-            return self.reply_error(ClientError::NoAuth);
+        if self.user.is_none() && !entry.command.runs_before_auth() {
+            return self.refuse(entry, ClientError::NoAuth);
+        }
+        if let Some(denied) = self.denied(entry, &request) {
+            return self.refuse(entry, denied);
         }
         if self.tx.multi
             && !matches!(
@@ -102,6 +105,42 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Why the client's user may not run `request`, if it may not: the
+    /// command, then each of its keys, as Redis's ACL check. Free for a
+    /// user with every command and key; keys are found only for a user
+    /// with key patterns.
+    fn denied(&mut self, entry: &'static command::Entry, request: &Request) -> Option<ClientError> {
+        let user = self.user.as_deref().filter(|user| !user.unrestricted)?;
+        if !user.may_run(entry.command) {
+            return Some(ClientError::NoPermCommand(entry.command.name));
+        }
+        if user.all_keys() || !entry.command.names_keys() {
+            return None;
+        }
+        let finder = match entry.route {
+            Route::Keyed(keyed) => keyed.finder,
+            _ => command::KeyFinder::Specs,
+        };
+        // Arguments that do not fit the key specs name no keys, for Redis too.
+        if key_positions(entry.command, finder, request, &mut self.keys).is_err() {
+            self.keys.clear();
+        }
+        let denied = self.keys.iter().any(|&at| !user.may_access(request.arg(at).unwrap_or_default()));
+        denied.then_some(ClientError::NoPermKey)
+    }
+
+    /// Refuses a request before it runs (NOAUTH, NOPERM), as Redis's
+    /// `rejectCommand`: inside MULTI, EXEC will abort; a refused EXEC
+    /// discards the transaction and says why.
+    fn refuse(&mut self, entry: &'static command::Entry, error: ClientError) {
+        if entry.route == Route::Local(Local::Exec) {
+            self.abandon_transaction();
+            return self.reply_error(ClientError::ExecAbortBecause(Box::new(error)));
+        }
+        self.tx.dirty |= self.tx.multi;
+        self.reply_error(error)
     }
 
     /// Sends a copy of `request` to every master, its replies combined.
@@ -278,6 +317,10 @@ impl Session {
             if completion.seq == DRAIN {
                 // As if the client had finished sending: what arrived is answered.
                 self.eof = true;
+                continue;
+            }
+            if completion.seq == RELOADED {
+                // Woken only: the session loop takes the new settings.
                 continue;
             }
             if completion.seq == IDLE {

@@ -4,9 +4,11 @@
 //! [`super::transaction`].
 //! Replies follow Redis 7 word for word, in the client's protocol.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
-use super::{Session, clients};
+use super::{Session, User, clients};
 use crate::command::{Command, Local, REDIS_VERSION};
 use crate::error::ClientError;
 use crate::resp::{Protocol, Request, parse_i64, write};
@@ -57,8 +59,8 @@ impl Session {
                 self.drop_subscriptions();
                 self.switch_protocol(Protocol::Resp2);
                 self.client.name = None;
-                // Back to the default user, who needs the password again.
-                self.set_authenticated(self.settings.requirepass.is_none());
+                // Back to the default user, who needs its password again.
+                self.set_user(self.settings.users.without_auth());
                 write::simple(&mut out, "RESET");
                 Ok(())
             }
@@ -129,6 +131,11 @@ impl Session {
                     Err(ClientError::Syntax)
                 }
             }
+            Local::AclWhoAmI => {
+                let name = self.user.as_ref().map_or("default", |user| &user.name);
+                write::bulk(&mut out, name.as_bytes());
+                Ok(())
+            }
             Local::ClusterOnly => Err(ClientError::ClusterSupportDisabled),
             Local::ClusterKeySlot => {
                 let slot = crate::cluster::key_slot(request.arg(2).unwrap_or_default());
@@ -179,7 +186,7 @@ impl Session {
         }
         match credentials {
             Some(at) => self.log_in(request.arg(at).unwrap_or_default(), request.arg(at + 1).unwrap_or_default())?,
-            None if !self.authenticated => return Err(ClientError::NoAuthHello),
+            None if self.user.is_none() => return Err(ClientError::NoAuthHello),
             None => {}
         }
         if let Some(name) = name {
@@ -289,6 +296,9 @@ impl Session {
                 }
                 b"addr" => addr = Some(text),
                 b"laddr" => laddr = Some(text),
+                b"user" if self.settings.users.get(value).is_none() => {
+                    return Err(ClientError::NoSuchUser(Bytes::copy_from_slice(value)));
+                }
                 b"user" => user = Some(text),
                 b"skipme" if value.eq_ignore_ascii_case(b"yes") => skipme = true,
                 b"skipme" if value.eq_ignore_ascii_case(b"no") => skipme = false,
@@ -312,7 +322,7 @@ impl Session {
             let matches = id.is_none_or(|id| client.id == id)
                 && addr.as_ref().is_none_or(|a| &client.addr() == a)
                 && laddr.as_ref().is_none_or(|a| &client.laddr() == a)
-                && user.as_ref().is_none_or(|u| u == "default")
+                && user.as_ref().is_none_or(|u| *client.user() == **u)
                 && maxage.is_none_or(|age| client.age(now) >= age)
                 && kind.as_deref().is_none_or(|kind| client.is_type(kind))
                 && !(skipme && client.id == me);
@@ -346,12 +356,11 @@ impl Session {
 }
 
 impl Session {
-    /// AUTH [username] password. slotgate has one user, `default`, whose
-    /// password is `requirepass` (without it, any password is taken, as by
-    /// a Redis whose default user is `nopass`).
+    /// AUTH [username] password; the one-argument form is the default user's.
     fn auth(&mut self, request: &Request) -> Result<(), ClientError> {
         match request.argc() {
-            2 if self.settings.requirepass.is_none() => Err(ClientError::AuthWithoutPassword),
+            // As Redis, which takes it for a configuration mistake.
+            2 if self.settings.users.without_auth().is_some() => Err(ClientError::AuthWithoutPassword),
             2 => self.log_in(b"default", request.arg(1).unwrap_or_default()),
             3 => self.log_in(request.arg(1).unwrap_or_default(), request.arg(2).unwrap_or_default()),
             _ => Err(ClientError::Syntax),
@@ -360,40 +369,30 @@ impl Session {
 
     /// Checks a user and password; a failure leaves the client as it was.
     /// An address with too many recent failures is not even checked.
-    fn log_in(&mut self, user: &[u8], password: &[u8]) -> Result<(), ClientError> {
+    fn log_in(&mut self, name: &[u8], password: &[u8]) -> Result<(), ClientError> {
         let (ip, now) = (self.registered.handle.ip(), std::time::Instant::now());
         if let Some(wait) = ip.and_then(|ip| self.ctx.failed_logins.wait(ip, now, self.settings.max_auth_failures)) {
             crate::metrics::get().auth_failures.inc();
             return Err(ClientError::TooManyFailedLogins(wait.as_secs() + 1));
         }
-        let right = user == b"default"
-            && self.settings.requirepass.as_deref().is_none_or(|wanted| same_secret(wanted, password));
-        if !right {
+        let Some(user) = self.settings.users.log_in(name, password) else {
             crate::metrics::get().auth_failures.inc();
             if let Some(ip) = ip {
                 self.ctx.failed_logins.failed(ip, now, self.settings.max_auth_failures);
             }
             return Err(ClientError::WrongPass);
-        }
-        self.set_authenticated(true);
+        };
+        self.set_user(Some(user));
         Ok(())
     }
-}
 
-impl Session {
-    /// Logged in (or no password is required) or not; a client that is not
-    /// may only send small requests, as in Redis.
-    pub(super) fn set_authenticated(&mut self, authenticated: bool) {
-        self.authenticated = authenticated;
-        self.parser.set_unauthenticated(!authenticated);
+    /// Logs the client in as `user`, or out (`None`): a client that is not
+    /// logged in may only send small requests, as in Redis.
+    pub(super) fn set_user(&mut self, user: Option<Arc<User>>) {
+        self.parser.set_unauthenticated(user.is_none());
+        clients::lock(&self.registered.handle.view).user = user.as_ref().map(|user| user.name.clone());
+        self.user = user;
     }
-}
-
-/// Compares without an early exit, so that the time taken does not tell
-/// how much of a guess was right.
-fn same_secret(wanted: &[u8], given: &[u8]) -> bool {
-    let differ = given.iter().zip(wanted.iter().cycle()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    differ == 0 && given.len() == wanted.len()
 }
 
 /// A client name: printable ASCII without spaces; empty clears the name.

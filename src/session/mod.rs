@@ -23,6 +23,7 @@
 //! readiness-then-`read_buf` future and a timer; none loses data when
 //! another arm wins.
 
+mod acl;
 mod clients;
 mod dispatch;
 mod local;
@@ -50,6 +51,7 @@ use crate::backend::{Completion, Dedicated, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
 use crate::fanout;
 use crate::resp::{Limits, Protocol, Request, RequestParser};
+pub use acl::{AclError, Password, User, Users};
 pub use clients::Clients;
 pub use logins::FailedLogins;
 use pending::{Pending, Ready};
@@ -85,8 +87,8 @@ pub struct SessionSettings {
     /// Keep per-command metrics (the metrics endpoint is on).
     pub metrics: bool,
     pub limits: Limits,
-    /// The password clients must AUTH with, if any.
-    pub requirepass: Option<Arc<[u8]>>,
+    /// Who clients may log in as (`default` first of all), and what each may do.
+    pub users: Arc<Users>,
     /// Bytes waiting to be written beyond which a client is closed, for
     /// ordinary and subscribed clients; 0: no limit.
     pub output_limit_normal: usize,
@@ -164,8 +166,9 @@ struct Session {
     silence: Silence,
     /// CLIENT KILL: the session ends now.
     killed: bool,
-    /// It has given the password (or none is required).
-    authenticated: bool,
+    /// The user it is logged in as; `None` until it AUTHs (when the default
+    /// user needs a password).
+    user: Option<Arc<User>>,
     /// The last command's name, for CLIENT LIST.
     last_command: &'static str,
     /// The slot of the client's last write, whose master WAIT asks.
@@ -233,6 +236,9 @@ async fn serve<R: ClientRead, W: ClientWrite>(
     let mut unflushed = false;
     loop {
         session.refresh_settings();
+        if session.killed {
+            break;
+        }
         turn -= session.process_input(&mut input, turn);
         // Requests left unparsed for lack of turn wait for the next one
         // (which also sees the end of input, if that is what is left).
@@ -334,11 +340,12 @@ impl Session {
         let id = registered.handle.id;
         let routes = ctx.pool.routes();
         let settings = ctx.settings.load_full();
+        let user = settings.users.without_auth();
         Session {
             client: Client { id, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None },
             parser: {
                 let mut parser = RequestParser::new(settings.limits);
-                parser.set_unauthenticated(settings.requirepass.is_some());
+                parser.set_unauthenticated(user.is_none());
                 parser
             },
             routes,
@@ -361,7 +368,7 @@ impl Session {
             registered,
             silence: Silence::None,
             killed: false,
-            authenticated: settings.requirepass.is_none(),
+            user,
             last_command: "NULL",
             last_write: None,
             last_known: None,
@@ -385,6 +392,17 @@ impl Session {
         self.settings = arc_swap::Guard::into_inner(current);
         self.parser.set_limits(self.settings.limits);
         self.routes_stale = true;
+        // The user's new rules apply from now on; a user that is gone or
+        // disabled is logged out and closed, as ACL DELUSER does in Redis.
+        if let Some(user) = &self.user {
+            match self.settings.users.get(user.name.as_bytes()) {
+                Some(now) if now.enabled => self.user = Some(now.clone()),
+                _ => {
+                    tracing::info!(user = %user.name, "closing a client whose user a reload removed or disabled");
+                    self.killed = true;
+                }
+            }
+        }
     }
 
     /// Whether new requests may be routed now (see "Ordering"): not while

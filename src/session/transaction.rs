@@ -239,12 +239,13 @@ impl Session {
     }
 
     /// Ends a transaction that will not run: the node forgets what it
-    /// queued (DISCARD, whose reply nobody waits for); held requests were
-    /// never sent.
-    fn abandon_transaction(&mut self) {
+    /// queued and watched (DISCARD, or UNWATCH before MULTI; nobody waits
+    /// for the reply); held requests were never sent.
+    pub(super) fn abandon_transaction(&mut self) {
         let tx = std::mem::take(&mut self.tx);
         if tx.started {
-            self.send_dedicated(UNANSWERED, Request::from_args(&["DISCARD"]), None);
+            let end = if tx.multi { "DISCARD" } else { "UNWATCH" };
+            self.send_dedicated(UNANSWERED, Request::from_args(&[end]), None);
         }
     }
 
