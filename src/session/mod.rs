@@ -125,6 +125,9 @@ struct Session {
     ctx: Arc<Context>,
     /// The settings this session goes by, taken from `ctx` before each batch.
     settings: Arc<SessionSettings>,
+    /// Where they come from: a cache of `ctx.settings` that sees a reload's
+    /// new settings with one atomic load, not a reference count.
+    settings_source: arc_swap::Cache<Arc<ArcSwap<SessionSettings>>, Arc<SessionSettings>>,
     client: Client,
     parser: RequestParser,
     /// The routes new requests are sent by; see "Ordering" above.
@@ -339,7 +342,8 @@ impl Session {
     fn new(ctx: Arc<Context>, mailbox: Arc<Mailbox<Completion>>, registered: clients::Registered) -> Session {
         let id = registered.handle.id;
         let routes = ctx.pool.routes();
-        let settings = ctx.settings.load_full();
+        let mut settings_source = arc_swap::Cache::new(ctx.settings.clone());
+        let settings = settings_source.load().clone();
         let user = settings.users.without_auth();
         Session {
             client: Client { id, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None },
@@ -377,6 +381,7 @@ impl Session {
             batch_read_at_us: 0,
             reads: 0,
             settings,
+            settings_source,
             ctx,
         }
     }
@@ -385,11 +390,11 @@ impl Session {
     /// that has logged in stays logged in, as in Redis when requirepass
     /// changes; new limits apply from the next request.
     fn refresh_settings(&mut self) {
-        let current = self.ctx.settings.load();
-        if Arc::ptr_eq(&current, &self.settings) {
+        let current = self.settings_source.load();
+        if Arc::ptr_eq(current, &self.settings) {
             return;
         }
-        self.settings = arc_swap::Guard::into_inner(current);
+        self.settings = current.clone();
         self.parser.set_limits(self.settings.limits);
         self.routes_stale = true;
         // The user's new rules apply from now on; a user that is gone or
