@@ -45,7 +45,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 
-use super::{BackendSettings, Mailbox, NodeError, Outbound, Reply, ReplyTo, Retry};
+use super::{BackendSettings, Handover, Mailbox, NodeError, Outbound, Reply, ReplyTo, Retry};
 use crate::cluster::{NodeAddr, Topology};
 use crate::metrics::NodeMetrics;
 use crate::resp::{Protocol, ReplyScanner, Request};
@@ -441,6 +441,8 @@ struct Connection {
     /// The node left a request unanswered past the request timeout.
     hung: bool,
     metrics: Option<NodeMetrics>,
+    /// Replies of the current read, on their way to their sessions.
+    handover: Handover,
 }
 
 impl Connection {
@@ -468,6 +470,7 @@ impl Connection {
             health,
             hung: false,
             metrics,
+            handover: Handover::default(),
         };
         conn.queue_batch();
         conn
@@ -613,6 +616,8 @@ impl Connection {
     /// Hands every complete reply in the read buffer to its request.
     fn complete_replies(&mut self) -> Result<(), String> {
         let result = self.take_replies();
+        // Even after an unreadable reply: those before it are answers.
+        self.handover.flush();
         if result.is_ok() && self.read.len() > MAX_REPLY {
             return Err("reply larger than 1 GB".into());
         }
@@ -654,7 +659,7 @@ impl Connection {
                     metrics.queue.dec();
                     metrics.latency.observe((now.saturating_duration_since(entry.queued_at)).as_secs_f64());
                 }
-                reply_to.send(Reply::Frame(reply));
+                self.handover.push(reply_to, Reply::Frame(reply));
             }
         }
         Ok(())

@@ -65,6 +65,27 @@ impl<T> Mailbox<T> {
         Ok(())
     }
 
+    /// Leaves every item of `items` (emptied, its allocation kept) with one
+    /// lock and at most one wake; drops them when the receiver has gone.
+    pub fn deliver_all(&self, items: &mut Vec<T>) {
+        let waker = {
+            let mut inbox = self.lock();
+            if inbox.closed {
+                items.clear();
+                return;
+            }
+            if inbox.items.is_empty() {
+                std::mem::swap(&mut inbox.items, items);
+            } else {
+                inbox.items.append(items);
+            }
+            inbox.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Moves every item into `into` (which must be empty): `Ready(true)` when
     /// there were some, `Ready(false)` once closed and empty; otherwise the
     /// task is woken by the next delivery or by [`Mailbox::close`].
@@ -156,6 +177,27 @@ mod tests {
         assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
         batch.clear();
         assert!(!mailbox.try_take(&mut batch));
+    }
+
+    #[test]
+    fn a_run_delivered_whole_keeps_its_order_behind_what_waits() {
+        let mailbox = Mailbox::<Completion>::default();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = Vec::new();
+        assert!(mailbox.poll_take(&mut cx, &mut batch).is_pending());
+        mailbox.deliver(reply(0)).unwrap();
+        let mut run: Vec<Completion> = (1..4).map(reply).collect();
+        mailbox.deliver_all(&mut run);
+        assert!(run.is_empty());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake");
+        assert_eq!(mailbox.poll_take(&mut cx, &mut batch), Poll::Ready(true));
+        assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        mailbox.close();
+        let mut late = vec![reply(9)];
+        mailbox.deliver_all(&mut late);
+        assert!(late.is_empty(), "dropped once the receiver has gone");
     }
 
     #[test]

@@ -87,6 +87,35 @@ impl ReplyTo {
     }
 }
 
+/// Replies on their way to sessions, handed over a session's run at a time:
+/// one node read answers many requests, and a client's pipelined requests
+/// to a node sit together in its queue, so most replies of a read go to the
+/// session of the reply before them.
+#[derive(Debug, Default)]
+pub(crate) struct Handover {
+    to: Option<Arc<Mailbox<Completion>>>,
+    run: Vec<Completion>,
+}
+
+impl Handover {
+    /// Adds a reply to the current run, first handing the run over when the
+    /// reply is for another session.
+    pub(crate) fn push(&mut self, reply_to: ReplyTo, reply: Reply) {
+        if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, &reply_to.session)) {
+            self.flush();
+            self.to = Some(reply_to.session);
+        }
+        self.run.push(Completion { seq: reply_to.seq, reply });
+    }
+
+    /// Hands the current run to its session.
+    pub(crate) fn flush(&mut self) {
+        if let Some(to) = self.to.take() {
+            to.deliver_all(&mut self.run);
+        }
+    }
+}
+
 /// A finished request, as the session receives it.
 #[derive(Debug)]
 pub struct Completion {
