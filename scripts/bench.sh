@@ -20,6 +20,10 @@
 #
 # Everything it started is stopped by PID on exit, Ctrl-C included.
 #
+# This measures slotgate with its sockets and the kernel, in times that vary by about 10%
+# on a shared machine. For slotgate's own code alone, in instructions per request that vary
+# by a few instructions (to check a change for regressions), run scripts/callgrind-path.sh.
+#
 #   --quick   few requests and one round: a smoke test of the script, not a measurement
 #
 # Environment: BENCH_ROUNDS (3), BENCH_REQUESTS_SCALE (1.0), BENCH_CLIENTS (50),
