@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput};
-use slotgate::backend::{Completion, Mailbox, Outbound, Reply, ReplyTo};
+use slotgate::backend::{Completion, Handover, Mailbox, Outbound, Reply, ReplyTo};
 use slotgate::cluster::{NodeAddr, Redirect, Shard, SlotMap, key_slot};
 use slotgate::command::{KeyPositions, LookupCache, Route, key_positions, spec::flag};
 use slotgate::fanout::{self, split_by_slot};
@@ -112,6 +112,7 @@ struct Node {
     in_flight: VecDeque<InFlight>,
     read: BytesMut,
     scanner: ReplyScanner,
+    handover: Handover,
     /// What the node answers to one batch, byte for byte (found in setup).
     replies: Vec<u8>,
 }
@@ -128,6 +129,7 @@ impl Node {
             in_flight: VecDeque::with_capacity(512),
             read: BytesMut::with_capacity(READ_CHUNK),
             scanner: ReplyScanner::default(),
+            handover: Handover::default(),
             replies: Vec::new(),
         }
     }
@@ -167,8 +169,9 @@ impl Node {
             }
             let entry = self.in_flight.pop_front().expect("a reply without a request");
             debug_assert!(entry.end <= self.written, "an answer to a request never written");
-            entry.reply_to.send(Reply::Frame(reply));
+            self.handover.push(entry.reply_to, Reply::Frame(reply));
         }
+        self.handover.flush();
     }
 }
 

@@ -92,7 +92,7 @@ impl ReplyTo {
 /// to a node sit together in its queue, so most replies of a read go to the
 /// session of the reply before them.
 #[derive(Debug, Default)]
-pub(crate) struct Handover {
+pub struct Handover {
     to: Option<Arc<Mailbox<Completion>>>,
     run: Vec<Completion>,
 }
@@ -100,7 +100,7 @@ pub(crate) struct Handover {
 impl Handover {
     /// Adds a reply to the current run, first handing the run over when the
     /// reply is for another session.
-    pub(crate) fn push(&mut self, reply_to: ReplyTo, reply: Reply) {
+    pub fn push(&mut self, reply_to: ReplyTo, reply: Reply) {
         if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, &reply_to.session)) {
             self.flush();
             self.to = Some(reply_to.session);
@@ -109,7 +109,7 @@ impl Handover {
     }
 
     /// Hands the current run to its session.
-    pub(crate) fn flush(&mut self) {
+    pub fn flush(&mut self) {
         if let Some(to) = self.to.take() {
             to.deliver_all(&mut self.run);
         }
