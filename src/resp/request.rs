@@ -361,7 +361,7 @@ fn length_line<'b>(
     too_big: ProtocolError,
 ) -> Result<Option<(&'b [u8], usize)>, ProtocolError> {
     let rest = &buf[at..];
-    let cr = memchr::memchr2(b'\r', 0, rest).filter(|&i| rest[i] == b'\r');
+    let cr = cr_or_nul(rest).filter(|&i| rest[i] == b'\r');
     if cr.unwrap_or(rest.len()) > limits.max_inline_len {
         return Err(too_big);
     }
@@ -373,6 +373,20 @@ fn length_line<'b>(
     }
     // The kind byte may be the `\r` itself: then there are no digits.
     Ok(Some((rest.get(1..cr).unwrap_or_default(), cr + 2)))
+}
+
+/// The first `\r` or NUL of `rest` (a NUL ends a line for Redis's strchr,
+/// so it is never part of one). Length lines are a few bytes: a plain loop
+/// over the first ones costs less than memchr's dispatch, which takes over
+/// for a long line.
+fn cr_or_nul(rest: &[u8]) -> Option<usize> {
+    const SHORT: usize = 32;
+    let head = &rest[..rest.len().min(SHORT)];
+    if let Some(at) = head.iter().position(|&b| b == b'\r' || b == 0) {
+        return Some(at);
+    }
+    let tail = rest.get(SHORT..).filter(|tail| !tail.is_empty())?;
+    memchr::memchr2(b'\r', 0, tail).map(|at| at + SHORT)
 }
 
 #[cfg(test)]

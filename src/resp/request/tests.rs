@@ -240,3 +240,16 @@ proptest! {
         let _ = parse_all(&input);
     }
 }
+
+#[test]
+fn a_line_end_is_found_at_every_position_short_or_long() {
+    for len in 0..100 {
+        for (end, byte) in [(len, b'\r'), (len, 0u8)] {
+            let mut line = vec![b'7'; len];
+            line.push(byte);
+            line.extend_from_slice(b"\r\n");
+            assert_eq!(super::cr_or_nul(&line), Some(end), "{len}: {byte}");
+        }
+        assert_eq!(super::cr_or_nul(&vec![b'7'; len]), None, "{len}: none");
+    }
+}
