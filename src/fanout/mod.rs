@@ -87,7 +87,7 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
     }
     // Part index per slot: a short scan while there are few slots (the
     // usual MGET), a map beyond, so a huge request stays linear.
-    let mut slots: Vec<Slot> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::with_capacity(keys.len().min(16));
     let mut index: HashMap<Slot, u16> = HashMap::new();
     let mut owner: Vec<u16> = Vec::with_capacity(keys.len());
     for &at in keys {
@@ -253,6 +253,13 @@ fn in_key_order(owner: &[u16], replies: &[Bytes], out: &mut BytesMut) {
             out.truncate(start);
             return unexpected(out);
         };
+        // A part of one key (the usual: one key per slot) answers `*1` and
+        // its element, which is all that follows: no need to scan it.
+        if reply.starts_with(b"*1\r\n") && at == 4 {
+            out.extend_from_slice(&reply[at..]);
+            next[part] = reply.len();
+            continue;
+        }
         match ReplyScanner::default().scan(&reply[at..]) {
             Ok(Some(frame)) => {
                 out.extend_from_slice(&reply[at..at + frame.len]);
@@ -342,6 +349,13 @@ mod tests {
             merged(&order, &["*2\r\n$1\r\nA\r\n$-1\r\n", "*2\r\n$1\r\nB\r\n$2\r\nBB\r\n"]),
             "*4\r\n$1\r\nA\r\n$1\r\nB\r\n$-1\r\n$2\r\nBB\r\n"
         );
+        // One key per part (the usual), a RESP3 null and a nested reply among them.
+        let order = Merge::InKeyOrder(vec![1, 0, 2]);
+        assert_eq!(
+            merged(&order, &["*1\r\n_\r\n", "*1\r\n$1\r\nB\r\n", "*1\r\n*1\r\n:1\r\n"]),
+            "*3\r\n$1\r\nB\r\n_\r\n*1\r\n:1\r\n"
+        );
+        assert_eq!(merged(&order, &["*1\r\n_\r\n", "-ERR x\r\n", "*1\r\n:1\r\n"]), "-ERR x\r\n");
         assert_eq!(merged(&Merge::Sum, &[":2\r\n", ":3\r\n"]), ":5\r\n");
         assert_eq!(merged(&Merge::Min, &[":7\r\n", ":3\r\n"]), ":3\r\n");
         assert_eq!(merged(&Merge::AllSucceeded, &["+OK\r\n", "+OK\r\n"]), "+OK\r\n");

@@ -222,6 +222,13 @@ impl Pending {
             self.base += 1;
             return self.entries.pop_front().map(Ready::One);
         };
+        self.pop_group(parts)
+    }
+
+    /// [`Pending::pop_ready`] for a request split in `parts`: kept apart so
+    /// that the single-reply path stays small.
+    #[inline(never)]
+    fn pop_group(&mut self, parts: usize) -> Option<Ready> {
         if self.entries.len() < parts || self.entries.iter().take(parts).any(|entry| entry.reply.is_none()) {
             return None;
         }
@@ -230,7 +237,8 @@ impl Pending {
         let mut tally = front.tally;
         tally.by_proxy = self.entries.iter().take(parts).any(|entry| entry.tally.by_proxy);
         self.base += parts as u64;
-        let replies = self.entries.drain(..parts).filter_map(|entry| entry.reply).collect();
+        let mut replies = Vec::with_capacity(parts);
+        replies.extend(self.entries.drain(..parts).filter_map(|entry| entry.reply));
         Some(Ready::Parts(group, replies, tally))
     }
 }
