@@ -295,8 +295,7 @@ impl RequestPath {
         }
         let split = split_by_slot(command, keyed.split.unwrap(), &request, &self.keys).unwrap();
         assert!(split.parts.len() <= MAX_FANOUT);
-        let parts: Vec<(Target, Request)> =
-            split.parts.into_iter().map(|(slot, part)| (Target::Slot(slot), part)).collect();
+        let parts = split.parts.into_iter().map(|(slot, part)| (Target::Slot(slot), part));
         // `Session::forward_parts_of`.
         let count = parts.len();
         let routes = self.routes.clone();

@@ -45,7 +45,9 @@ pub fn key_slot(key: &[u8]) -> Slot {
 /// The part of `key` that is hashed: the content of the first `{...}` if it
 /// is non-empty, otherwise the whole key.
 fn hash_tag(key: &[u8]) -> &[u8] {
-    let Some(open) = memchr::memchr(b'{', key) else {
+    // Most keys are short: a plain loop costs less than memchr's set-up.
+    let open = if key.len() <= 32 { key.iter().position(|&b| b == b'{') } else { memchr::memchr(b'{', key) };
+    let Some(open) = open else {
         return key;
     };
     match memchr::memchr(b'}', &key[open + 1..]) {

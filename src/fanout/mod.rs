@@ -87,7 +87,7 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
     }
     // Part index per slot: a short scan while there are few slots (the
     // usual MGET), a map beyond, so a huge request stays linear.
-    let mut slots: Vec<Slot> = Vec::with_capacity(keys.len().min(16));
+    let mut slots: SmallVec<[Slot; 16]> = SmallVec::new();
     let mut index: HashMap<Slot, u16> = HashMap::new();
     let mut owner: Vec<u16> = Vec::with_capacity(keys.len());
     for &at in keys {
@@ -113,30 +113,37 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
         };
         owner.push(part);
     }
-    // Keys grouped by part in one pass (a counting sort), keeping their order.
-    let mut starts = vec![0usize; slots.len() + 1];
-    for &part in &owner {
-        starts[usize::from(part) + 1] += 1;
-    }
-    for part in 0..slots.len() {
-        starts[part + 1] += starts[part];
-    }
-    let mut fill = starts.clone();
-    let mut grouped = vec![0usize; keys.len()];
-    for (&part, &at) in owner.iter().zip(keys) {
-        grouped[fill[usize::from(part)]] = at;
-        fill[usize::from(part)] += 1;
-    }
-    // Every part in one buffer: one allocation however many slots.
-    let name = request.name();
-    let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 32 * slots.len(), slots.len());
-    for part in 0..slots.len() {
-        let mine = &grouped[starts[part]..starts[part + 1]];
-        builder.begin(1 + mine.len() * step);
-        builder.arg(name);
-        for &at in mine {
-            for i in at..at + step {
-                builder.arg(request.arg(i)?);
+    // Every part in one buffer (one allocation however many slots), its
+    // arguments copied as the client encoded them.
+    let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 16 * slots.len(), slots.len());
+    if slots.len() == keys.len() {
+        // A slot per key (random keys): the parts are the keys in order.
+        for &at in keys {
+            builder.begin(1 + step);
+            builder.args_of(request, 0..1);
+            builder.args_of(request, at..at + step);
+        }
+    } else {
+        // Keys grouped by part in one pass (a counting sort), keeping their order.
+        let mut starts = vec![0usize; slots.len() + 1];
+        for &part in &owner {
+            starts[usize::from(part) + 1] += 1;
+        }
+        for part in 0..slots.len() {
+            starts[part + 1] += starts[part];
+        }
+        let mut fill = starts.clone();
+        let mut grouped = vec![0usize; keys.len()];
+        for (&part, &at) in owner.iter().zip(keys) {
+            grouped[fill[usize::from(part)]] = at;
+            fill[usize::from(part)] += 1;
+        }
+        for part in 0..slots.len() {
+            let mine = &grouped[starts[part]..starts[part + 1]];
+            builder.begin(1 + mine.len() * step);
+            builder.args_of(request, 0..1);
+            for &at in mine {
+                builder.args_of(request, at..at + step);
             }
         }
     }

@@ -30,6 +30,21 @@ impl Protocol {
     }
 }
 
+/// How far a plain loop looks for a line's end before memchr takes over:
+/// length lines are a few bytes, and for them the loop costs less than
+/// memchr's set-up.
+const SHORT_LINE: usize = 32;
+
+/// The first `\r` of `bytes` (the end of a reply's header line).
+fn find_cr(bytes: &[u8]) -> Option<usize> {
+    let head = &bytes[..bytes.len().min(SHORT_LINE)];
+    if let Some(at) = head.iter().position(|&b| b == b'\r') {
+        return Some(at);
+    }
+    let tail = bytes.get(SHORT_LINE..).filter(|tail| !tail.is_empty())?;
+    memchr::memchr(b'\r', tail).map(|at| at + SHORT_LINE)
+}
+
 /// Parses a RESP length or integer the way Redis's `string2ll` does: an
 /// optional `-`, then decimal digits with no leading `+`, no spaces and no
 /// leading zeros (except "0" itself); overflow is an error.

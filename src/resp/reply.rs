@@ -8,7 +8,7 @@
 //! is part of the frame of the value it describes; RESP3's streamed strings
 //! and aggregates (`$?`), which Redis never sends, are invalid lengths here.
 
-use super::parse_i64;
+use super::{find_cr, parse_i64};
 
 /// The deepest nesting accepted from a node; Redis's own replies stay under 10.
 const MAX_DEPTH: usize = 128;
@@ -56,6 +56,18 @@ impl ReplyScanner {
     /// bytes) after `None`; after `Some`, the caller drops `len` bytes from the
     /// front before the next call.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<ReplyFrame>, ReplyError> {
+        // A new frame that is flat and complete (most replies) is measured
+        // in one pass; anything else, or a frame cut short, is scanned
+        // element by element and resumes where it stopped.
+        let fresh = self.pos == 0 && self.line_scan == 0 && self.open.is_empty() && !self.attribute;
+        if let Some(len) = fresh.then(|| flat_frame(buf)).flatten() {
+            return Ok(Some(ReplyFrame { len, push: false }));
+        }
+        self.scan_nested(buf)
+    }
+
+    /// [`ReplyScanner::scan`] element by element, with its state kept.
+    fn scan_nested(&mut self, buf: &[u8]) -> Result<Option<ReplyFrame>, ReplyError> {
         loop {
             let Some(&kind) = buf.get(self.pos) else {
                 return Ok(None);
@@ -63,7 +75,7 @@ impl ReplyScanner {
             // Known before the line ends: garbage fails now, not after a CR.
             let shape = Shape::of(kind).ok_or(ReplyError::UnknownType(kind))?;
             let from = self.line_scan.max(self.pos);
-            let Some(cr) = memchr::memchr(b'\r', &buf[from..]).map(|i| i + from) else {
+            let Some(cr) = find_cr(&buf[from..]).map(|i| i + from) else {
                 self.line_scan = buf.len();
                 return Ok(None);
             };
@@ -151,6 +163,48 @@ impl ReplyScanner {
     }
 }
 
+/// The length of the reply at the front of `buf` when it is complete and
+/// flat: a line, a string, or an array of those. `None` for anything else
+/// (nested, a push or an attribute, cut short, or malformed), which the
+/// element-by-element scan then measures or refuses.
+fn flat_frame(buf: &[u8]) -> Option<usize> {
+    if buf.first() != Some(&b'*') {
+        return flat_element(buf, 0);
+    }
+    let (count, mut at) = length_line(buf, 0)?;
+    for _ in 0..count.max(0) {
+        at = flat_element(buf, at)?;
+    }
+    Some(at)
+}
+
+/// Where the line or string element at `at` ends, if it has arrived.
+fn flat_element(buf: &[u8], at: usize) -> Option<usize> {
+    match Shape::of(*buf.get(at)?)? {
+        Shape::Line => {
+            let cr = at + find_cr(&buf[at..])?;
+            (cr + 2 <= buf.len()).then_some(cr + 2)
+        }
+        Shape::Blob => {
+            let (len, line_end) = length_line(buf, at)?;
+            let end = if len < 0 { line_end } else { line_end + len as usize + 2 };
+            (end <= buf.len()).then_some(end)
+        }
+        Shape::Aggregate => None,
+    }
+}
+
+/// The valid length (-1 or more) on the header line at `at`, and where the
+/// line ends, once the line has arrived.
+fn length_line(buf: &[u8], at: usize) -> Option<(i64, usize)> {
+    let cr = at + find_cr(&buf[at..])?;
+    if cr + 2 > buf.len() {
+        return None;
+    }
+    let len = parse_i64(&buf[at + 1..cr]).filter(|&len| len >= -1)?;
+    Some((len, cr + 2))
+}
+
 /// How an element of each RESP type is laid out.
 #[derive(Clone, Copy)]
 enum Shape {
@@ -176,6 +230,8 @@ impl Shape {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn frames(input: &[u8]) -> Vec<Result<ReplyFrame, ReplyError>> {
@@ -263,6 +319,78 @@ mod tests {
         }
         line.extend(b"\r\n+OK\r\n");
         assert_eq!(scanner.scan(&line).unwrap().map(|f| f.len), Some(line.len() - 5));
+    }
+
+    /// Replies as nodes send them, nested or not, with pushes and attributes.
+    fn reply_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            "[a-z]{0,5}".prop_map(|s| format!("+{s}\r\n").into_bytes()),
+            "[a-z ]{0,5}".prop_map(|s| format!("-ERR {s}\r\n").into_bytes()),
+            any::<i32>().prop_map(|n| format!(":{n}\r\n").into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| {
+                let mut out = format!("${}\r\n", b.len()).into_bytes();
+                out.extend(b);
+                out.extend(b"\r\n");
+                out
+            }),
+            Just(b"$-1\r\n".to_vec()),
+            Just(b"_\r\n".to_vec()),
+            Just(b"*-1\r\n".to_vec()),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            (prop::sample::select(vec![b'*', b'~', b'>', b'%', b'|']), prop::collection::vec(inner, 0..6)).prop_map(
+                |(kind, items)| {
+                    let count = if matches!(kind, b'%' | b'|') { items.len() / 2 } else { items.len() };
+                    let mut out = format!("{}{count}\r\n", char::from(kind)).into_bytes();
+                    items
+                        .iter()
+                        .take(if matches!(kind, b'%' | b'|') { count * 2 } else { count })
+                        .for_each(|i| out.extend(i));
+                    out
+                },
+            )
+        })
+    }
+
+    /// The element-by-element scan alone, over the same input.
+    fn nested_only(input: &[u8]) -> Vec<Result<ReplyFrame, ReplyError>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            match ReplyScanner::default().scan_nested(&input[at..]) {
+                Ok(Some(frame)) => {
+                    at += frame.len;
+                    out.push(Ok(frame));
+                }
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_flat_shortcut_agrees_with_the_full_scan(
+            replies in prop::collection::vec(reply_strategy(), 1..6),
+            garbage in prop::collection::vec(any::<u8>(), 0..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut input: Vec<u8> = replies.concat();
+            input.extend(&garbage);
+            prop_assert_eq!(frames(&input), nested_only(&input));
+            // Cut anywhere, then completed: the same first frame.
+            let split = cut.index(input.len() + 1);
+            let mut scanner = ReplyScanner::default();
+            let first = match scanner.scan(&input[..split]) {
+                Ok(Some(frame)) => Ok(Some(frame)),
+                Ok(None) => scanner.scan(&input),
+                Err(e) => Err(e),
+            };
+            prop_assert_eq!(first.ok().flatten(), nested_only(&input).first().and_then(|f| f.ok()));
+        }
     }
 
     #[test]

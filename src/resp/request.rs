@@ -7,11 +7,13 @@
 //! pipeline or a huge argument is scanned once, never quadratically. Lengths
 //! from the network are checked before anything is reserved for them.
 
+use std::ops::Range;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::inline;
-use super::parse_i64;
+use super::{SHORT_LINE, parse_i64};
 
 /// Redis's largest multibulk count (`INT_MAX`).
 const MAX_MULTIBULK_COUNT: i64 = i32::MAX as i64;
@@ -40,6 +42,9 @@ pub enum ProtocolError {
     #[error("Protocol error: unauthenticated bulk length")]
     UnauthenticatedBulkLength,
 }
+
+/// The most argument positions reserved before the arguments arrive.
+const MAX_RESERVED_ARGS: usize = 1024;
 
 /// What a client that has not logged in may send, as in Redis 7: AUTH and
 /// HELLO need no more, and a stranger cannot make slotgate buffer much.
@@ -139,6 +144,22 @@ impl Request {
     pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         self.args.iter().map(|span| &self.frame[span.start as usize..span.end as usize])
     }
+
+    /// Where the encoding of arguments `range` starts in the frame, and its
+    /// bytes: each `$<len>\r\n<arg>\r\n` as the client sent it. The parser
+    /// takes a length only in Redis's one spelling (no sign, no leading
+    /// zero), so a header is as long as `$`, the length's digits and two
+    /// bytes; and the two bytes after an argument end it.
+    ///
+    /// # Panics
+    /// If `range` is empty or past the last argument.
+    fn encoded(&self, range: Range<usize>) -> (usize, &[u8]) {
+        let first = self.args[range.start];
+        let len = first.end - first.start;
+        let start = first.start as usize - 3 - len.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let end = self.args[range.end - 1].end as usize + 2;
+        (start, &self.frame[start..end])
+    }
 }
 
 /// Encodes several requests into one shared buffer (the parts of a split
@@ -169,12 +190,20 @@ impl RequestsBuilder {
         super::write::array(&mut self.buf, argc);
     }
 
-    pub fn arg(&mut self, arg: &[u8]) {
-        super::write::header(&mut self.buf, b'$', arg.len());
-        let start = (self.buf.len() - self.start) as u32;
-        self.buf.put_slice(arg);
-        self.spans.push(Span { start, end: start + arg.len() as u32 });
-        self.buf.put_slice(b"\r\n");
+    /// Appends arguments `range` of `request` as the client encoded them: a
+    /// copy of its bytes, no lengths written again.
+    ///
+    /// # Panics
+    /// If `range` is empty or past `request`'s last argument.
+    pub fn args_of(&mut self, request: &Request, range: Range<usize>) {
+        let (from, bytes) = request.encoded(range.clone());
+        let at = self.buf.len() - self.start;
+        self.buf.extend_from_slice(bytes);
+        let moved = |offset: u32| (offset as usize - from + at) as u32;
+        // Pushed one by one: SmallVec's `extend` costs more for a span or two.
+        for span in &request.args[range] {
+            self.spans.push(Span { start: moved(span.start), end: moved(span.end) });
+        }
     }
 
     fn close(&mut self) {
@@ -264,8 +293,10 @@ impl RequestParser {
                             buf.advance(header_len);
                             continue;
                         }
-                        self.state =
-                            State::Multibulk { remaining: count as u32, pos: header_len, args: SmallVec::new() };
+                        // Room for the arguments announced, up to a bound: the
+                        // count is the client's word, not yet its bytes.
+                        let args = SmallVec::with_capacity((count as usize).min(MAX_RESERVED_ARGS));
+                        self.state = State::Multibulk { remaining: count as u32, pos: header_len, args };
                     }
                     Some(_) => self.state = State::Inline { scanned: 0 },
                 },
@@ -376,17 +407,15 @@ fn length_line<'b>(
 }
 
 /// The first `\r` or NUL of `rest` (a NUL ends a line for Redis's strchr,
-/// so it is never part of one). Length lines are a few bytes: a plain loop
-/// over the first ones costs less than memchr's dispatch, which takes over
-/// for a long line.
+/// so it is never part of one), by a plain loop over the first bytes as
+/// [`super::find_cr`] does.
 fn cr_or_nul(rest: &[u8]) -> Option<usize> {
-    const SHORT: usize = 32;
-    let head = &rest[..rest.len().min(SHORT)];
+    let head = &rest[..rest.len().min(SHORT_LINE)];
     if let Some(at) = head.iter().position(|&b| b == b'\r' || b == 0) {
         return Some(at);
     }
-    let tail = rest.get(SHORT..).filter(|tail| !tail.is_empty())?;
-    memchr::memchr2(b'\r', 0, tail).map(|at| at + SHORT)
+    let tail = rest.get(SHORT_LINE..).filter(|tail| !tail.is_empty())?;
+    memchr::memchr2(b'\r', 0, tail).map(|at| at + SHORT_LINE)
 }
 
 #[cfg(test)]

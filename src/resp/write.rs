@@ -7,6 +7,10 @@ use super::Protocol;
 
 /// `<kind><len>\r\n`: the header of a bulk string or an aggregate.
 pub fn header(out: &mut BytesMut, kind: u8, len: usize) {
+    if len < 10 {
+        // The usual part of a split request, or a short value: one copy.
+        return out.put_slice(&[kind, b'0' + len as u8, b'\r', b'\n']);
+    }
     out.put_u8(kind);
     out.put_slice(itoa::Buffer::new().format(len).as_bytes());
     out.put_slice(b"\r\n");

@@ -173,11 +173,16 @@ impl Session {
     /// Sends each part as a request of its own (with its own redirects and
     /// retries); the client gets one reply, merged once all are answered.
     fn forward_parts(&mut self, parts: Vec<(Target, Request)>, merge: Merge) {
-        self.forward_parts_of(parts, merge, false);
+        self.forward_parts_of(parts.into_iter(), merge, false);
     }
 
     /// [`Session::forward_parts`], for parts that only read when `read_only`.
-    fn forward_parts_of(&mut self, parts: Vec<(Target, Request)>, merge: Merge, read_only: bool) {
+    fn forward_parts_of(
+        &mut self,
+        parts: impl ExactSizeIterator<Item = (Target, Request)>,
+        merge: Merge,
+        read_only: bool,
+    ) {
         let count = parts.len();
         if let Some(metrics) = self.metrics {
             metrics.fanout_parts.inc_by(count as u64);
@@ -243,7 +248,7 @@ impl Session {
             Err(Some(split)) => {
                 let reader = read_only && self.routes.reads_from_replicas();
                 let target = |slot| if reader { Target::Reader(slot) } else { Target::Slot(slot) };
-                let parts = split.parts.into_iter().map(|(slot, part)| (target(slot), part)).collect();
+                let parts = split.parts.into_iter().map(|(slot, part)| (target(slot), part));
                 self.forward_parts_of(parts, split.merge, read_only);
             }
             Err(None) => self.reply_error(ClientError::CrossSlot),

@@ -238,7 +238,9 @@ impl Pending {
         tally.by_proxy = self.entries.iter().take(parts).any(|entry| entry.tally.by_proxy);
         self.base += parts as u64;
         let mut replies = Vec::with_capacity(parts);
-        replies.extend(self.entries.drain(..parts).filter_map(|entry| entry.reply));
+        for entry in self.entries.drain(..parts) {
+            replies.extend(entry.reply);
+        }
         Some(Ready::Parts(group, replies, tally))
     }
 }

@@ -253,3 +253,45 @@ fn a_line_end_is_found_at_every_position_short_or_long() {
         assert_eq!(super::cr_or_nul(&vec![b'7'; len]), None, "{len}: none");
     }
 }
+
+/// The one request in `input`.
+fn parse_one(input: &[u8]) -> Request {
+    let mut buf = BytesMut::from(input);
+    let request = RequestParser::new(Limits::default()).parse(&mut buf).unwrap().unwrap();
+    assert!(buf.is_empty());
+    request
+}
+
+#[test]
+fn parts_copy_the_arguments_as_the_client_sent_them() {
+    // The bytes after a length line's `\r` and after each argument are
+    // skipped unchecked (as by Redis): the parts carry them along.
+    let mset = parse_one(b"*5\rx$4\r\nMSET\r\n$1\r\na\r\n$2\r\nAAyz$1\r\nb\r\n$0\r\n\r\n");
+    let inline = parse_one(b"mget a b\r\n");
+    let mut builder = RequestsBuilder::with_capacity(64, 3);
+    builder.begin(3);
+    builder.args_of(&mset, 0..1);
+    builder.args_of(&mset, 3..5);
+    builder.begin(2);
+    builder.args_of(&inline, 0..1);
+    builder.args_of(&inline, 2..3);
+    builder.begin(3);
+    builder.args_of(&mset, 0..3);
+    let parts = builder.finish();
+    let frames: Vec<&[u8]> = parts.iter().map(|p| &p.frame()[..]).collect();
+    assert_eq!(
+        frames,
+        [
+            &b"*3\r\n$4\r\nMSET\r\n$1\r\nb\r\n$0\r\n\r\n"[..],
+            b"*2\r\n$4\r\nmget\r\n$1\r\nb\r\n",
+            b"*3\r\n$4\r\nMSET\r\n$1\r\na\r\n$2\r\nAAyz"
+        ]
+    );
+    let args: Vec<Vec<&[u8]>> = parts.iter().map(|p| p.args().collect()).collect();
+    assert_eq!(args, [vec![&b"MSET"[..], b"b", b""], vec![b"mget", b"b"], vec![b"MSET", b"a", b"AA"]]);
+    // Each part reads back as what it holds.
+    for part in &parts {
+        let again = parse_one(part.frame());
+        assert_eq!(again.args().collect::<Vec<_>>(), part.args().collect::<Vec<_>>());
+    }
+}
