@@ -234,12 +234,16 @@ mod tests {
 
     use super::*;
 
-    fn frames(input: &[u8]) -> Vec<Result<ReplyFrame, ReplyError>> {
+    /// The frames one scanner finds in `input`, by `scan` (`ReplyScanner::scan`
+    /// or a part of it), up to the first error.
+    type Scan = fn(&mut ReplyScanner, &[u8]) -> Result<Option<ReplyFrame>, ReplyError>;
+
+    fn frames_by(input: &[u8], scan: Scan) -> Vec<Result<ReplyFrame, ReplyError>> {
         let mut scanner = ReplyScanner::default();
         let mut at = 0;
         let mut out = Vec::new();
         loop {
-            match scanner.scan(&input[at..]) {
+            match scan(&mut scanner, &input[at..]) {
                 Ok(Some(frame)) => {
                     at += frame.len;
                     out.push(Ok(frame));
@@ -352,23 +356,13 @@ mod tests {
         })
     }
 
+    fn frames(input: &[u8]) -> Vec<Result<ReplyFrame, ReplyError>> {
+        frames_by(input, ReplyScanner::scan)
+    }
+
     /// The element-by-element scan alone, over the same input.
     fn nested_only(input: &[u8]) -> Vec<Result<ReplyFrame, ReplyError>> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        loop {
-            match ReplyScanner::default().scan_nested(&input[at..]) {
-                Ok(Some(frame)) => {
-                    at += frame.len;
-                    out.push(Ok(frame));
-                }
-                Ok(None) => return out,
-                Err(e) => {
-                    out.push(Err(e));
-                    return out;
-                }
-            }
-        }
+        frames_by(input, ReplyScanner::scan_nested)
     }
 
     proptest! {
