@@ -329,8 +329,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// Redis's own `tcp-backlog`: a burst of clients reconnecting at once (a
+/// restarted application) waits in the kernel's queue instead of being
+/// dropped and retrying a second later, as past the default of 128.
+const LISTEN_BACKLOG: u32 = 511;
+
 async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+    let listen = |at: std::net::SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if at.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(at)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    let mut last = None;
+    for at in tokio::net::lookup_host(addr).await.with_context(|| format!("cannot listen on {addr}"))? {
+        match listen(at) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+    }
+    let error = last.unwrap_or_else(|| std::io::Error::other("the name resolves to no address"));
+    Err(anyhow::Error::new(error).context(format!("cannot listen on {addr}")))
 }
 
 /// Asks the slotgate that `config` describes whether it is ready: its
