@@ -40,6 +40,7 @@ import signal
 import socket
 import sys
 
+import bench_capacity
 from bench_core import (ROOT, BenchError, ErrorReply, RespError, Target, call, env_number, environment, fmt,
                         key_slot, master_count, median, run_benchmark)
 
@@ -133,6 +134,8 @@ METRICS = {
     "ratio": "req/s slotgate/direct",
     "p99_excess": "slotgate p99 - direct p99 (ms)",
     "fanout": "slotgate CPU/req over GET's at the same depth",
+    "rss_mb": "slotgate RSS (MB)",
+    "vs_50_clients": "slotgate req/s over its req/s at 50 clients",
 }
 
 
@@ -140,7 +143,7 @@ METRICS = {
 class Goal:
     """A target the team tracks (issue 8): `metric` of each row in `rows`, against `limit`."""
 
-    rows: tuple  # row names (Scenario.name)
+    rows: tuple  # row names: Scenario.name, or bench_capacity.ROWS
     metric: str  # a key of METRICS
     op: str  # "<", "<=" or ">="
     limit: float
@@ -165,8 +168,11 @@ GOALS = [
     Goal(MULTI_ROWS, "fanout", "<=", 3.0),
     # 1.5 x predixy's 0.59 on this kind of machine.
     Goal(MULTI_ROWS, "ratio", ">=", 0.885),
+    Goal((bench_capacity.IDLE_ROW,), "rss_mb", "<", 100.0),
+    Goal((bench_capacity.BUSY_ROW,), "vs_50_clients", ">=", 0.9),
 ]
-assert all(row in {s.name for s in SCENARIOS} for goal in GOALS for row in goal.rows), "a Goal names no row"
+ROWS = (*(s.name for s in SCENARIOS), *bench_capacity.ROWS)
+assert all(row in ROWS for goal in GOALS for row in goal.rows), "a Goal names a row that does not exist"
 
 
 # --- running -------------------------------------------------------------------------------
@@ -228,7 +234,7 @@ def probe(target, scenario, keyspace):
 # --- reporting ----------------------------------------------------------------------------
 
 
-def build_report(env, settings, results, scenarios, failure=None, errors=None, probes=None):
+def build_report(env, settings, results, scenarios, failure=None, errors=None, probes=None, capacity=None):
     """Markdown: header, the table of medians, fan-out costs, tracked targets, raw samples.
 
     errors: {row: {target: {"error": reply, "when": ..., "during_run": bool}}} for rows not measured
@@ -328,8 +334,11 @@ def build_report(env, settings, results, scenarios, failure=None, errors=None, p
             "The keyspace is filled through both targets before the runs (different key names: --cluster "
             "adds a {tag}).",
         ]
+    if capacity:
+        values.update(bench_capacity.values(capacity))
+        lines += bench_capacity.report(capacity)
     lines += ["", "Tracked targets (issue 8; GOALS in scripts/bench.py):", ""]
-    lines += targets_table(scenarios, values)
+    lines += targets_table(values)
     if probes:
         lines += ["", "Sample command sent through slotgate before the runs, with redis-benchmark's key names "
                   "(a row whose sample gets an error reply is not run against slotgate: n/a):", ""]
@@ -378,10 +387,10 @@ def verdict(goal, row):
     return f"{value:.2f}", "PASS" if goal.check(value) else "MISS"
 
 
-def targets_table(scenarios, values):
-    """The GOALS as a markdown table, row by row in table order, each with PASS or MISS."""
+def targets_table(values):
+    """The GOALS of the rows in `values` as a markdown table, in row order, with PASS or MISS."""
     lines = ["| row | target | value | verdict |", "|---|---|---:|---|"]
-    for name in (s.name for s in scenarios):
+    for name in (row for row in ROWS if row in values):
         for goal in (g for g in GOALS if name in g.rows):
             lines.append(f"| {name} | {goal.label()} | " + " | ".join(verdict(goal, values[name])) + " |")
     return lines
@@ -451,6 +460,7 @@ def cmd_run(args):
     # {row: {target: {"error": reply, "when": ...}}}: rows not measured against that target.
     errors = {}
     probes = {}
+    capacity = None
     failure = None
     where = "filling the keyspace"
     try:
@@ -490,12 +500,16 @@ def cmd_run(args):
                     f"  ({sample['seconds']:.1f} s{cpu})",
                     flush=True,
                 )
+        where = "the capacity checks"
+        print(f"Capacity: {bench_capacity.IDLE_CLIENTS:,} idle clients, then GET -P 1 at "
+              f"{bench_capacity.BASE_CLIENTS} and {bench_capacity.BUSY_CLIENTS:,} clients ...", flush=True)
+        capacity = bench_capacity.measure(targets, rounds, scale, keyspace, timeout)
     except BenchError as error:
         failure = f"{where}: {error}"
 
     load = pathlib.Path("/proc/loadavg")
     env["loadavg_end"] = " ".join(load.read_text().split()[:3]) if load.exists() else "?"
-    report = build_report(env, settings, results, scenarios, failure, errors, probes)
+    report = build_report(env, settings, results, scenarios, failure, errors, probes, capacity)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = pathlib.Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -504,7 +518,7 @@ def cmd_run(args):
     # Raw numbers for later tooling (plots, comparisons between runs).
     md.with_suffix(".json").write_text(json.dumps(
         {"environment": env, "settings": settings, "results": results, "errors": errors, "probes": probes,
-         "failure": failure}, indent=1))
+         "capacity": capacity, "failure": failure}, indent=1))
     print()
     print(report, end="")
     print(f"\nSaved: {md} (and {md.with_suffix('.json').name})")

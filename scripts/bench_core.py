@@ -71,6 +71,18 @@ def cpu_ticks(pid):
     return int(rest[11]) + int(rest[12])  # fields 14, 15; rest[0] is field 3
 
 
+def rss_mb(pid):
+    """Resident memory of `pid` in MB (VmRSS of /proc/PID/status; 1 MB = 2^20 bytes)."""
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError as error:
+        raise BenchError(f"cannot read /proc/{pid}/status (has slotgate exited?): {error}") from None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # in kB
+    raise BenchError(f"no VmRSS in /proc/{pid}/status (has slotgate exited?)")
+
+
 def parse_csv(stdout):
     """The data row of redis-benchmark --csv (one test per run) as a dict of the header's columns."""
     rows = list(csv.reader(line for line in stdout.splitlines() if line.startswith('"')))
