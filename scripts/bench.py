@@ -1,7 +1,15 @@
 #!/usr/bin/env python3
-"""The measuring half of scripts/bench.sh: runs redis-benchmark against a Redis
-Cluster directly and through slotgate, interleaved over several rounds, and
-prints and saves a markdown table of medians. Standard library only.
+"""The measuring half of scripts/bench.sh: runs redis-benchmark against a Redis Cluster
+directly and through slotgate, and prints and saves a markdown report. Three parts:
+
+- the main table (this file): each Scenario against each Target, interleaved over several
+  rounds, medians; then the tracked targets (GOALS), PASS or MISS;
+- the capacity checks (bench_capacity.py): 10,000 idle clients' memory, 1,000 busy clients;
+- the sweep (bench_sweep.py): how throughput and p99 grow with pipeline depth, clients and
+  value size, one run per point, drawn with matplotlib (the only package beyond the standard
+  library, needed for the sweep alone).
+
+bench_core.py holds what they share (one redis-benchmark run, CPU and memory readings, RESP).
 
 Before the timed runs it fills the keyspace through both targets (GET and MGET rows
 find their keys; redis-benchmark --cluster names its keys differently, see populate())
@@ -11,21 +19,23 @@ is reported as "n/a (error: ...)" instead of being run.
 
 scripts/bench.sh starts the cluster and slotgate, then calls
 
-    bench.py run --cluster-port P --slotgate-port S --slotgate-pid PID --slotgate-bin BIN [--quick]
+    bench.py run --cluster-port P --slotgate-port S --slotgate-pid PID --slotgate-bin BIN
+                 [--quick] [--no-sweep | --sweep-only] [--png PATH]
 
-(and `bench.py free-ports COUNT` to pick ports). Run it through bench.sh, which
-also stops everything afterwards.
+(and `bench.py free-ports COUNT` to pick ports). Run it through bench.sh, which also stops
+everything afterwards. `bench.py plot bench-results/bench-STAMP.json --png OUT` draws a
+saved run's sweep again.
 
 Environment (all optional):
     BENCH_ROUNDS          rounds per measurement, medians reported (default 3; --quick: 1)
-    BENCH_REQUESTS_SCALE  multiplies each scenario's request count (default 1; --quick: 0.05)
-    BENCH_CLIENTS         redis-benchmark -c (default 50)
+    BENCH_REQUESTS_SCALE  multiplies each request count, the sweep's too (default 1; --quick: 0.05)
+    BENCH_CLIENTS         redis-benchmark -c of the main table (default 50)
     BENCH_KEYSPACE        redis-benchmark -r (default 100000)
     BENCH_RUN_TIMEOUT     seconds one redis-benchmark run may take before it counts as hung (default 300)
 
 To add a measurement, add a Scenario to SCENARIOS (a row of the table), a Goal to
-GOALS (a tracked target), or a Target to the list built in cmd_run (a column group,
-e.g. a second slotgate with metrics on).
+GOALS (a tracked target), a Point to bench_sweep.POINTS, or a Target to the list built
+in cmd_run (a column group, e.g. a second slotgate with metrics on).
 
 Multi-key rows (MSET/MGET x10): see multi_key_test() for what runs through slotgate and
 what the direct cluster runs instead, and why.
@@ -36,11 +46,13 @@ import datetime
 import json
 import pathlib
 import random
+import shutil
 import signal
 import socket
 import sys
 
 import bench_capacity
+import bench_sweep
 from bench_core import (ROOT, BenchError, ErrorReply, RespError, Target, call, env_number, environment, fmt,
                         key_slot, master_count, median, run_benchmark)
 
@@ -234,15 +246,12 @@ def probe(target, scenario, keyspace):
 # --- reporting ----------------------------------------------------------------------------
 
 
-def build_report(env, settings, results, scenarios, failure=None, errors=None, probes=None, capacity=None):
-    """Markdown: header, the table of medians, fan-out costs, tracked targets, raw samples.
+def build_report(env, settings, table=None, capacity=None, sweep=None, failure=None, png=None):
+    """Markdown: the run's environment; the main table (medians, fan-out costs, capacity, tracked
+    targets) when it ran; the sweep when it ran; then the details (samples, commands, warnings).
 
-    errors: {row: {target: {"error": reply, "when": ..., "during_run": bool}}} for rows not measured
-    there (an error reply), shown as "n/a (error: ...)"; probes: {row: note} on the sample
-    command sent through slotgate before the runs.
+    table: {"results": {row: {target: [sample]}}, "errors": ..., "probes": ...}, see table_lines.
     """
-    errors = errors or {}
-    probes = probes or {}
     lines = [
         "# slotgate benchmark",
         "",
@@ -251,9 +260,47 @@ def build_report(env, settings, results, scenarios, failure=None, errors=None, p
         f"- nproc: {env['nproc']}, load average at start: {env['loadavg_start']}, at end: {env.get('loadavg_end', '?')}",
         f"- redis-server: {env['redis_server']}",
         "- cluster: 3 masters + 3 replicas on 127.0.0.1; slotgate with default settings (1 worker thread)",
+    ]
+    if settings["quick"]:
+        lines.append("- QUICK MODE: a smoke test, the numbers mean nothing")
+    if failure:
+        lines += ["", "**RUN ABORTED:**", "", "```", failure, "```"]
+    if table:
+        lines += table_lines(settings, table, capacity)
+    if sweep:
+        lines += bench_sweep.report(sweep, png)
+    warnings = {}
+    for target, sample in all_samples(table, sweep):
+        for warning in sample.get("warnings", []):
+            warnings[(target, warning)] = warnings.get((target, warning), 0) + 1
+    if warnings:
+        lines += ["", "redis-benchmark warnings (stderr):", ""]
+        lines += [f"- {target}: `{warning}` ({n} run(s))" for (target, warning), n in warnings.items()]
+    if table:
+        lines += table_details(settings, table)
+    return "\n".join(lines) + "\n"
+
+
+def all_samples(table, sweep):
+    """(target, sample) of every redis-benchmark run, for the warnings they printed."""
+    for per_target in (table or {}).get("results", {}).values():
+        for target, samples in per_target.items():
+            yield from ((target, sample) for sample in samples)
+    for point in (sweep or {}).get("points", []):
+        yield from ((target, point[target]) for target in ("direct", "slotgate") if point.get(target))
+
+
+def table_lines(settings, table, capacity):
+    """The main table of medians, fan-out costs, capacity and tracked targets.
+
+    table["errors"]: {row: {target: {"error": reply, "when": ..., "during_run": bool}}} for rows
+    not measured there (an error reply), shown as "n/a (error: ...)".
+    """
+    results, errors, scenarios = table["results"], table["errors"], SCENARIOS
+    lines = [
+        "",
         f"- redis-benchmark -c {settings['clients']} -r {settings['keyspace']}, "
-        f"{settings['rounds']} round(s) interleaved (direct, slotgate, ...), medians"
-        + (", QUICK MODE (smoke test, numbers not meaningful)" if settings["quick"] else ""),
+        f"{settings['rounds']} round(s) interleaved (direct, slotgate, ...), medians",
         "- requests per run (-n): " + ", ".join(f"{name} {n:,}" for name, n in settings["requests"].items())
         + ("; directly, the x10 rows run 10 single-key commands per request"
            if any(s.direct_factor != 1 for s in scenarios) else ""),
@@ -339,6 +386,13 @@ def build_report(env, settings, results, scenarios, failure=None, errors=None, p
         lines += bench_capacity.report(capacity)
     lines += ["", "Tracked targets (issue 8; GOALS in scripts/bench.py):", ""]
     lines += targets_table(values)
+    return lines
+
+
+def table_details(settings, table):
+    """The main table's probes, errors, commands and per-round samples."""
+    results, errors, probes, scenarios = table["results"], table["errors"], table["probes"], SCENARIOS
+    lines = []
     if probes:
         lines += ["", "Sample command sent through slotgate before the runs, with redis-benchmark's key names "
                   "(a row whose sample gets an error reply is not run against slotgate: n/a):", ""]
@@ -348,17 +402,6 @@ def build_report(env, settings, results, scenarios, failure=None, errors=None, p
     if not_measured:
         lines += ["", "Not measured further (error replies during a run; redis-benchmark stops at the first):", ""]
         lines += [f"- {name} against {target} ({e['when']}): {e['error']}" for name, target, e in not_measured]
-    warnings = {}
-    for per_target in results.values():
-        for target, samples in per_target.items():
-            for sample in samples:
-                for warning in sample.get("warnings", []):
-                    warnings[(target, warning)] = warnings.get((target, warning), 0) + 1
-    if warnings:
-        lines += ["", "redis-benchmark warnings (stderr):", ""]
-        lines += [f"- {target}: `{warning}` ({n} run(s))" for (target, warning), n in warnings.items()]
-    if failure:
-        lines += ["", "**RUN ABORTED:**", "", "```", failure, "```"]
     lines += ["", "Commands (redis-benchmark -h 127.0.0.1 -p PORT -c CLIENTS -r KEYSPACE --csv, then):", ""]
     for scenario in scenarios:
         n = settings["requests"].get(scenario.name, scenario.requests)
@@ -376,7 +419,7 @@ def build_report(env, settings, results, scenarios, failure=None, errors=None, p
                     f"| {scenario.name} | {target} | {i} | {s['rps']:,.0f} | {s['p50']:.3f} | {s['p99']:.3f} "
                     f"| {fmt(s['cpu_us'], '.2f')} | {s['seconds']:.1f} |"
                 )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def verdict(goal, row):
@@ -437,102 +480,153 @@ def cmd_free_ports(args):
     print("\n".join(map(str, found)))
 
 
+def measure_table(targets, settings, table):
+    """The main table: a sample of each multi-key command through slotgate, then every scenario
+    against every target, interleaved over the rounds. Fills `table` as it goes, so what was
+    measured before a failure is still reported."""
+    results, errors, probes = table["results"], table["errors"], table["probes"]
+    clients, keyspace, timeout = settings["clients"], settings["keyspace"], settings["timeout"]
+    # A multi-key row slotgate answers with an error (e.g. CROSSSLOT: no splitting yet) is n/a there.
+    for scenario in (s for s in SCENARIOS if s.keys > 1):
+        for target in (t for t in targets if not t.cluster_mode and t.name in results[scenario.name]):
+            try:
+                error, note = probe(target, scenario, keyspace)
+            except BenchError as failure:
+                raise BenchError(f"probing {scenario.name} through {target.name}: {failure}") from None
+            probes[scenario.name if len(targets) == 2 else f"{scenario.name} ({target.name})"] = note
+            if error:
+                errors.setdefault(scenario.name, {})[target.name] = {"error": error, "when": "sample before the runs"}
+                print(f"  {scenario.name} through {target.name}: n/a, the sample command got: {error}", flush=True)
+    pairs = [(s, t) for s in SCENARIOS for t in targets
+             if t.name in results[s.name] and t.name not in errors.get(s.name, {})]
+    rounds = settings["rounds"]
+    total, done = len(pairs) * rounds, 0
+    for round_no in range(1, rounds + 1):
+        for scenario, target in pairs:
+            if target.name in errors.get(scenario.name, {}):
+                continue  # an error reply in an earlier round
+            done += 1
+            try:
+                sample = run_scenario(target, scenario, settings["requests"][scenario.name], clients, keyspace,
+                                      timeout)
+            except ErrorReply as error:
+                errors.setdefault(scenario.name, {})[target.name] = {
+                    "error": error.reply, "when": f"round {round_no}, `{error.command}`", "during_run": True}
+                print(f"  [{done}/{total}] round {round_no} {scenario.name:<14} {target.name:<8} "
+                      f"n/a, error reply: {error.reply}", flush=True)
+                continue
+            except BenchError as error:
+                raise BenchError(f"during round {round_no}, {scenario.name} against {target.name}: {error}") from None
+            results[scenario.name][target.name].append(sample)
+            cpu = f", slotgate CPU {sample['cpu_us']:.2f} µs/req" if sample["cpu_us"] is not None else ""
+            print(
+                f"  [{done}/{total}] round {round_no} {scenario.name:<14} {target.name:<8} "
+                f"{sample['rps']:>12,.0f} req/s  p50 {sample['p50']:.3f}  p99 {sample['p99']:.3f} ms"
+                f"  ({sample['seconds']:.1f} s{cpu})",
+                flush=True,
+            )
+
+
+def plot_title(env):
+    return (f"slotgate and the cluster directly (redis-benchmark; commit {env['commit'].split()[0]}, "
+            f"{env['date'][:10]}, {env['nproc']} cores shared by all; one run per point)")
+
+
 def cmd_run(args):
     quick = args.quick
-    rounds = env_number("BENCH_ROUNDS", 1 if quick else 3, int)
     scale = env_number("BENCH_REQUESTS_SCALE", 0.05 if quick else 1.0)
-    clients = env_number("BENCH_CLIENTS", 50, int)
-    keyspace = env_number("BENCH_KEYSPACE", 100_000, int)
-    timeout = env_number("BENCH_RUN_TIMEOUT", 300.0)
+    settings = {
+        "quick": quick, "scale": scale,
+        "rounds": env_number("BENCH_ROUNDS", 1 if quick else 3, int),
+        "clients": env_number("BENCH_CLIENTS", 50, int),
+        "keyspace": env_number("BENCH_KEYSPACE", 100_000, int),
+        "timeout": env_number("BENCH_RUN_TIMEOUT", 300.0),
+        "requests": {s.name: max(1000, int(s.requests * scale)) for s in SCENARIOS},
+        "parts": [part for part, on in (("table", not args.sweep_only), ("sweep", not args.no_sweep)) if on],
+    }
     targets = [
         Target("direct", args.cluster_port, cluster_mode=True),
         Target("slotgate", args.slotgate_port, pid=args.slotgate_pid),
     ]
-    scenarios = SCENARIOS
-    requests = {s.name: max(1000, int(s.requests * scale)) for s in scenarios}
-    settings = {"quick": quick, "rounds": rounds, "scale": scale, "clients": clients, "keyspace": keyspace,
-                "requests": requests}
     env = environment(args.slotgate_bin)
     print(f"{env['slotgate']} ({env['commit']}), {env['redis_server']}, nproc {env['nproc']}")
-    print(f"{len(scenarios)} scenarios x {len(targets)} targets x {rounds} round(s); scale {scale:g}")
+    if "sweep" in settings["parts"]:
+        bench_sweep.check_matplotlib()
 
-    results = {s.name: {t.name: [] for t in targets if t.cluster_mode is False or s.direct} for s in scenarios}
-    # {row: {target: {"error": reply, "when": ...}}}: rows not measured against that target.
-    errors = {}
-    probes = {}
-    capacity = None
-    failure = None
-    where = "filling the keyspace"
+    table = capacity = sweep = failure = None
+    step = "filling the keyspace"
     try:
-        populate(targets, clients, keyspace, timeout, master_count(args.cluster_port))
-        # A multi-key row slotgate answers with an error (e.g. CROSSSLOT: no splitting yet) is n/a there.
-        for scenario in (s for s in scenarios if s.keys > 1):
-            for target in (t for t in targets if not t.cluster_mode and t.name in results[scenario.name]):
-                where = f"probing {scenario.name} through {target.name}"
-                error, note = probe(target, scenario, keyspace)
-                probes[scenario.name if len(targets) == 2 else f"{scenario.name} ({target.name})"] = note
-                if error:
-                    errors.setdefault(scenario.name, {})[target.name] = {"error": error, "when": "sample before the runs"}
-                    print(f"  {scenario.name} through {target.name}: n/a, the sample command got: {error}", flush=True)
-        pairs = [(s, t) for s in scenarios for t in targets
-                 if t.name in results[s.name] and t.name not in errors.get(s.name, {})]
-        total = len(pairs) * rounds
-        done = 0
-        for round_no in range(1, rounds + 1):
-            for scenario, target in pairs:
-                if target.name in errors.get(scenario.name, {}):
-                    continue  # an error reply in an earlier round
-                where = f"during round {round_no}, {scenario.name} against {target.name}"
-                done += 1
-                try:
-                    sample = run_scenario(target, scenario, requests[scenario.name], clients, keyspace, timeout)
-                except ErrorReply as error:
-                    errors.setdefault(scenario.name, {})[target.name] = {
-                        "error": error.reply, "when": f"round {round_no}, `{error.command}`", "during_run": True}
-                    print(f"  [{done}/{total}] round {round_no} {scenario.name:<14} {target.name:<8} "
-                          f"n/a, error reply: {error.reply}", flush=True)
-                    continue
-                results[scenario.name][target.name].append(sample)
-                cpu = f", slotgate CPU {sample['cpu_us']:.2f} µs/req" if sample["cpu_us"] is not None else ""
-                print(
-                    f"  [{done}/{total}] round {round_no} {scenario.name:<14} {target.name:<8} "
-                    f"{sample['rps']:>12,.0f} req/s  p50 {sample['p50']:.3f}  p99 {sample['p99']:.3f} ms"
-                    f"  ({sample['seconds']:.1f} s{cpu})",
-                    flush=True,
-                )
-        where = "the capacity checks"
-        print(f"Capacity: {bench_capacity.IDLE_CLIENTS:,} idle clients, then GET -P 1 at "
-              f"{bench_capacity.BASE_CLIENTS} and {bench_capacity.BUSY_CLIENTS:,} clients ...", flush=True)
-        capacity = bench_capacity.measure(targets, rounds, scale, keyspace, timeout)
+        populate(targets, settings["clients"], settings["keyspace"], settings["timeout"],
+                 master_count(args.cluster_port))
+        if "table" in settings["parts"]:
+            step = "the main table"
+            print(f"Main table: {len(SCENARIOS)} scenarios x {len(targets)} targets x {settings['rounds']} "
+                  f"round(s); scale {scale:g}", flush=True)
+            table = {"results": {s.name: {t.name: [] for t in targets if not t.cluster_mode or s.direct}
+                                 for s in SCENARIOS},
+                     "errors": {}, "probes": {}}
+            measure_table(targets, settings, table)
+            step = "the capacity checks"
+            print(f"Capacity: {bench_capacity.IDLE_CLIENTS:,} idle clients, then GET -P 1 at "
+                  f"{bench_capacity.BASE_CLIENTS} and {bench_capacity.BUSY_CLIENTS:,} clients ...", flush=True)
+            capacity = bench_capacity.measure(targets, settings["rounds"], scale, settings["keyspace"],
+                                              settings["timeout"])
+        if "sweep" in settings["parts"]:
+            step = "the sweep"
+            print(f"Sweep (how cost grows): {len(bench_sweep.POINTS)} points x {len(targets)} targets, "
+                  "one run each ...", flush=True)
+            sweep = {"scale": scale, "points": []}
+            bench_sweep.measure(targets, sweep, settings["keyspace"], settings["timeout"])
     except BenchError as error:
-        failure = f"{where}: {error}"
+        failure = f"{step}: {error}"
 
     load = pathlib.Path("/proc/loadavg")
     env["loadavg_end"] = " ".join(load.read_text().split()[:3]) if load.exists() else "?"
-    report = build_report(env, settings, results, scenarios, failure, errors, probes, capacity)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = pathlib.Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / f"bench-{stamp}{'-quick' if quick else ''}.md"
+    suffix = "-quick" if quick else ""
+    md = out_dir / f"bench-{stamp}{suffix}.md"
+    png = out_dir / f"sweep-{stamp}{suffix}.png" if sweep and sweep["points"] else None
+    report = build_report(env, settings, table, capacity, sweep, failure, png.name if png else None)
     md.write_text(report)
-    # Raw numbers for later tooling (plots, comparisons between runs).
+    # Raw numbers for later tooling (`bench.py plot`, comparisons between runs).
     md.with_suffix(".json").write_text(json.dumps(
-        {"environment": env, "settings": settings, "results": results, "errors": errors, "probes": probes,
-         "capacity": capacity, "failure": failure}, indent=1))
+        {"environment": env, "settings": settings, "table": table, "capacity": capacity, "sweep": sweep,
+         "failure": failure}, indent=1))
     print()
     print(report, end="")
     print(f"\nSaved: {md} (and {md.with_suffix('.json').name})")
+    if png:
+        bench_sweep.plot(sweep, png, plot_title(env))
+        print(f"Saved: {png}")
+        if args.png:
+            shutil.copyfile(png, args.png)
+            print(f"Copied to {args.png}")
     if failure:
         print(f"\nbench: FAILED {failure}", file=sys.stderr)
         return 1
     # An error reply in the middle of a run is a fault; one to the sample command before the runs
     # is a command slotgate does not handle (yet): its row says n/a, and that is no failure.
-    during = [f"{name} against {target}" for name, per_target in errors.items()
+    during = [f"{name} against {target}" for name, per_target in (table or {}).get("errors", {}).items()
               for target, e in per_target.items() if e.get("during_run")]
     if during:
         print(f"\nbench: FAILED: error replies during the runs of {', '.join(during)}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_plot(args):
+    """Draw the sweep of a saved run (its .json) again, e.g. after changing the picture's code."""
+    try:
+        saved = json.loads(pathlib.Path(args.json).read_text())
+    except (OSError, ValueError) as error:
+        raise BenchError(f"cannot read {args.json}: {error}") from None
+    if not (saved.get("sweep") or {}).get("points"):
+        raise BenchError(f"{args.json} has no sweep (run without --no-sweep)")
+    bench_sweep.check_matplotlib()
+    bench_sweep.plot(saved["sweep"], args.png, plot_title(saved["environment"]))
+    print(f"Saved: {args.png}")
 
 
 def main():
@@ -557,7 +651,15 @@ def main():
     p.add_argument("--slotgate-bin", required=True)
     p.add_argument("--results-dir", default=str(ROOT / "bench-results"))
     p.add_argument("--quick", action="store_true", help="few requests, one round: a smoke test")
+    parts = p.add_mutually_exclusive_group()
+    parts.add_argument("--sweep-only", action="store_true", help="the sweep alone, without the main table")
+    parts.add_argument("--no-sweep", action="store_true", help="the main table alone, without the sweep")
+    p.add_argument("--png", help="also copy the sweep's picture here (e.g. docs/bench.png)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("plot", help="draw the sweep of a saved run (bench-results/bench-*.json) again")
+    p.add_argument("json")
+    p.add_argument("--png", required=True, help="where to write the picture")
+    p.set_defaults(func=cmd_plot)
     args = parser.parse_args()
     try:
         return args.func(args) or 0
