@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): slotgate against the Redis Cluster behind it, with redis-benchmark.
 #
-#   scripts/bench.sh [--quick]
+#   scripts/bench.sh [--quick] [--no-sweep | --sweep-only] [--png PATH]
 #
-# Installs redis-server/redis-tools if missing, builds slotgate (cargo build --release),
-# starts its own throwaway cluster (3 masters + 3 replicas, no persistence) on free
-# loopback ports from 30001 up in a temp dir, starts slotgate in front of it, then runs
-# scripts/bench.py: every scenario against the cluster directly (redis-benchmark --cluster)
-# and through slotgate, interleaved over BENCH_ROUNDS rounds. Prints a markdown table of
-# medians (req/s, p50, p99, slotgate CPU µs per request, ratio) with the tracked targets,
-# and saves it to bench-results/bench-<timestamp>.md (plus the raw samples as .json).
+# Installs what is missing (redis-server/redis-tools; matplotlib from
+# scripts/bench-requirements.txt when the sweep runs), builds slotgate (cargo build --release),
+# starts its own throwaway cluster (3 masters + 3 replicas, no persistence) on free loopback
+# ports from 30001 up in a temp dir, starts slotgate in front of it, then runs scripts/bench.py
+# in three parts (about 10 minutes in all on a 2-core machine):
 #
-# Scenarios: SET and GET, and MSET/MGET of 10 keys across slots (-t mset, and a custom
-# MGET of 10 key:__rand_int__), each at -P 1 and -P 16. A cross-slot MSET/MGET cannot run
-# against the cluster directly, so there the x10 rows run what a cluster-aware client must:
-# 10 single-key SETs/GETs per request, pipelined (details in bench.py, multi_key_test).
-# The fan-out target: slotgate CPU per 10-key MGET <= 4 x per GET, in the same run. A
-# multi-key row that slotgate answers with an error (CROSSSLOT: no splitting) shows n/a.
+# 1. The main table: every scenario against the cluster directly (redis-benchmark --cluster)
+#    and through slotgate, interleaved over BENCH_ROUNDS rounds; medians of req/s, p50, p99,
+#    slotgate CPU µs per request and the ratio slotgate/direct. Scenarios: SET and GET, and
+#    MSET/MGET of 10 keys across slots (-t mset, and a custom MGET of 10 key:__rand_int__),
+#    each at -P 1 and -P 16. A cross-slot MSET/MGET cannot run against the cluster directly,
+#    so there the x10 rows run what a cluster-aware client must: 10 single-key SETs/GETs per
+#    request, pipelined (details in bench.py, multi_key_test). A multi-key row that slotgate
+#    answers with an error (CROSSSLOT: no splitting) shows n/a.
+# 2. The capacity checks (bench_capacity.py): slotgate's RSS while 10,000 idle clients are
+#    connected, and its GET -P 1 throughput at 1,000 clients against 50.
+# 3. The sweep, how cost grows (bench_sweep.py): req/s, p99 and slotgate CPU per request,
+#    through slotgate and directly, against pipeline depth (1-256), clients (10-5,000) and
+#    value size (32 B-1 MiB), one run per point; drawn to bench-results/sweep-<timestamp>.png.
+#
+# The targets of issue 8 (GOALS in bench.py: CPU per request, ratio, p99, the fan-out cost of
+# a 10-key MSET/MGET over a GET's, idle RSS, 1,000 clients) are checked on parts 1 and 2 and
+# marked PASS or MISS. The report is printed and saved to bench-results/bench-<timestamp>.md,
+# with the raw samples in a .json beside it.
 #
 # Everything it started is stopped by PID on exit, Ctrl-C included.
 #
@@ -24,14 +34,20 @@
 # on a shared machine. For slotgate's own code alone, in instructions per request that vary
 # by a few instructions (to check a change for regressions), run scripts/callgrind-path.sh.
 #
-#   --quick   few requests and one round: a smoke test of the script, not a measurement
+#   --quick        few requests and one round, every part: a smoke test, not a measurement
+#   --no-sweep     parts 1 and 2 only (about 5 minutes)
+#   --sweep-only   part 3 only (about 3 minutes)
+#   --png PATH     also copy the sweep's picture to PATH; the README's is docs/bench.png,
+#                  refreshed only on purpose: scripts/bench.sh --png docs/bench.png
 #
-# Environment: BENCH_ROUNDS (3), BENCH_REQUESTS_SCALE (1.0), BENCH_CLIENTS (50),
-# BENCH_KEYSPACE (100000), BENCH_RUN_TIMEOUT (300 s per redis-benchmark run),
-# BENCH_PORT_BASE (30001), CARGO_TARGET_DIR, BENCH_SLOTGATE_ARGS (extra slotgate flags, e.g.
-# "--metrics 127.0.0.1:0" to measure with per-command metrics on). Scenarios and targets: scripts/bench.py.
+# Environment: BENCH_ROUNDS (3), BENCH_REQUESTS_SCALE (1.0; the sweep's request counts too),
+# BENCH_CLIENTS (50), BENCH_KEYSPACE (100000), BENCH_RUN_TIMEOUT (300 s per redis-benchmark
+# run), BENCH_PORT_BASE (30001), CARGO_TARGET_DIR, BENCH_SLOTGATE_ARGS (extra slotgate flags,
+# e.g. "--metrics 127.0.0.1:0" to measure with per-command metrics on). It raises the soft
+# open-files limit to the hard one, which must allow 12,000. Scenarios and targets: bench.py.
 set -euo pipefail
 
+CALLER_DIR=$PWD # --png PATH is relative to where the script was started
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
@@ -175,21 +191,48 @@ start_slotgate() {
         die "slotgate (pid $PROXY_PID) does not answer 'set bench:probe 1' with OK after 15 s"
 }
 
+# The capacity check holds 10,000 idle clients open (a file each in bench.py and in slotgate),
+# and the sweep runs redis-benchmark with 5,000 clients: raise the soft open-files limit to
+# the hard one, for this script and everything it starts.
+raise_open_files() {
+    local needed=12000 hard
+    hard=$(ulimit -Hn)
+    [[ "$hard" == unlimited ]] && hard=$((needed * 4))
+    ((hard >= needed)) || die "needs $needed open files per process, the hard limit (ulimit -Hn) is $hard: raise it"
+    ulimit -n "$hard"
+}
+
 # --- main ----------------------------------------------------------------------------------
 
-QUICK=()
+RUN_FLAGS=()
+SWEEP=1 SWEEP_ONLY=0
 while (($#)); do
     case "$1" in
-        --quick) QUICK=(--quick) ;;
+        --quick) RUN_FLAGS+=(--quick) ;;
+        --sweep-only) RUN_FLAGS+=(--sweep-only); SWEEP_ONLY=1 ;;
+        --no-sweep) RUN_FLAGS+=(--no-sweep); SWEEP=0 ;;
+        --png)
+            (($# >= 2)) || die "--png needs a path"
+            png=$2
+            [[ "$png" == /* ]] || png="$CALLER_DIR/$png"
+            [[ -d "$(dirname "$png")" ]] || die "--png $2: no directory $(dirname "$png")"
+            RUN_FLAGS+=(--png "$png")
+            shift
+            ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
 done
+((SWEEP || !SWEEP_ONLY)) || die "--sweep-only and --no-sweep exclude each other"
 
 install_redis
 command -v python3 >/dev/null || apt_install python3
+if ((SWEEP)) && ! python3 -c 'import matplotlib' 2>/dev/null; then
+    pip_install_requirements "$ROOT/scripts/bench-requirements.txt"
+fi
 build_slotgate
+raise_open_files
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-slotgate.XXXXXX")"
 mapfile -t ports < <(python3 "$BENCH_PY" free-ports 7 --from "$PORT_BASE")
@@ -205,7 +248,7 @@ start_slotgate "${seeds%,}"
 say "Cluster up (masters ${MASTERS[*]}), slotgate pid $PROXY_PID on $PROXY_PORT; benchmarking ..."
 
 # In the background and waited for, so INT/TERM traps run at once rather than after the run.
-python3 "$BENCH_PY" run "${QUICK[@]}" --cluster-port "${MASTERS[0]}" --slotgate-port "$PROXY_PORT" \
+python3 "$BENCH_PY" run "${RUN_FLAGS[@]}" --cluster-port "${MASTERS[0]}" --slotgate-port "$PROXY_PORT" \
     --slotgate-pid "$PROXY_PID" --slotgate-bin "$PROXY_BIN" --results-dir "$RESULTS" &
 BENCH_PID=$!
 status=0

@@ -33,6 +33,19 @@ install_redis() {
     done
 }
 
+# pip install -r FILE for python3, installing python3 and pip first when they are missing.
+# Debian's python3 refuses installs into its own environment (PEP 668) unless given
+# --break-system-packages, so that is the second try; pip's error shows only if both fail.
+pip_install_requirements() {
+    local file=$1
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    say "Installing the Python packages of ${file#"$ROOT"/} ..."
+    python3 -m pip install --quiet --disable-pip-version-check -r "$file" 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r "$file" ||
+        die "pip could not install the packages listed in $file (see pip's error above)"
+}
+
 # Debian's prometheus (the metrics test scrapes a real slotgate with it) and docker-compose
 # (the deploy test validates docker-compose.yml with it; no Docker engine is needed for that).
 install_test_tools() {

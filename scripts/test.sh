@@ -18,17 +18,9 @@ source "$ROOT/scripts/lib.sh"
 log() { printf '\n== %s\n' "$*"; }
 
 install_python() {
-    if ! command -v python3 >/dev/null; then
-        log "installing python3"
-        apt_install python3 python3-pip
-    fi
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        apt_install python3-pip
-    fi
     if ! python3 -c 'import redis, pytest, sys; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
         log "installing the Python test packages"
-        python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt \
-            || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/python/requirements.txt
+        pip_install_requirements "$ROOT/tests/python/requirements.txt"
     fi
     python3 -c 'import redis; print("redis-py", redis.__version__)'
 }
