@@ -56,6 +56,8 @@ const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 /// Read in chunks of this size, reserving again when less than `MIN_READ` is free.
 const READ_CHUNK: usize = 64 * 1024;
 const MIN_READ: usize = 8 * 1024;
+/// The most room made at once for a long reply still arriving.
+const MAX_RESERVE: usize = 64 * 1024 * 1024;
 /// Stop taking requests while this much is waiting to be written.
 const MAX_UNWRITTEN: usize = 4 * 1024 * 1024;
 /// The largest single reply accepted from a node (Redis values stop at 512 MB).
@@ -534,8 +536,13 @@ impl Connection {
             if closing && self.in_flight.is_empty() {
                 return Ok(());
             }
-            if self.read.capacity() - self.read.len() < MIN_READ {
-                self.read.reserve(READ_CHUNK);
+            // A long string whose header is in gets its room at once (up to
+            // MAX_RESERVE at a time, whatever the node announces): grown chunk
+            // by chunk, each step would copy what had arrived.
+            let free = self.read.capacity() - self.read.len();
+            let wanted = self.scanner.wanted().saturating_sub(self.read.len()).min(MAX_RESERVE);
+            if free < MIN_READ || free < wanted {
+                self.read.reserve(READ_CHUNK.max(wanted));
             }
             let taking = !closing && self.unwritten.len() < MAX_UNWRITTEN && self.in_flight.len() < max_in_flight;
             let (stream, read, unwritten) = (&mut self.stream, &mut self.read, &mut self.unwritten);

@@ -48,6 +48,8 @@ pub struct ReplyScanner {
     /// Where the search for the end of the current header line resumes, so
     /// a long line arriving in pieces is scanned once.
     line_scan: usize,
+    /// The buffer length the string being read needs, once its header is in.
+    wanted: usize,
 }
 
 impl ReplyScanner {
@@ -94,6 +96,7 @@ impl ReplyScanner {
                     if len >= 0 {
                         let end = line_end + len as usize + 2;
                         if buf.len() < end {
+                            self.wanted = end;
                             return Ok(None);
                         }
                         self.pos = end;
@@ -140,6 +143,7 @@ impl ReplyScanner {
                         self.pos = 0;
                         self.push = false;
                         self.line_scan = 0;
+                        self.wanted = 0;
                         return Ok(Some(frame));
                     }
                     Some(left) if *left > 1 => {
@@ -152,6 +156,13 @@ impl ReplyScanner {
                 }
             }
         }
+    }
+
+    /// How long the buffer must be for the string being read to complete,
+    /// once its length is known (0 otherwise): lets the reader make room for
+    /// a large reply at once rather than growing, and copying, step by step.
+    pub fn wanted(&self) -> usize {
+        self.wanted
     }
 
     /// A length header: -1 (null) or a non-negative count.
@@ -385,6 +396,18 @@ mod tests {
             };
             prop_assert_eq!(first.ok().flatten(), nested_only(&input).first().and_then(|f| f.ok()));
         }
+    }
+
+    #[test]
+    fn a_long_string_says_how_much_it_needs() {
+        let mut scanner = ReplyScanner::default();
+        assert_eq!(scanner.scan(b"*2\r\n$1\r\na\r\n$1000\r\nxy"), Ok(None));
+        assert_eq!(scanner.wanted(), 11 + 7 + 1000 + 2);
+        let mut whole = b"*2\r\n$1\r\na\r\n$1000\r\n".to_vec();
+        whole.extend([b'x'; 1000]);
+        whole.extend(b"\r\n");
+        assert_eq!(scanner.scan(&whole).unwrap().map(|f| f.len), Some(whole.len()));
+        assert_eq!(scanner.wanted(), 0, "reset for the next reply");
     }
 
     #[test]
