@@ -169,7 +169,8 @@ impl Node {
             }
             let entry = self.in_flight.pop_front().expect("a reply without a request");
             debug_assert!(entry.end <= self.written, "an answer to a request never written");
-            self.handover.push(entry.reply_to, Reply::Frame(reply));
+            let from = (reply.first() == Some(&b'-')).then(|| self.addr.clone());
+            self.handover.push(entry.reply_to, Reply::Frame(reply), from);
         }
         self.handover.flush();
     }
@@ -322,7 +323,6 @@ impl RequestPath {
         self.in_flight += 1;
         if let Some(entry) = self.pending.get_mut(seq) {
             entry.request = Some(request);
-            entry.node = Some(node.addr.clone());
         }
     }
 
@@ -335,7 +335,7 @@ impl RequestPath {
             let _request = entry.request.take().unwrap();
             let Reply::Frame(reply) = completion.reply else { panic!("a node failed") };
             let redirect = match reply.first() {
-                Some(b'-') => Redirect::parse(&reply, entry.node.as_ref()),
+                Some(b'-') => Redirect::parse(&reply, completion.from.as_ref()),
                 _ => None,
             };
             assert!(redirect.is_none());

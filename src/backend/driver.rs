@@ -242,7 +242,8 @@ async fn run(
                 continue;
             }
         };
-        let mut conn = Connection::new(stream, std::mem::take(&mut batch), mode, health.clone(), metrics.clone());
+        let first = std::mem::take(&mut batch);
+        let mut conn = Connection::new(stream, addr.clone(), first, mode, health.clone(), metrics.clone());
         if let Some(metrics) = &metrics {
             metrics.connections.inc();
         }
@@ -424,6 +425,8 @@ struct InFlight {
 
 struct Connection {
     stream: NodeStream,
+    /// The node, named in its error replies' completions.
+    addr: NodeAddr,
     read: BytesMut,
     unwritten: BytesMut,
     scanner: ReplyScanner,
@@ -451,6 +454,7 @@ impl Connection {
     /// A fresh connection, with the first requests to write.
     fn new(
         stream: NodeStream,
+        addr: NodeAddr,
         first: Vec<Outbound>,
         mode: Mode,
         health: Arc<Health>,
@@ -458,6 +462,7 @@ impl Connection {
     ) -> Connection {
         let mut conn = Connection {
             stream,
+            addr,
             read: BytesMut::with_capacity(READ_CHUNK),
             unwritten: BytesMut::with_capacity(READ_CHUNK),
             scanner: ReplyScanner::default(),
@@ -666,7 +671,8 @@ impl Connection {
                     metrics.queue.dec();
                     metrics.latency.observe((now.saturating_duration_since(entry.queued_at)).as_secs_f64());
                 }
-                self.handover.push(reply_to, Reply::Frame(reply));
+                let from = (reply.first() == Some(&b'-')).then(|| self.addr.clone());
+                self.handover.push(reply_to, Reply::Frame(reply), from);
             }
         }
         Ok(())

@@ -83,7 +83,7 @@ impl ReplyTo {
     /// Hands over the reply. A session that has gone away no longer wants it:
     /// the reply is dropped, which keeps the connection's FIFO intact.
     pub fn send(self, reply: Reply) {
-        let _ = self.session.deliver(Completion { seq: self.seq, reply });
+        let _ = self.session.deliver(Completion { seq: self.seq, reply, from: None });
     }
 }
 
@@ -99,13 +99,13 @@ pub struct Handover {
 
 impl Handover {
     /// Adds a reply to the current run, first handing the run over when the
-    /// reply is for another session.
-    pub fn push(&mut self, reply_to: ReplyTo, reply: Reply) {
+    /// reply is for another session. `from`: the node, for an error reply.
+    pub fn push(&mut self, reply_to: ReplyTo, reply: Reply, from: Option<NodeAddr>) {
         if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, &reply_to.session)) {
             self.flush();
             self.to = Some(reply_to.session);
         }
-        self.run.push(Completion { seq: reply_to.seq, reply });
+        self.run.push(Completion { seq: reply_to.seq, reply, from });
     }
 
     /// Hands the current run to its session.
@@ -121,6 +121,10 @@ impl Handover {
 pub struct Completion {
     pub seq: u64,
     pub reply: Reply,
+    /// The node that answered with an error (a redirect may name no host:
+    /// then it means this node's). Only for error replies: the address is
+    /// shared, and a copy per reply would be one more atomic count each.
+    pub from: Option<NodeAddr>,
 }
 
 #[derive(Debug)]

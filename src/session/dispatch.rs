@@ -17,7 +17,7 @@ use super::pubsub::{SUBSCRIBER_SEQ, SUBSCRIBER_SEQ_END};
 use super::transaction::{Conn, UNANSWERED};
 use super::{Session, retry_delay};
 use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes, Undelivered};
-use crate::cluster::{Redirect, Slot, key_slot};
+use crate::cluster::{NodeAddr, Redirect, Slot, key_slot};
 use crate::command::{self, Combine, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
 use crate::error::ClientError;
 use crate::fanout::{self, Merge, ProxyInfo, ScanCursor};
@@ -295,7 +295,6 @@ impl Session {
                 self.in_flight += 1;
                 if let Some(entry) = self.pending.get_mut(seq) {
                     entry.request = Some(request);
-                    entry.node = Some(node.addr().clone());
                 }
             }
             Err(Undelivered::Full(_)) => {
@@ -392,7 +391,7 @@ impl Session {
                     return self.wait_progress(seq, request, reply);
                 }
                 if entry.runs_scripts && !entry.healed && reply.starts_with(b"-NOSCRIPT") {
-                    return self.heal_noscript(seq, request, reply);
+                    return self.heal_noscript(seq, request, reply, completion.from);
                 }
                 // A replica still loading or cut off from its master: the
                 // read goes to the master instead.
@@ -408,7 +407,7 @@ impl Session {
                     return;
                 }
                 let redirect = match reply.first() {
-                    Some(b'-') => Redirect::parse(&reply, entry.node.as_ref()),
+                    Some(b'-') => Redirect::parse(&reply, completion.from.as_ref()),
                     _ => None,
                 };
                 let Some(redirect) = redirect else {
@@ -420,7 +419,7 @@ impl Session {
                 match redirect {
                     Redirect::Moved { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
-                        if let (Some(metrics), Some(node)) = (self.metrics, &entry.node) {
+                        if let (Some(metrics), Some(node)) = (self.metrics, &completion.from) {
                             metrics.redirect(node.as_str(), "moved");
                         }
                         self.ctx.pool.topology().moved(slot, addr.clone());
@@ -429,7 +428,7 @@ impl Session {
                     }
                     Redirect::Ask { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
-                        if let (Some(metrics), Some(node)) = (self.metrics, &entry.node) {
+                        if let (Some(metrics), Some(node)) = (self.metrics, &completion.from) {
                             metrics.redirect(node.as_str(), "ask");
                         }
                         let node = self.ctx.pool.node(&addr);
@@ -468,7 +467,7 @@ impl Session {
     /// EVALSHA of a script this node never saw: if slotgate saw it, load it
     /// there and send the EVALSHA again behind it on the same connection
     /// (NOSCRIPT proves it did not run). Otherwise the client gets NOSCRIPT.
-    fn heal_noscript(&mut self, seq: u64, request: Request, reply: Bytes) {
+    fn heal_noscript(&mut self, seq: u64, request: Request, reply: Bytes, from: Option<NodeAddr>) {
         let evalsha =
             request.name().eq_ignore_ascii_case(b"evalsha") || request.name().eq_ignore_ascii_case(b"evalsha_ro");
         let body = request.arg(1).filter(|_| evalsha).and_then(|sha| self.ctx.scripts.body(sha));
@@ -476,7 +475,7 @@ impl Session {
         let target = self.pending.get_mut(seq).map(|entry| entry.target);
         let later = target.is_some_and(|target| self.pending.later_sent_to(seq, target));
         let Some(entry) = self.pending.get_mut(seq) else { return };
-        let (Some(body), Some(addr), false) = (body, entry.node.clone(), later) else {
+        let (Some(body), Some(addr), false) = (body, from, later) else {
             entry.reply = Some(reply);
             return;
         };

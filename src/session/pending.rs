@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::cluster::{NodeAddr, Slot};
+use crate::cluster::Slot;
 use crate::fanout::Merge;
 use crate::resp::{Protocol, Request};
 
@@ -65,8 +65,6 @@ pub struct Entry {
     /// The command only reads: sent twice, it changes nothing, so it is
     /// retried even when a node may have run it before its connection broke.
     pub read_only: bool,
-    /// The node it was last sent to (host-less redirects name its host).
-    pub node: Option<NodeAddr>,
     /// MOVED/ASK hops so far.
     pub redirects: u8,
     /// A NOSCRIPT was healed once (the script loaded on the node).
@@ -130,7 +128,6 @@ impl Entry {
             target,
             runs_scripts,
             read_only: false,
-            node: None,
             redirects: 0,
             healed: false,
             silent: false,
