@@ -119,3 +119,37 @@ fn a_protocol_switch_never_lets_a_request_overtake_an_earlier_one() {
     }
     assert_eq!(raw.read_line(), format!(":{}\r\n", value.len()), "STRLEN ran before the SET it follows");
 }
+
+#[test]
+fn large_replies_keep_their_place_among_small_ones() {
+    // Replies from 16 KiB on leave from the node's read buffer, not copied
+    // with the rest: the bytes and their order must not change.
+    let port = shared().proxy.port;
+    let mut raw = Raw::connect(port);
+    let value =
+        |size: usize, seed: u32| -> Vec<u8> { (0..size as u32).map(|i| ((i * 7 + seed) % 251) as u8).collect() };
+    let (big, bigger) = (value(16 * 1024, 1), value(3 * 1024 * 1024 + 5, 2));
+    let set = |key: &str, v: &[u8]| {
+        let mut out = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n", key.len(), v.len()).into_bytes();
+        out.extend(v);
+        out.extend(b"\r\n");
+        out
+    };
+    raw.send(&[set("order:big", &big), set("order:bigger", &bigger), set("order:small", b"s")].concat());
+    raw.expect(b"+OK\r\n+OK\r\n+OK\r\n");
+    raw.send(
+        b"GET order:small\r\nGET order:big\r\nPING\r\nGET order:bigger\r\nGET order:big\r\nMGET order:small order:big\r\nGET order:small\r\n",
+    );
+    let bulk = |v: &[u8]| [format!("${}\r\n", v.len()).into_bytes(), v.to_vec(), b"\r\n".to_vec()].concat();
+    let want = [
+        bulk(b"s"),
+        bulk(&big),
+        b"+PONG\r\n".to_vec(),
+        bulk(&bigger),
+        bulk(&big),
+        [b"*2\r\n".to_vec(), bulk(b"s"), bulk(&big)].concat(),
+        bulk(b"s"),
+    ]
+    .concat();
+    assert_eq!(raw.read_exact(want.len()), want);
+}

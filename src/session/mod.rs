@@ -28,6 +28,7 @@ mod clients;
 mod dispatch;
 mod local;
 mod logins;
+mod output;
 // Public for benches/request_path.rs, which keeps replies in order with it.
 pub mod pending;
 mod pubsub;
@@ -55,6 +56,7 @@ use crate::resp::{Limits, Protocol, Request, RequestParser};
 pub use acl::{AclError, Password, User, Users};
 pub use clients::Clients;
 pub use logins::FailedLogins;
+use output::Output;
 use pending::{Pending, Ready};
 pub use scripts::Scripts;
 use socket::{ClientRead, ClientWrite};
@@ -233,7 +235,7 @@ async fn serve<R: ClientRead, W: ClientWrite>(
     let span = tracing::debug_span!("client", client.id = session.client.id);
     let _enter = span.enter();
     let mut input = BytesMut::new();
-    let mut output = BytesMut::new();
+    let mut output = Output::default();
     let mut read_size = MIN_READ;
     let mut turn = TURN;
     // Written, but perhaps still in the stream's TLS records: flush next.
@@ -546,7 +548,7 @@ impl Session {
     }
 
     /// Moves replies that are ready, in order, to the output buffer.
-    fn take_ready(&mut self, output: &mut BytesMut) {
+    fn take_ready(&mut self, output: &mut Output) {
         // One clock read for all the replies ready now.
         let mut now_us = None;
         while let Some(ready) = self.pending.pop_ready() {
@@ -558,15 +560,16 @@ impl Session {
                     }
                     let is_error = entry.reply.as_ref().is_some_and(|r| r.first() == Some(&b'-'));
                     if let Some(reply) = entry.reply.filter(|_| !entry.silent) {
-                        output.extend_from_slice(&reply);
+                        output.push(reply);
                     }
                     (entry.tally, is_error)
                 }
                 Ready::Parts(group, _, tally) if group.silent => (tally, false),
                 Ready::Parts(group, replies, tally) => {
-                    let at = output.len();
-                    fanout::merge(&group.merge, &replies, group.protocol, output);
-                    (tally, output.get(at) == Some(&b'-'))
+                    let buffer = output.buffer();
+                    let at = buffer.len();
+                    fanout::merge(&group.merge, &replies, group.protocol, buffer);
+                    (tally, buffer.get(at) == Some(&b'-'))
                 }
             };
             if let Some(metrics) = self.metrics.filter(|_| tally.family > 0) {
