@@ -21,13 +21,14 @@
 //!   task that refreshes them, redirect parsing.
 //! - [`backend`]: pipelined, multiplexed node connections per worker, and
 //!   one-client connections (dedicated, subscribed).
+//! - [`write_queue`]: bytes waiting for a socket, large pieces not copied.
 //! - [`error`]: the one place that decides which error a client sees.
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`live`]: the settings in force, swapped whole by a reload (SIGHUP).
 //!
 //! Dependencies point one way: `resp`, `command`, `cluster` <- `backend` <-
 //! `fanout` <- `session` <- `live` <- `server`; `config` and `error` may be
-//! used by any of them.
+//! used by any of them, and `write_queue` by `backend` and `session`.
 
 pub mod backend;
 pub mod cluster;
@@ -41,3 +42,4 @@ pub mod resp;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod write_queue;

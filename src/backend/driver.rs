@@ -40,7 +40,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::io::{poll_read_buf, poll_write_buf};
@@ -50,6 +50,7 @@ use crate::cluster::{NodeAddr, Topology};
 use crate::metrics::NodeMetrics;
 use crate::resp::{Protocol, ReplyScanner, Request};
 use crate::tls::NodeStream;
+use crate::write_queue::WriteQueue;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
@@ -428,7 +429,7 @@ struct Connection {
     /// The node, named in its error replies' completions.
     addr: NodeAddr,
     read: BytesMut,
-    unwritten: BytesMut,
+    unwritten: WriteQueue,
     scanner: ReplyScanner,
     in_flight: VecDeque<InFlight>,
     /// Bytes queued for writing, and bytes the kernel accepted, since connect.
@@ -464,7 +465,7 @@ impl Connection {
             stream,
             addr,
             read: BytesMut::with_capacity(READ_CHUNK),
-            unwritten: BytesMut::with_capacity(READ_CHUNK),
+            unwritten: WriteQueue::default(),
             scanner: ReplyScanner::default(),
             in_flight: VecDeque::with_capacity(BATCH),
             queued: 0,
@@ -493,13 +494,13 @@ impl Connection {
         }
         for out in batch.drain(..) {
             if self.mode == Mode::Subscriber {
-                self.unwritten.extend_from_slice(&out.frame);
+                self.unwritten.push(&out.frame);
                 self.queued += out.frame.len() as u64;
                 self.sink = Some(out.reply_to);
                 continue;
             }
             if out.asking {
-                self.append(ASKING, None, now);
+                self.append(&Bytes::from_static(ASKING), None, now);
             }
             // A blocking command is overdue only once its own wait is over.
             let counted_from = match out.blocks_for {
@@ -511,11 +512,11 @@ impl Connection {
         self.batch = batch;
     }
 
-    fn append(&mut self, frame: &[u8], reply_to: Option<ReplyTo>, queued_at: Instant) {
+    fn append(&mut self, frame: &Bytes, reply_to: Option<ReplyTo>, queued_at: Instant) {
         // A request behind a blocking one cannot be answered before it: its
         // clock starts no earlier.
         let queued_at = self.in_flight.back().map_or(queued_at, |before| queued_at.max(before.queued_at));
-        self.unwritten.extend_from_slice(frame);
+        self.unwritten.push(frame);
         self.queued += frame.len() as u64;
         self.in_flight.push_back(InFlight { reply_to, end: self.queued, queued_at, probe: false });
     }
@@ -589,11 +590,11 @@ impl Connection {
                         if self.sink.is_some() {
                             if self.ping_sent.is_none() {
                                 self.ping_sent = Some(now);
-                                self.unwritten.extend_from_slice(PING);
+                                self.unwritten.buffer().extend_from_slice(PING);
                                 self.queued += PING.len() as u64;
                             }
                         } else {
-                            self.append(PING, None, now);
+                            self.append(&Bytes::from_static(PING), None, now);
                             if let Some(ping) = self.in_flight.back_mut() {
                                 ping.probe = true;
                             }
@@ -610,7 +611,7 @@ impl Connection {
     fn poll_io(
         stream: &mut NodeStream,
         read: &mut BytesMut,
-        unwritten: &mut BytesMut,
+        unwritten: &mut WriteQueue,
         cx: &mut Context<'_>,
     ) -> Poll<Io> {
         if let Poll::Ready(result) = poll_read_buf(Pin::new(&mut *stream), cx, read) {

@@ -28,7 +28,6 @@ mod clients;
 mod dispatch;
 mod local;
 mod logins;
-mod output;
 // Public for benches/request_path.rs, which keeps replies in order with it.
 pub mod pending;
 mod pubsub;
@@ -53,10 +52,10 @@ use crate::backend::{Completion, Dedicated, Mailbox, Pool, Routes};
 use crate::command::{KeyPositions, LookupCache};
 use crate::fanout;
 use crate::resp::{Limits, Protocol, Request, RequestParser};
+use crate::write_queue::WriteQueue;
 pub use acl::{AclError, Password, User, Users};
 pub use clients::Clients;
 pub use logins::FailedLogins;
-use output::Output;
 use pending::{Pending, Ready};
 pub use scripts::Scripts;
 use socket::{ClientRead, ClientWrite};
@@ -235,8 +234,10 @@ async fn serve<R: ClientRead, W: ClientWrite>(
     let span = tracing::debug_span!("client", client.id = session.client.id);
     let _enter = span.enter();
     let mut input = BytesMut::new();
-    let mut output = Output::default();
+    let mut output = WriteQueue::default();
     let mut read_size = MIN_READ;
+    // The read buffer was grown for a large request.
+    let mut large_input = false;
     let mut turn = TURN;
     // Written, but perhaps still in the stream's TLS records: flush next.
     let mut unflushed = false;
@@ -246,6 +247,11 @@ async fn serve<R: ClientRead, W: ClientWrite>(
             break;
         }
         turn -= session.process_input(&mut input, turn);
+        if large_input && input.is_empty() {
+            // Made for a large request: not kept for the small ones after it.
+            input = BytesMut::new();
+            large_input = false;
+        }
         // Requests left unparsed for lack of turn wait for the next one
         // (which also sees the end of input, if that is what is left).
         let more = turn == 0 && session.wants_input();
@@ -267,6 +273,10 @@ async fn serve<R: ClientRead, W: ClientWrite>(
         // Retries go in request order: the oldest waiting one sets the time;
         // lost subscribed connections are opened again too.
         let retry_at = session.retries.front().map(|&(at, _)| at).into_iter().chain(session.subs.reopen_at).min();
+        // A large argument is read in steps, so a length header alone
+        // reserves at most MAX_RESERVE, whatever it announces.
+        let wanted = session.parser.wanted().saturating_sub(input.len()).min(MAX_RESERVE);
+        large_input |= reading && wanted > read_size;
         tokio::select! {
             biased;
             _ = std::future::poll_fn(|cx| mailbox.poll_take(cx, &mut arrived)) => {
@@ -308,9 +318,6 @@ async fn serve<R: ClientRead, W: ClientWrite>(
                 if input.capacity() == input.len() {
                     reader.readable().await?;
                 }
-                // A large argument is read in steps, so a length header alone
-                // reserves at most MAX_RESERVE, whatever it announces.
-                let wanted = session.parser.wanted().saturating_sub(input.len()).min(MAX_RESERVE);
                 input.reserve(read_size.max(wanted));
                 reader.read_buf(&mut input).await
             }, if reading => match read {
@@ -548,7 +555,7 @@ impl Session {
     }
 
     /// Moves replies that are ready, in order, to the output buffer.
-    fn take_ready(&mut self, output: &mut Output) {
+    fn take_ready(&mut self, output: &mut WriteQueue) {
         // One clock read for all the replies ready now.
         let mut now_us = None;
         while let Some(ready) = self.pending.pop_ready() {
@@ -560,7 +567,7 @@ impl Session {
                     }
                     let is_error = entry.reply.as_ref().is_some_and(|r| r.first() == Some(&b'-'));
                     if let Some(reply) = entry.reply.filter(|_| !entry.silent) {
-                        output.push(reply);
+                        output.push(&reply);
                     }
                     (entry.tally, is_error)
                 }

@@ -1,43 +1,44 @@
-//! What a client is owed on its socket, in order. Replies are copied into
-//! one buffer, except large ones: those are written from where they arrived
-//! (the node connection's read buffer), so a 1 MiB value is not copied once
-//! more on its way out.
+//! Bytes waiting to be written to a socket, in order: a client's replies, a
+//! node connection's requests. Small pieces are copied into one buffer;
+//! large ones are written from where they already are (a node connection's
+//! read buffer, a client's), so a 1 MiB value is not copied once more on
+//! its way out, and no buffer grows to the size of the largest value seen.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-/// Replies from this size on are written where they are, not copied.
+/// Pieces from this size on are written where they are, not copied.
 const WRITTEN_IN_PLACE: usize = 16 * 1024;
 
-/// The client's unsent bytes: `whole` replies first, then `tail`.
+/// The unsent bytes: `whole` pieces first, then `tail`.
 #[derive(Debug, Default)]
-pub struct Output {
-    /// Large replies, and what was buffered before each, in order.
+pub struct WriteQueue {
+    /// Large pieces, and what was buffered before each, in order.
     whole: VecDeque<Bytes>,
-    /// Where replies are copied, and the merged ones written; always last.
+    /// Where small pieces are copied (and replies written in place); always last.
     tail: BytesMut,
     /// Bytes in `whole`.
     whole_len: usize,
 }
 
-impl Output {
-    /// Queues `reply` behind everything else.
-    pub fn push(&mut self, reply: Bytes) {
-        if reply.len() < WRITTEN_IN_PLACE {
-            return self.tail.extend_from_slice(&reply);
+impl WriteQueue {
+    /// Queues `bytes` behind everything else.
+    pub fn push(&mut self, bytes: &Bytes) {
+        if bytes.len() < WRITTEN_IN_PLACE {
+            return self.tail.extend_from_slice(bytes);
         }
         if !self.tail.is_empty() {
             let before = self.tail.split().freeze();
             self.whole_len += before.len();
             self.whole.push_back(before);
         }
-        self.whole_len += reply.len();
-        self.whole.push_back(reply);
+        self.whole_len += bytes.len();
+        self.whole.push_back(bytes.clone());
     }
 
-    /// The buffer that comes last, for a reply written in place.
+    /// The buffer that comes last, for bytes written in place.
     pub fn buffer(&mut self) -> &mut BytesMut {
         &mut self.tail
     }
@@ -51,7 +52,7 @@ impl Output {
     }
 }
 
-impl Buf for Output {
+impl Buf for WriteQueue {
     fn remaining(&self) -> usize {
         self.len()
     }
@@ -92,7 +93,7 @@ mod tests {
 
     /// Everything `output` would write, taken as a socket would: a few
     /// bytes at a time, over chunk boundaries.
-    fn drain(output: &mut Output, step: usize) -> Vec<u8> {
+    fn drain(output: &mut WriteQueue, step: usize) -> Vec<u8> {
         let mut out = Vec::new();
         while output.has_remaining() {
             let mut slices = [IoSlice::new(&[]); 4];
@@ -106,15 +107,15 @@ mod tests {
     }
 
     #[test]
-    fn replies_leave_in_order_whatever_their_size() {
+    fn pieces_leave_in_order_whatever_their_size() {
         let big = Bytes::from(vec![b'x'; WRITTEN_IN_PLACE]);
-        let mut output = Output::default();
-        output.push(Bytes::from_static(b"+OK\r\n"));
-        output.push(big.clone());
+        let mut output = WriteQueue::default();
+        output.push(&Bytes::from_static(b"+OK\r\n"));
+        output.push(&big);
         output.buffer().extend_from_slice(b":1\r\n");
-        output.push(big.clone());
-        output.push(big.clone());
-        output.push(Bytes::from_static(b"$-1\r\n"));
+        output.push(&big);
+        output.push(&big);
+        output.push(&Bytes::from_static(b"$-1\r\n"));
         assert_eq!(output.len(), 5 + 4 + 5 + 3 * big.len());
         let mut want = b"+OK\r\n".to_vec();
         want.extend_from_slice(&big);
@@ -125,7 +126,18 @@ mod tests {
         assert_eq!(drain(&mut output, 7001), want);
         assert!(output.is_empty());
         // Used again once empty.
-        output.push(Bytes::from_static(b"+PONG\r\n"));
+        output.push(&Bytes::from_static(b"+PONG\r\n"));
         assert_eq!(output.chunk(), b"+PONG\r\n");
+    }
+
+    #[test]
+    fn large_pieces_never_grow_the_buffer() {
+        let mut output = WriteQueue::default();
+        output.push(&Bytes::from_static(b"+OK\r\n"));
+        let before = output.buffer().capacity();
+        output.push(&Bytes::from(vec![b'x'; 8 * 1024 * 1024]));
+        output.push(&Bytes::from_static(b":1\r\n"));
+        assert!(output.buffer().capacity() <= before.max(WRITTEN_IN_PLACE), "the 8 MiB piece was copied");
+        assert_eq!(output.len(), 5 + 8 * 1024 * 1024 + 4);
     }
 }
