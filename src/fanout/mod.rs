@@ -115,13 +115,15 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
     }
     // Every part in one buffer (one allocation however many slots), its
     // arguments copied as the client encoded them.
-    let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 16 * slots.len(), slots.len());
+    let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 16 * slots.len());
+    let mut parts = Vec::with_capacity(slots.len());
     if slots.len() == keys.len() {
         // A slot per key (random keys): the parts are the keys in order.
-        for &at in keys {
+        for (&at, &slot) in keys.iter().zip(&slots) {
             builder.begin(1 + step);
             builder.args_of(request, 0..1);
             builder.args_of(request, at..at + step);
+            parts.push((slot, builder.finish()));
         }
     } else {
         // Keys grouped by part in one pass (a counting sort), keeping their order.
@@ -138,16 +140,16 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
             grouped[fill[usize::from(part)]] = at;
             fill[usize::from(part)] += 1;
         }
-        for part in 0..slots.len() {
+        for (part, &slot) in slots.iter().enumerate() {
             let mine = &grouped[starts[part]..starts[part + 1]];
             builder.begin(1 + mine.len() * step);
             builder.args_of(request, 0..1);
             for &at in mine {
                 builder.args_of(request, at..at + step);
             }
+            parts.push((slot, builder.finish()));
         }
     }
-    let parts = slots.into_iter().zip(builder.finish()).collect();
     let merge = match combine {
         Combine::InKeyOrder => Merge::InKeyOrder(owner),
         Combine::Sum => Merge::Sum,

@@ -163,30 +163,23 @@ impl Request {
 }
 
 /// Encodes several requests into one shared buffer (the parts of a split
-/// request): one allocation for all of them, however many there are.
+/// request): one allocation for all of them, however many there are. Each
+/// is taken off the buffer as soon as it is complete.
 #[derive(Debug, Default)]
 pub struct RequestsBuilder {
     buf: BytesMut,
-    done: Vec<(usize, usize, SmallVec<[Span; 6]>)>,
-    start: usize,
     spans: SmallVec<[Span; 6]>,
-    open: bool,
 }
 
 impl RequestsBuilder {
-    pub fn with_capacity(bytes: usize, requests: usize) -> RequestsBuilder {
-        RequestsBuilder {
-            buf: BytesMut::with_capacity(bytes),
-            done: Vec::with_capacity(requests),
-            ..Default::default()
-        }
+    /// Room for `bytes` of requests in all.
+    pub fn with_capacity(bytes: usize) -> RequestsBuilder {
+        RequestsBuilder { buf: BytesMut::with_capacity(bytes), spans: SmallVec::new() }
     }
 
-    /// Starts the next request, of `argc` arguments (its name included).
+    /// Starts the next request, of `argc` arguments (its name included):
+    /// exactly that many must follow before [`RequestsBuilder::finish`].
     pub fn begin(&mut self, argc: usize) {
-        self.close();
-        self.start = self.buf.len();
-        self.open = true;
         super::write::array(&mut self.buf, argc);
     }
 
@@ -197,7 +190,7 @@ impl RequestsBuilder {
     /// If `range` is empty or past `request`'s last argument.
     pub fn args_of(&mut self, request: &Request, range: Range<usize>) {
         let (from, bytes) = request.encoded(range.clone());
-        let at = self.buf.len() - self.start;
+        let at = self.buf.len();
         self.buf.extend_from_slice(bytes);
         let moved = |offset: u32| (offset as usize - from + at) as u32;
         // Pushed one by one: SmallVec's `extend` costs more for a span or two.
@@ -206,18 +199,10 @@ impl RequestsBuilder {
         }
     }
 
-    fn close(&mut self) {
-        if std::mem::take(&mut self.open) {
-            self.done.push((self.start, self.buf.len(), std::mem::take(&mut self.spans)));
-        }
-    }
-
-    /// The requests, in the order they were begun. A request given fewer
-    /// arguments than announced is malformed: callers announce exactly.
-    pub fn finish(mut self) -> Vec<Request> {
-        self.close();
-        let all = self.buf.freeze();
-        self.done.into_iter().map(|(start, end, args)| Request { frame: all.slice(start..end), args }).collect()
+    /// The request begun last, taken off the buffer (which keeps the room
+    /// left for the next ones).
+    pub fn finish(&mut self) -> Request {
+        Request { frame: self.buf.split().freeze(), args: std::mem::take(&mut self.spans) }
     }
 }
 
