@@ -1,7 +1,8 @@
 //! Memory stays bounded under abuse: ten thousand idle clients (under
-//! 100 MB), and two hundred clients that pipeline SETs as fast as they can
+//! 100 MB), two hundred clients that pipeline SETs as fast as they can
 //! without ever reading a reply (under 250 MB: `max_pipeline` holds each
-//! back). slotgate's resident memory (VmRSS) is sampled while it happens.
+//! back), and a client that does not read while large replies pass through
+//! for others. slotgate's resident memory (VmRSS) is sampled while it happens.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
@@ -95,4 +96,51 @@ fn clients_that_pipeline_without_reading_are_held_back_not_buffered() {
     other.send(b"PING\r\n");
     other.expect(b"+PONG\r\n");
     drop(streams);
+}
+
+fn set(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n", key.len(), value.len()).into_bytes();
+    out.extend(value);
+    out.extend(b"\r\n");
+    out
+}
+
+#[test]
+fn a_slow_clients_replies_do_not_pin_large_read_buffers() {
+    // Replies from 16 KiB on wait for a slow client as slices of the node
+    // connection's read buffer; the output limit counts the slices. Found in
+    // review: one 20 KiB reply kept a 70 MB read buffer alive, five of them
+    // 369 MB, when replies small against their buffer were not copied out.
+    const BIG: usize = 70 * 1024 * 1024;
+    const SMALL: usize = 20 * 1024;
+    const ROUNDS: usize = 5;
+    // A generous limit: the slow client stays well under it in bytes counted.
+    let proxy = Proxy::start(&shared().cluster.seeds(), &["--client-output-buffer-limit-normal", "100000000"]);
+    proxy.wait_routing();
+    let mut helper = Raw::connect(proxy.port);
+    helper.send(&set("{rv}big", &vec![b'b'; BIG]));
+    helper.expect(b"+OK\r\n");
+    helper.send(&set("{rv}small", &vec![b's'; SMALL]));
+    helper.expect(b"+OK\r\n");
+
+    // The slow client fills its socket buffers first, so what follows stays in slotgate.
+    let mut slow = Raw::connect(proxy.port);
+    slow.send(&b"GET {rv}small\r\n".repeat(1000));
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = proxy.rss_mb();
+    let big_reply = BIG + format!("${BIG}\r\n\r\n").len();
+    for _ in 0..ROUNDS {
+        helper.send(b"GET {rv}big\r\n");
+        slow.send(b"GET {rv}small\r\n");
+        assert_eq!(helper.read_exact(big_reply).len(), big_reply);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let after = proxy.rss_mb();
+    // One 70 MB read buffer may stay (the node connection's own).
+    assert!(
+        after - before < 150.0,
+        "RSS grew by {:.0} MB for {} KiB of queued replies",
+        after - before,
+        ROUNDS * SMALL / 1024
+    );
 }

@@ -429,6 +429,8 @@ struct Connection {
     /// The node, named in its error replies' completions.
     addr: NodeAddr,
     read: BytesMut,
+    /// Roughly the size of `read`'s allocation (its capacity when last grown).
+    read_alloc: usize,
     unwritten: WriteQueue,
     scanner: ReplyScanner,
     in_flight: VecDeque<InFlight>,
@@ -465,6 +467,7 @@ impl Connection {
             stream,
             addr,
             read: BytesMut::with_capacity(READ_CHUNK),
+            read_alloc: READ_CHUNK,
             unwritten: WriteQueue::default(),
             scanner: ReplyScanner::default(),
             in_flight: VecDeque::with_capacity(BATCH),
@@ -542,6 +545,18 @@ impl Connection {
             if closing && self.in_flight.is_empty() {
                 return Ok(());
             }
+            // A buffer grown for a long reply is not kept for the replies
+            // after it: one of them queued for a client that does not read
+            // (written from here, not copied) would keep all of it alive.
+            if self.read.capacity() > 4 * READ_CHUNK
+                && self.read.len() < READ_CHUNK
+                && self.scanner.wanted() <= self.read.len()
+            {
+                let mut fresh = BytesMut::with_capacity(READ_CHUNK);
+                fresh.extend_from_slice(&self.read);
+                self.read = fresh;
+                self.read_alloc = READ_CHUNK;
+            }
             // A long string whose header is in gets its room at once (up to
             // MAX_RESERVE at a time, whatever the node announces): grown chunk
             // by chunk, each step would copy what had arrived.
@@ -549,6 +564,7 @@ impl Connection {
             let wanted = self.scanner.wanted().saturating_sub(self.read.len()).min(MAX_RESERVE);
             if free < MIN_READ || free < wanted {
                 self.read.reserve(READ_CHUNK.max(wanted));
+                self.read_alloc = self.read.capacity();
             }
             let taking = !closing && self.unwritten.len() < MAX_UNWRITTEN && self.in_flight.len() < max_in_flight;
             let (stream, read, unwritten) = (&mut self.stream, &mut self.read, &mut self.unwritten);
@@ -631,7 +647,8 @@ impl Connection {
         let result = self.take_replies();
         // Even after an unreadable reply: those before it are answers.
         self.handover.flush();
-        if result.is_ok() && self.read.len() > MAX_REPLY {
+        // A length over the limit is refused as soon as its header is read.
+        if result.is_ok() && self.read.len().max(self.scanner.wanted()) > MAX_REPLY {
             return Err("reply larger than 1 GB".into());
         }
         result
@@ -641,7 +658,15 @@ impl Connection {
         // One clock read for every reply of this read.
         let mut now = None;
         while let Some(frame) = self.scanner.scan(&self.read).map_err(|e| format!("unreadable reply: {e}"))? {
-            let reply = self.read.split_to(frame.len).freeze();
+            // A reply much smaller than the buffer it sits in gets its own
+            // bytes: queued for a slow client, it would keep all of it alive.
+            let reply = if self.read_alloc > 4 * READ_CHUNK && frame.len < self.read_alloc / 4 {
+                let copy = Bytes::copy_from_slice(&self.read[..frame.len]);
+                bytes::Buf::advance(&mut self.read, frame.len);
+                copy
+            } else {
+                self.read.split_to(frame.len).freeze()
+            };
             if let Some(sink) = &self.sink {
                 self.answered = true;
                 // Our PING's answer, subscribed (RESP2) or not: nobody else

@@ -146,6 +146,25 @@ impl AsyncWrite for NodeStream {
         }
     }
 
+    // A batch of requests with a large one among them goes in one writev.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            NodeStream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            NodeStream::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            NodeStream::Plain(stream) => stream.is_write_vectored(),
+            NodeStream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             NodeStream::Plain(stream) => Pin::new(stream).poll_flush(cx),
