@@ -12,6 +12,9 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Pieces from this size on are written where they are, not copied.
 const WRITTEN_IN_PLACE: usize = 16 * 1024;
 
+/// The most room the buffer keeps once everything is written.
+const KEPT_WHEN_EMPTY: usize = 1024 * 1024;
+
 /// The unsent bytes: `whole` pieces first, then `tail`.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
@@ -74,7 +77,13 @@ impl Buf for WriteQueue {
     fn advance(&mut self, mut cnt: usize) {
         while cnt > 0 {
             let Some(first) = self.whole.front_mut() else {
-                return self.tail.advance(cnt);
+                self.tail.advance(cnt);
+                // Grown for one large merged reply (a huge MGET, say): not
+                // kept for the small ones after it.
+                if self.tail.is_empty() && self.tail.try_reclaim(KEPT_WHEN_EMPTY + 1) {
+                    self.tail = BytesMut::new();
+                }
+                return;
             };
             let step = cnt.min(first.len());
             first.advance(step);
@@ -128,6 +137,16 @@ mod tests {
         // Used again once empty.
         output.push(&Bytes::from_static(b"+PONG\r\n"));
         assert_eq!(output.chunk(), b"+PONG\r\n");
+    }
+
+    #[test]
+    fn a_buffer_grown_large_is_let_go_once_written() {
+        let mut output = WriteQueue::default();
+        output.buffer().extend_from_slice(&vec![b'x'; 4 * KEPT_WHEN_EMPTY]);
+        drain(&mut output, 1 << 20);
+        // Reserving would take back the whole allocation, had it been kept.
+        output.buffer().reserve(16);
+        assert!(output.buffer().capacity() <= KEPT_WHEN_EMPTY, "{}", output.buffer().capacity());
     }
 
     #[test]
