@@ -169,8 +169,7 @@ impl Node {
             }
             let entry = self.in_flight.pop_front().expect("a reply without a request");
             debug_assert!(entry.end <= self.written, "an answer to a request never written");
-            let from = (reply.first() == Some(&b'-')).then(|| self.addr.clone());
-            self.handover.push(entry.reply_to, Reply::Frame(reply), from);
+            self.handover.push(entry.reply_to, reply, &self.addr);
         }
         self.handover.flush();
     }

@@ -524,6 +524,11 @@ impl Connection {
         self.in_flight.push_back(InFlight { reply_to, end: self.queued, queued_at, probe: false });
     }
 
+    /// The read buffer was grown well past its usual size (for a long reply).
+    fn read_oversized(&self) -> bool {
+        self.read_alloc > 4 * READ_CHUNK
+    }
+
     /// Has the oldest request waited longer than `limit`?
     fn overdue(&self, limit: Duration) -> bool {
         self.in_flight.front().is_some_and(|oldest| oldest.queued_at.elapsed() > limit)
@@ -548,10 +553,7 @@ impl Connection {
             // A buffer grown for a long reply is not kept for the replies
             // after it: one of them queued for a client that does not read
             // (written from here, not copied) would keep all of it alive.
-            if self.read.capacity() > 4 * READ_CHUNK
-                && self.read.len() < READ_CHUNK
-                && self.scanner.wanted() <= self.read.len()
-            {
+            if self.read_oversized() && self.read.len() < READ_CHUNK && self.scanner.wanted() <= self.read.len() {
                 let mut fresh = BytesMut::with_capacity(READ_CHUNK);
                 fresh.extend_from_slice(&self.read);
                 self.read = fresh;
@@ -660,7 +662,7 @@ impl Connection {
         while let Some(frame) = self.scanner.scan(&self.read).map_err(|e| format!("unreadable reply: {e}"))? {
             // A reply much smaller than the buffer it sits in gets its own
             // bytes: queued for a slow client, it would keep all of it alive.
-            let reply = if self.read_alloc > 4 * READ_CHUNK && frame.len < self.read_alloc / 4 {
+            let reply = if self.read_oversized() && frame.len < self.read_alloc / 4 {
                 let copy = Bytes::copy_from_slice(&self.read[..frame.len]);
                 bytes::Buf::advance(&mut self.read, frame.len);
                 copy
@@ -697,8 +699,7 @@ impl Connection {
                     metrics.queue.dec();
                     metrics.latency.observe((now.saturating_duration_since(entry.queued_at)).as_secs_f64());
                 }
-                let from = (reply.first() == Some(&b'-')).then(|| self.addr.clone());
-                self.handover.push(reply_to, Reply::Frame(reply), from);
+                self.handover.push(reply_to, reply, &self.addr);
             }
         }
         Ok(())

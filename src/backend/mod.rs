@@ -98,14 +98,15 @@ pub struct Handover {
 }
 
 impl Handover {
-    /// Adds a reply to the current run, first handing the run over when the
-    /// reply is for another session. `from`: the node, for an error reply.
-    pub fn push(&mut self, reply_to: ReplyTo, reply: Reply, from: Option<NodeAddr>) {
+    /// Adds `node`'s reply to the current run, first handing the run over
+    /// when the reply is for another session.
+    pub fn push(&mut self, reply_to: ReplyTo, reply: Bytes, node: &NodeAddr) {
         if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, &reply_to.session)) {
             self.flush();
             self.to = Some(reply_to.session);
         }
-        self.run.push(Completion { seq: reply_to.seq, reply, from });
+        let from = (reply.first() == Some(&b'-')).then(|| node.clone());
+        self.run.push(Completion { seq: reply_to.seq, reply: Reply::Frame(reply), from });
     }
 
     /// Hands the current run to its session.
@@ -125,6 +126,13 @@ pub struct Completion {
     /// then it means this node's). Only for error replies: the address is
     /// shared, and a copy per reply would be one more atomic count each.
     pub from: Option<NodeAddr>,
+}
+
+impl Completion {
+    /// A signal to a session, not a reply: `seq` says which (drain, reload, ...).
+    pub fn signal(seq: u64) -> Completion {
+        Completion { seq, reply: Reply::Frame(Bytes::new()), from: None }
+    }
 }
 
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::backend::{Completion, Mailbox, Reply};
+use crate::backend::{Completion, Mailbox};
 
 /// A sequence number that tells a session it was killed (CLIENT KILL).
 pub(super) const KILLED: u64 = u64::MAX - 4096;
@@ -104,7 +104,7 @@ impl Clients {
         // Flag first: a session registering after the loop below sees it.
         self.draining.store(true, Ordering::SeqCst);
         for handle in lock(&self.all).values() {
-            let _ = handle.mailbox.deliver(Completion { seq: DRAIN, reply: Reply::Frame(Bytes::new()), from: None });
+            let _ = handle.mailbox.deliver(Completion::signal(DRAIN));
         }
     }
 
@@ -115,7 +115,7 @@ impl Clients {
     /// an idle one would only see them with its next request.
     pub fn reloaded(&self) {
         for handle in lock(&self.all).values() {
-            let _ = handle.mailbox.deliver(Completion { seq: RELOADED, reply: Reply::Frame(Bytes::new()), from: None });
+            let _ = handle.mailbox.deliver(Completion::signal(RELOADED));
         }
     }
 
@@ -128,7 +128,7 @@ impl Clients {
                 && view.sub + view.psub + view.ssub == 0;
             drop(view);
             if idle {
-                let _ = handle.mailbox.deliver(Completion { seq: IDLE, reply: Reply::Frame(Bytes::new()), from: None });
+                let _ = handle.mailbox.deliver(Completion::signal(IDLE));
             }
         }
     }
@@ -172,7 +172,7 @@ impl ClientHandle {
     /// that asked, which is closed after its reply instead).
     pub fn kill_unless(&self, me: u64) {
         if self.id != me {
-            let _ = self.mailbox.deliver(Completion { seq: KILLED, reply: Reply::Frame(Bytes::new()), from: None });
+            let _ = self.mailbox.deliver(Completion::signal(KILLED));
         }
     }
 
