@@ -291,7 +291,7 @@ impl RequestPath {
             // `Session::forward`.
             let seq = self.pending.push(Entry { read_only, ..Entry::new(Target::Slot(slot), false) });
             let routes = self.routes.clone();
-            return self.send(seq, request, Target::Slot(slot), &routes);
+            return self.send(seq, request.into_frame(), Target::Slot(slot), &routes);
         }
         let split = split_by_slot(command, keyed.split.unwrap(), &request, &self.keys).unwrap();
         assert!(split.parts.len() <= MAX_FANOUT);
@@ -303,7 +303,7 @@ impl RequestPath {
         for (target, part) in parts {
             let seq = self.pending.push(Entry { read_only, ..Entry::new(target, false) });
             first.get_or_insert(seq);
-            self.send(seq, part, target, &routes);
+            self.send(seq, part.into_frame(), target, &routes);
         }
         if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
             let group = Group { parts: count, merge: split.merge, protocol: Protocol::Resp2, silent: false };
@@ -312,16 +312,16 @@ impl RequestPath {
     }
 
     /// `Session::send` and `send_to`: the slot's master (`Routes::master`),
-    /// its queue, and the entry keeps the request for redirects.
-    fn send(&mut self, seq: u64, request: Request, target: Target, routes: &SlotMap) {
+    /// its queue, and the entry keeps the request's frame for redirects.
+    fn send(&mut self, seq: u64, frame: Bytes, target: Target, routes: &SlotMap) {
         let index = routes.shard_index(target.slot().unwrap()).unwrap();
         let node = &self.nodes[index];
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
+        let out = Outbound { frame: frame.clone(), asking: false, blocks_for: None, reply_to };
         node.queue.deliver_at_most(out, QUEUE_LIMIT).unwrap();
         self.in_flight += 1;
         if let Some(entry) = self.pending.get_mut(seq) {
-            entry.request = Some(request);
+            entry.frame = Some(frame);
         }
     }
 
@@ -331,7 +331,7 @@ impl RequestPath {
         for completion in self.arrived.drain(..) {
             self.in_flight -= 1;
             let entry = self.pending.get_mut(completion.seq).unwrap();
-            let _request = entry.request.take().unwrap();
+            let _frame = entry.frame.take().unwrap();
             let Reply::Frame(reply) = completion.reply else { panic!("a node failed") };
             let redirect = match reply.first() {
                 Some(b'-') => Redirect::parse(&reply, completion.from.as_ref()),

@@ -120,6 +120,40 @@ impl Request {
         &self.frame
     }
 
+    /// The frame alone: what a request waiting for its reply keeps, in
+    /// case it must be sent again (a third of the size with its offsets).
+    pub fn into_frame(self) -> Bytes {
+        self.frame
+    }
+
+    /// The request a frame from [`Request::into_frame`] is, its arguments
+    /// found again: for the rare paths that need them once only the frame
+    /// was kept. `None` if `frame` is not one whole multibulk request.
+    pub fn from_frame(frame: Bytes) -> Option<Request> {
+        /// A `*<n>` or `$<len>` line at `at`: the number and where the line ends.
+        fn line(frame: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
+            let rest = frame.get(at..)?;
+            let cr = memchr::memchr(b'\r', rest)?;
+            if rest.first() != Some(&kind) || rest.get(cr + 1) != Some(&b'\n') {
+                return None;
+            }
+            let n = usize::try_from(parse_i64(&rest[1..cr])?).ok()?;
+            Some((n, at + cr + 2))
+        }
+        let (count, mut at) = line(&frame, 0, b'*')?;
+        let mut args = SmallVec::with_capacity(count.min(MAX_RESERVED_ARGS));
+        for _ in 0..count {
+            let (len, start) = line(&frame, at, b'$')?;
+            let end = start.checked_add(len)?;
+            if frame.get(end..end + 2)? != b"\r\n" {
+                return None;
+            }
+            args.push(Span { start: u32::try_from(start).ok()?, end: u32::try_from(end).ok()? });
+            at = end + 2;
+        }
+        (count > 0 && at == frame.len()).then_some(Request { frame, args })
+    }
+
     /// Number of arguments, the command name included.
     pub fn argc(&self) -> usize {
         self.args.len()

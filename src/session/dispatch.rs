@@ -192,7 +192,7 @@ impl Session {
         for (target, request) in parts {
             let seq = self.pending.push(Entry { read_only, ..Entry::new(target, false) });
             first.get_or_insert(seq);
-            self.send(seq, request, target, &routes);
+            self.send(seq, request.into_frame(), target, &routes);
         }
         if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
             entry.group = Some(Box::new(Group { parts: count, merge, protocol: self.client.protocol, silent: false }));
@@ -260,11 +260,11 @@ impl Session {
         let entry = Entry::new(target, kind == Kind::Script);
         let seq = self.pending.push(Entry { read_only: kind == Kind::Read, ..entry });
         let routes = self.routes.clone();
-        self.send(seq, request, target, &routes);
+        self.send(seq, request.into_frame(), target, &routes);
     }
 
-    /// Sends the request of entry `seq` by `routes`.
-    pub(super) fn send(&mut self, seq: u64, request: Request, target: Target, routes: &Routes) {
+    /// Sends the request of entry `seq` (its `frame`) by `routes`.
+    pub(super) fn send(&mut self, seq: u64, frame: Bytes, target: Target, routes: &Routes) {
         let node = match target {
             Target::Slot(slot) => routes.master(slot),
             Target::Reader(slot) => {
@@ -275,7 +275,7 @@ impl Session {
             Target::Local | Target::Dedicated => None,
         };
         match node {
-            Some(node) => self.send_to(seq, request, node, false),
+            Some(node) => self.send_to(seq, frame, node, false),
             None if routes.version() == 0 => {
                 let why = self.ctx.pool.topology().last_error();
                 self.fail(seq, ClientError::NoTopology(why));
@@ -287,14 +287,14 @@ impl Session {
         }
     }
 
-    fn send_to(&mut self, seq: u64, request: Request, node: &Node, asking: bool) {
+    fn send_to(&mut self, seq: u64, frame: Bytes, node: &Node, asking: bool) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: request.frame().clone(), asking, blocks_for: None, reply_to };
+        let out = Outbound { frame: frame.clone(), asking, blocks_for: None, reply_to };
         match node.send(self.client.protocol, self.client.id, out) {
             Ok(()) => {
                 self.in_flight += 1;
                 if let Some(entry) = self.pending.get_mut(seq) {
-                    entry.request = Some(request);
+                    entry.frame = Some(frame);
                 }
             }
             Err(Undelivered::Full(_)) => {
@@ -302,7 +302,7 @@ impl Session {
             }
             // The connection has closed (its node left the map): never sent, so retry.
             Err(Undelivered::Closed(_)) => {
-                if !self.retry_later(seq, &request) {
+                if !self.retry_later(seq, &frame) {
                     let cause = "its connection is closed".into();
                     let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
                     self.fail(seq, ClientError::NodeUnreachable(error));
@@ -362,7 +362,9 @@ impl Session {
                         let redirect = Redirect::parse(&reply, from.as_ref());
                         // Only with nothing else on that connection, which is replaced.
                         let alone = self.in_flight == 0;
-                        let request = entry.request.take().filter(|_| alone && entry.redirects < max_redirects);
+                        let request = (entry.frame.take())
+                            .filter(|_| alone && entry.redirects < max_redirects)
+                            .and_then(Request::from_frame);
                         if let (Some(request), Some(Redirect::Moved { addr, .. } | Redirect::Ask { addr, .. })) =
                             (request, &redirect)
                         {
@@ -384,14 +386,14 @@ impl Session {
             }
             return;
         }
-        let Some(request) = entry.request.take() else { return };
+        let Some(frame) = entry.frame.take() else { return };
         match completion.reply {
             Reply::Frame(reply) => {
                 if entry.wait.is_some() && !value::is_error(&reply) {
-                    return self.wait_progress(seq, request, reply);
+                    return self.wait_progress(seq, frame, reply);
                 }
                 if entry.runs_scripts && !entry.healed && reply.starts_with(b"-NOSCRIPT") {
-                    return self.heal_noscript(seq, request, reply, completion.from);
+                    return self.heal_noscript(seq, frame, reply, completion.from);
                 }
                 // A replica still loading or cut off from its master: the
                 // read goes to the master instead.
@@ -399,7 +401,7 @@ impl Session {
                     && (reply.starts_with(b"-LOADING") || reply.starts_with(b"-MASTERDOWN"))
                 {
                     entry.target = Target::Slot(slot);
-                    if !self.retry_later(seq, &request)
+                    if !self.retry_later(seq, &frame)
                         && let Some(entry) = self.pending.get_mut(seq)
                     {
                         entry.reply = Some(reply);
@@ -424,7 +426,7 @@ impl Session {
                         }
                         self.ctx.pool.topology().moved(slot, addr.clone());
                         let node = self.ctx.pool.node(&addr);
-                        self.send_to(seq, request, &node, false);
+                        self.send_to(seq, frame, &node, false);
                     }
                     Redirect::Ask { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
@@ -432,9 +434,9 @@ impl Session {
                             metrics.redirect(node.as_str(), "ask");
                         }
                         let node = self.ctx.pool.node(&addr);
-                        self.send_to(seq, request, &node, true);
+                        self.send_to(seq, frame, &node, true);
                     }
-                    Redirect::TryAgain | Redirect::ClusterDown if trusted && self.retry_later(seq, &request) => {
+                    Redirect::TryAgain | Redirect::ClusterDown if trusted && self.retry_later(seq, &frame) => {
                         if redirect == Redirect::ClusterDown {
                             self.ctx.pool.topology().refresh();
                         }
@@ -453,9 +455,9 @@ impl Session {
                 self.ctx.pool.topology().refresh();
                 let read_only = entry.read_only;
                 let error = match error.retry {
-                    Retry::Safe if self.retry_later(seq, &request) => return,
+                    Retry::Safe if self.retry_later(seq, &frame) => return,
                     // Run twice, a read changes nothing.
-                    Retry::NotSafe if read_only && self.retry_later(seq, &request) => return,
+                    Retry::NotSafe if read_only && self.retry_later(seq, &frame) => return,
                     Retry::Safe => ClientError::NodeUnreachable(error),
                     Retry::NotSafe | Retry::TimedOut => ClientError::NodeLost(error),
                 };
@@ -467,10 +469,13 @@ impl Session {
     /// EVALSHA of a script this node never saw: if slotgate saw it, load it
     /// there and send the EVALSHA again behind it on the same connection
     /// (NOSCRIPT proves it did not run). Otherwise the client gets NOSCRIPT.
-    fn heal_noscript(&mut self, seq: u64, request: Request, reply: Bytes, from: Option<NodeAddr>) {
-        let evalsha =
-            request.name().eq_ignore_ascii_case(b"evalsha") || request.name().eq_ignore_ascii_case(b"evalsha_ro");
-        let body = request.arg(1).filter(|_| evalsha).and_then(|sha| self.ctx.scripts.body(sha));
+    fn heal_noscript(&mut self, seq: u64, frame: Bytes, reply: Bytes, from: Option<NodeAddr>) {
+        let request = Request::from_frame(frame.clone());
+        let evalsha = request.as_ref().is_some_and(|request| {
+            request.name().eq_ignore_ascii_case(b"evalsha") || request.name().eq_ignore_ascii_case(b"evalsha_ro")
+        });
+        let sha = request.as_ref().and_then(|request| request.arg(1)).filter(|_| evalsha);
+        let body = sha.and_then(|sha| self.ctx.scripts.body(sha));
         // Sent again, it would run after a later request to its slot.
         let target = self.pending.get_mut(seq).map(|entry| entry.target);
         let later = target.is_some_and(|target| self.pending.later_sent_to(seq, target));
@@ -487,14 +492,14 @@ impl Session {
         if node.send(self.client.protocol, self.client.id, out).is_ok() {
             self.in_flight += 1;
         }
-        self.send_to(seq, request, &node, false);
+        self.send_to(seq, frame, &node, false);
     }
 
     /// Schedules entry `seq` to be sent again after a backoff, unless its
     /// retry window (opened at its first retry) is over, or a later request
     /// to the same target has already gone out (the retry would run after
     /// it: the client gets the cluster's error instead).
-    fn retry_later(&mut self, seq: u64, request: &Request) -> bool {
+    fn retry_later(&mut self, seq: u64, frame: &Bytes) -> bool {
         let now = Instant::now();
         let window = self.settings.retry_timeout;
         let Some(entry) = self.pending.get_mut(seq) else { return false };
@@ -505,7 +510,7 @@ impl Session {
         let Some(entry) = self.pending.get_mut(seq) else { return false };
         entry.retries = entry.retries.saturating_add(1);
         entry.retrying = true;
-        entry.request = Some(request.clone());
+        entry.frame = Some(frame.clone());
         let at = now + retry_delay(entry.retries);
         // Kept in request order: a retry never overtakes an earlier one.
         let place = self.retries.partition_point(|&(_, waiting)| waiting < seq);
@@ -526,8 +531,8 @@ impl Session {
             let Some(entry) = self.pending.get_mut(seq) else { continue };
             entry.retrying = false;
             let target = entry.target;
-            if let Some(request) = entry.request.take() {
-                self.send(seq, request, target, &routes);
+            if let Some(frame) = entry.frame.take() {
+                self.send(seq, frame, target, &routes);
             }
         }
     }
@@ -535,7 +540,7 @@ impl Session {
     /// Completes entry `seq` with a slotgate error.
     pub(super) fn fail(&mut self, seq: u64, error: ClientError) {
         if let Some(entry) = self.pending.get_mut(seq) {
-            entry.request = None;
+            entry.frame = None;
             entry.reply = Some(error_bytes(&error));
             entry.tally.by_proxy = true;
         }

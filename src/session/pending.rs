@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::cluster::Slot;
 use crate::fanout::Merge;
-use crate::resp::{Protocol, Request};
+use crate::resp::Protocol;
 
 /// Where a request goes, which is also what it must stay ordered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,11 @@ pub struct Entry {
     pub tally: Tally,
     /// The reply, once known.
     pub reply: Option<Bytes>,
-    /// The request, kept while a redirect or retry may need to send it again.
-    pub request: Option<Request>,
+    /// The request's frame, kept while a redirect or retry may need to send
+    /// it again (the frame alone: entries are many, and small ones stay in
+    /// cache while their replies come back; `Request::from_frame` finds its
+    /// arguments again where they are needed).
+    pub frame: Option<Bytes>,
     pub target: Target,
     /// The command runs user code (EVAL, FCALL): its error replies may look
     /// like redirects without being them.
@@ -124,7 +127,7 @@ impl Entry {
         Entry {
             tally: Tally::default(),
             reply: None,
-            request: None,
+            frame: None,
             target,
             runs_scripts,
             read_only: false,
@@ -147,7 +150,7 @@ impl Entry {
 
     /// Has it reached a node (answered, or on its way and not waiting for a retry)?
     fn sent(&self) -> bool {
-        self.reply.is_some() || (self.request.is_some() && !self.retrying)
+        self.reply.is_some() || (self.frame.is_some() && !self.retrying)
     }
 }
 
@@ -245,9 +248,10 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resp::Request;
 
     fn waiting(target: Target) -> Entry {
-        Entry { request: Some(Request::from_args(&["GET", "k"])), ..Entry::new(target, false) }
+        Entry { frame: Some(Request::from_args(&["GET", "k"]).into_frame()), ..Entry::new(target, false) }
     }
 
     #[test]

@@ -309,7 +309,8 @@ impl Session {
             return;
         }
         // Kept: a MOVED or ASK is followed (see `redirect_blocking`).
-        let seq = self.pending.push(Entry { request: Some(request.clone()), ..Entry::new(Target::Dedicated, false) });
+        let seq =
+            self.pending.push(Entry { frame: Some(request.frame().clone()), ..Entry::new(Target::Dedicated, false) });
         self.send_dedicated(seq, request, blocks_for);
     }
 
@@ -325,7 +326,7 @@ impl Session {
             _ => None,
         });
         if let Some(entry) = self.pending.get_mut(seq) {
-            entry.request = Some(request.clone());
+            entry.frame = Some(request.frame().clone());
         }
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
         let out = Outbound { frame: request.frame().clone(), asking, blocks_for, reply_to };

@@ -43,11 +43,11 @@ impl Session {
         entry.wait = Some(Box::new(Wait { replicas, deadline, offset: None }));
         let seq = self.pending.push(entry);
         let routes = self.routes.clone();
-        self.send(seq, Request::from_args(&["INFO", "replication"]), Target::Slot(slot), &routes);
+        self.send(seq, Request::from_args(&["INFO", "replication"]).into_frame(), Target::Slot(slot), &routes);
     }
 
     /// The master's `INFO replication` for the WAIT of entry `seq`.
-    pub(super) fn wait_progress(&mut self, seq: u64, request: Request, reply: Bytes) {
+    pub(super) fn wait_progress(&mut self, seq: u64, frame: Bytes, reply: Bytes) {
         let Some(entry) = self.pending.get_mut(seq) else { return };
         let Some(wait) = entry.wait.as_mut() else { return };
         let Some(text) = value::text(&reply).and_then(|t| std::str::from_utf8(t).ok()) else {
@@ -66,7 +66,7 @@ impl Session {
             return;
         }
         // Asked again shortly, in request order with any other retry.
-        entry.request = Some(request);
+        entry.frame = Some(frame);
         entry.retrying = true;
         let at = wait.deadline.map_or(now + POLL, |deadline| deadline.min(now + POLL));
         let place = self.retries.partition_point(|&(_, waiting)| waiting < seq);

@@ -298,3 +298,17 @@ fn parts_copy_the_arguments_as_the_client_sent_them() {
         assert_eq!(again.args().collect::<Vec<_>>(), part.args().collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn a_kept_frame_gives_its_request_back() {
+    for list in [&["GET", "k"][..], &["SET", "key", "", "EX", "10"], &["EVALSHA", "0123456789", "1", "k", "v\r\nx"]] {
+        let request = Request::from_args(list);
+        let again = Request::from_frame(request.clone().into_frame()).unwrap();
+        assert_eq!(again.args().collect::<Vec<_>>(), request.args().collect::<Vec<_>>());
+        assert_eq!(again.frame(), request.frame());
+    }
+    for bad in [&b""[..], b"*0\r\n", b"*1\r\n$3\r\nGET", b"*1\r\n$3\r\nGETX\r\n", b"*2\r\n$1\r\na\r\n", b"$1\r\na\r\n"]
+    {
+        assert!(Request::from_frame(Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
+    }
+}
