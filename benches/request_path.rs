@@ -353,6 +353,7 @@ impl RequestPath {
                 }
                 Ready::Parts(group, replies, _) => {
                     fanout::merge(&group.merge, &replies, group.protocol, &mut self.output);
+                    self.pending.recycle(replies);
                 }
             }
         }

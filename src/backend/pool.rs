@@ -85,7 +85,11 @@ impl Node {
             Protocol::Resp2 => &self.resp2,
             Protocol::Resp3 => &self.resp3,
         };
-        let connection = &connections[(client_id % connections.len() as u64) as usize];
+        // One connection per node is the default: no division per request.
+        let connection = match connections.len() {
+            1 => &connections[0],
+            n => &connections[(client_id % n as u64) as usize],
+        };
         let sent = connection.deliver_at_most(out, self.queue_limit());
         if let (Err(Undelivered::Full(_)), Some(metrics)) = (&sent, &self.metrics) {
             metrics.saturated.inc();

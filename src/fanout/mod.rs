@@ -27,8 +27,9 @@ pub use scan::{InvalidCursor, ScanCursor};
 /// How the replies of a request's parts become its reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Merge {
-    /// MGET: for each key asked for, the index of the part that has it.
-    InKeyOrder(Vec<u16>),
+    /// MGET: for each key asked for, the index of the part that has it
+    /// (inline for the usual few keys: no allocation of its own).
+    InKeyOrder(SmallVec<[u16; 16]>),
     Sum,
     AllSucceeded,
     OneSucceeded,
@@ -89,7 +90,7 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
     // usual MGET), a map beyond, so a huge request stays linear.
     let mut slots: SmallVec<[Slot; 16]> = SmallVec::new();
     let mut index: HashMap<Slot, u16> = HashMap::new();
-    let mut owner: Vec<u16> = Vec::with_capacity(keys.len());
+    let mut owner: SmallVec<[u16; 16]> = SmallVec::with_capacity(keys.len());
     for &at in keys {
         let slot = key_slot(request.arg(at)?);
         let found = if slots.len() <= 16 {
@@ -336,7 +337,7 @@ mod tests {
         assert_eq!(parts[0], Request::from_args(&["MGET", "a", "{a}x"]).frame().to_vec());
         assert_eq!(parts[1], Request::from_args(&["MGET", "b", "b"]).frame().to_vec());
         assert_eq!(split.parts[0].0, key_slot(b"a"));
-        assert_eq!(split.merge, Merge::InKeyOrder(vec![0, 1, 0, 1]));
+        assert_eq!(split.merge, Merge::InKeyOrder([0, 1, 0, 1].into_iter().collect()));
     }
 
     #[test]
@@ -353,13 +354,13 @@ mod tests {
 
     #[test]
     fn replies_merge_like_one_server() {
-        let order = Merge::InKeyOrder(vec![0, 1, 0, 1]);
+        let order = Merge::InKeyOrder([0, 1, 0, 1].into_iter().collect());
         assert_eq!(
             merged(&order, &["*2\r\n$1\r\nA\r\n$-1\r\n", "*2\r\n$1\r\nB\r\n$2\r\nBB\r\n"]),
             "*4\r\n$1\r\nA\r\n$1\r\nB\r\n$-1\r\n$2\r\nBB\r\n"
         );
         // One key per part (the usual), a RESP3 null and a nested reply among them.
-        let order = Merge::InKeyOrder(vec![1, 0, 2]);
+        let order = Merge::InKeyOrder([1, 0, 2].into_iter().collect());
         assert_eq!(
             merged(&order, &["*1\r\n_\r\n", "*1\r\n$1\r\nB\r\n", "*1\r\n*1\r\n:1\r\n"]),
             "*3\r\n$1\r\nB\r\n_\r\n*1\r\n:1\r\n"
@@ -390,7 +391,7 @@ mod tests {
 
     #[test]
     fn odd_replies_give_an_error_not_a_panic() {
-        let order = Merge::InKeyOrder(vec![0, 0]);
+        let order = Merge::InKeyOrder([0, 0].into_iter().collect());
         assert!(merged(&order, &["*1\r\n$1\r\nA\r\n"]).starts_with("-ERR slotgate"));
         assert!(merged(&Merge::Sum, &[":1\r\n", "+OK\r\n"]).starts_with("-ERR slotgate"));
         assert!(merged(&Merge::LogicalAnd, &["*1\r\n:1\r\n", "*2\r\n:1\r\n:1\r\n"]).starts_with("-ERR slotgate"));

@@ -571,12 +571,16 @@ impl Session {
                     }
                     (entry.tally, is_error)
                 }
-                Ready::Parts(group, _, tally) if group.silent => (tally, false),
                 Ready::Parts(group, replies, tally) => {
-                    let buffer = output.buffer();
-                    let at = buffer.len();
-                    fanout::merge(&group.merge, &replies, group.protocol, buffer);
-                    (tally, buffer.get(at) == Some(&b'-'))
+                    let mut is_error = false;
+                    if !group.silent {
+                        let buffer = output.buffer();
+                        let at = buffer.len();
+                        fanout::merge(&group.merge, &replies, group.protocol, buffer);
+                        is_error = buffer.get(at) == Some(&b'-');
+                    }
+                    self.pending.recycle(replies);
+                    (tally, is_error)
                 }
             };
             if let Some(metrics) = self.metrics.filter(|_| tally.family > 0) {

@@ -159,6 +159,8 @@ pub struct Pending {
     /// Sequence number of the front entry.
     base: u64,
     entries: VecDeque<Entry>,
+    /// The last split request's list of part replies, emptied, for the next.
+    spare: Vec<Bytes>,
 }
 
 impl Pending {
@@ -225,6 +227,16 @@ impl Pending {
         self.pop_group(parts)
     }
 
+    /// Takes back the list of part replies of a [`Ready::Parts`], once
+    /// merged: the next split request fills it without allocating.
+    pub fn recycle(&mut self, mut replies: Vec<Bytes>) {
+        replies.clear();
+        // Not one grown for a huge fan-out.
+        if replies.capacity() <= 64 {
+            self.spare = replies;
+        }
+    }
+
     /// [`Pending::pop_ready`] for a request split in `parts`: kept apart so
     /// that the single-reply path stays small.
     #[inline(never)]
@@ -237,7 +249,8 @@ impl Pending {
         let mut tally = front.tally;
         tally.by_proxy = self.entries.iter().take(parts).any(|entry| entry.tally.by_proxy);
         self.base += parts as u64;
-        let mut replies = Vec::with_capacity(parts);
+        let mut replies = std::mem::take(&mut self.spare);
+        replies.reserve(parts);
         for entry in self.entries.drain(..parts) {
             replies.extend(entry.reply);
         }
