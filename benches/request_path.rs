@@ -303,7 +303,7 @@ impl RequestPath {
         for (target, part) in parts {
             let seq = self.pending.push(Entry { read_only, ..Entry::new(target, false) });
             first.get_or_insert(seq);
-            self.send(seq, part.into_frame(), target, &routes);
+            self.send(seq, part, target, &routes);
         }
         if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
             let group = Group { parts: count, merge: split.merge, protocol: Protocol::Resp2, silent: false };

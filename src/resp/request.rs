@@ -126,15 +126,18 @@ impl Request {
         self.frame
     }
 
-    /// The request a frame from [`Request::into_frame`] is, its arguments
-    /// found again: for the rare paths that need them once only the frame
-    /// was kept. `None` if `frame` is not one whole multibulk request.
+    /// The request a frame from [`Request::into_frame`] (or a split
+    /// request's part) is, its arguments found again: for the rare paths
+    /// that need them once only the frame was kept. As the parser, it
+    /// skips the two bytes after a length line's `\r` and after an argument
+    /// unchecked (they are the client's). `None` if `frame` is not one
+    /// whole multibulk request.
     pub fn from_frame(frame: Bytes) -> Option<Request> {
         /// A `*<n>` or `$<len>` line at `at`: the number and where the line ends.
         fn line(frame: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
             let rest = frame.get(at..)?;
             let cr = memchr::memchr(b'\r', rest)?;
-            if rest.first() != Some(&kind) || rest.get(cr + 1) != Some(&b'\n') {
+            if rest.first() != Some(&kind) {
                 return None;
             }
             let n = usize::try_from(parse_i64(&rest[1..cr])?).ok()?;
@@ -145,9 +148,6 @@ impl Request {
         for _ in 0..count {
             let (len, start) = line(&frame, at, b'$')?;
             let end = start.checked_add(len)?;
-            if frame.get(end..end + 2)? != b"\r\n" {
-                return None;
-            }
             args.push(Span { start: u32::try_from(start).ok()?, end: u32::try_from(end).ok()? });
             at = end + 2;
         }
@@ -179,36 +179,36 @@ impl Request {
         self.args.iter().map(|span| &self.frame[span.start as usize..span.end as usize])
     }
 
-    /// Where the encoding of arguments `range` starts in the frame, and its
-    /// bytes: each `$<len>\r\n<arg>\r\n` as the client sent it. The parser
+    /// The encoding of arguments `range` in the frame: each `$<len>\r\n<arg>\r\n` as the client sent it. The parser
     /// takes a length only in Redis's one spelling (no sign, no leading
     /// zero), so a header is as long as `$`, the length's digits and two
     /// bytes; and the two bytes after an argument end it.
     ///
     /// # Panics
     /// If `range` is empty or past the last argument.
-    fn encoded(&self, range: Range<usize>) -> (usize, &[u8]) {
+    fn encoded(&self, range: Range<usize>) -> &[u8] {
         let first = self.args[range.start];
         let len = first.end - first.start;
         let start = first.start as usize - 3 - len.checked_ilog10().map_or(1, |log| log as usize + 1);
         let end = self.args[range.end - 1].end as usize + 2;
-        (start, &self.frame[start..end])
+        &self.frame[start..end]
     }
 }
 
 /// Encodes several requests into one shared buffer (the parts of a split
 /// request): one allocation for all of them, however many there are. Each
-/// is taken off the buffer as soon as it is complete.
+/// is taken off the buffer as soon as it is complete, as the frame a node
+/// gets (where its arguments are is not needed again: see
+/// [`Request::from_frame`]).
 #[derive(Debug, Default)]
 pub struct RequestsBuilder {
     buf: BytesMut,
-    spans: SmallVec<[Span; 6]>,
 }
 
 impl RequestsBuilder {
     /// Room for `bytes` of requests in all.
     pub fn with_capacity(bytes: usize) -> RequestsBuilder {
-        RequestsBuilder { buf: BytesMut::with_capacity(bytes), spans: SmallVec::new() }
+        RequestsBuilder { buf: BytesMut::with_capacity(bytes) }
     }
 
     /// Starts the next request, of `argc` arguments (its name included):
@@ -223,20 +223,13 @@ impl RequestsBuilder {
     /// # Panics
     /// If `range` is empty or past `request`'s last argument.
     pub fn args_of(&mut self, request: &Request, range: Range<usize>) {
-        let (from, bytes) = request.encoded(range.clone());
-        let at = self.buf.len();
-        self.buf.extend_from_slice(bytes);
-        let moved = |offset: u32| (offset as usize - from + at) as u32;
-        // Pushed one by one: SmallVec's `extend` costs more for a span or two.
-        for span in &request.args[range] {
-            self.spans.push(Span { start: moved(span.start), end: moved(span.end) });
-        }
+        self.buf.extend_from_slice(request.encoded(range));
     }
 
-    /// The request begun last, taken off the buffer (which keeps the room
-    /// left for the next ones).
-    pub fn finish(&mut self) -> Request {
-        Request { frame: self.buf.split().freeze(), args: std::mem::take(&mut self.spans) }
+    /// The frame of the request begun last, taken off the buffer (which
+    /// keeps the room left for the next ones).
+    pub fn finish(&mut self) -> Bytes {
+        self.buf.split().freeze()
     }
 }
 

@@ -78,7 +78,9 @@ impl Session {
             Route::Local(local) => self.local(local, entry.command, request),
             Route::Refused(reason) => self.reply_error(ClientError::Refused(entry.command.name, reason)),
             Route::AnyMaster => self.forward(request, Target::AnyMaster, Kind::Other),
-            Route::ConfigGet => self.forward_parts(vec![(Target::AnyMaster, request)], Merge::ConfigReadable),
+            Route::ConfigGet => {
+                self.forward_parts(vec![(Target::AnyMaster, request.into_frame())], Merge::ConfigReadable)
+            }
             Route::Keyed(keyed) => {
                 if keyed.runs_scripts && matches!(entry.command.name, "eval" | "eval_ro") {
                     self.ctx.scripts.remember(request.arg(1).unwrap_or_default());
@@ -150,7 +152,7 @@ impl Session {
             return self.reply_error(ClientError::NoTopology(self.ctx.pool.topology().last_error()));
         }
         let merge = Merge::broadcast(combine, self.random(), || self.proxy_info(&request));
-        let parts = slots.into_iter().map(|slot| (Target::Slot(slot), request.clone())).collect();
+        let parts = slots.into_iter().map(|slot| (Target::Slot(slot), request.frame().clone())).collect();
         self.forward_parts(parts, merge);
     }
 
@@ -167,19 +169,19 @@ impl Session {
         let node_cursor = itoa::Buffer::new().format(node_cursor).as_bytes().to_vec();
         let args = std::iter::once(&node_cursor[..]).chain(request.args().skip(2));
         let part = Request::from_name_and_args(request.name(), args);
-        self.forward_parts(vec![(target, part)], Merge::Scan(cursor));
+        self.forward_parts(vec![(target, part.into_frame())], Merge::Scan(cursor));
     }
 
     /// Sends each part as a request of its own (with its own redirects and
     /// retries); the client gets one reply, merged once all are answered.
-    fn forward_parts(&mut self, parts: Vec<(Target, Request)>, merge: Merge) {
+    fn forward_parts(&mut self, parts: Vec<(Target, Bytes)>, merge: Merge) {
         self.forward_parts_of(parts.into_iter(), merge, false);
     }
 
     /// [`Session::forward_parts`], for parts that only read when `read_only`.
     fn forward_parts_of(
         &mut self,
-        parts: impl ExactSizeIterator<Item = (Target, Request)>,
+        parts: impl ExactSizeIterator<Item = (Target, Bytes)>,
         merge: Merge,
         read_only: bool,
     ) {
@@ -189,10 +191,10 @@ impl Session {
         }
         let routes = self.routes.clone();
         let mut first = None;
-        for (target, request) in parts {
+        for (target, frame) in parts {
             let seq = self.pending.push(Entry { read_only, ..Entry::new(target, false) });
             first.get_or_insert(seq);
-            self.send(seq, request.into_frame(), target, &routes);
+            self.send(seq, frame, target, &routes);
         }
         if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
             entry.group = Some(Box::new(Group { parts: count, merge, protocol: self.client.protocol, silent: false }));
