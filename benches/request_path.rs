@@ -96,6 +96,7 @@ fn answer(request: &Request, out: &mut BytesMut) {
 /// A request written and not yet answered (the driver's `InFlight`).
 struct InFlight {
     reply_to: ReplyTo,
+    request: Bytes,
     end: u64,
     queued_at: Instant,
 }
@@ -144,7 +145,8 @@ impl Node {
                 let queued_at = self.in_flight.back().map_or(now, |before| now.max(before.queued_at));
                 self.unwritten.extend_from_slice(&out.frame);
                 self.queued += out.frame.len() as u64;
-                self.in_flight.push_back(InFlight { reply_to: out.reply_to, end: self.queued, queued_at });
+                let end = self.queued;
+                self.in_flight.push_back(InFlight { reply_to: out.reply_to, request: out.frame, end, queued_at });
             }
         }
     }
@@ -169,7 +171,7 @@ impl Node {
             }
             let entry = self.in_flight.pop_front().expect("a reply without a request");
             debug_assert!(entry.end <= self.written, "an answer to a request never written");
-            self.handover.push(entry.reply_to, reply, &self.addr);
+            self.handover.push(entry.reply_to, reply, entry.request, &self.addr);
         }
         self.handover.flush();
     }
@@ -312,17 +314,15 @@ impl RequestPath {
     }
 
     /// `Session::send` and `send_to`: the slot's master (`Routes::master`),
-    /// its queue, and the entry keeps the request's frame for redirects.
+    /// its queue; the frame travels with the request (and comes back with
+    /// its reply, for redirects).
     fn send(&mut self, seq: u64, frame: Bytes, target: Target, routes: &SlotMap) {
         let index = routes.shard_index(target.slot().unwrap()).unwrap();
         let node = &self.nodes[index];
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: frame.clone(), asking: false, blocks_for: None, reply_to };
+        let out = Outbound { frame, asking: false, blocks_for: None, reply_to };
         node.queue.deliver_at_most(out, QUEUE_LIMIT).unwrap();
         self.in_flight += 1;
-        if let Some(entry) = self.pending.get_mut(seq) {
-            entry.frame = Some(frame);
-        }
     }
 
     /// `Session::complete_all` and `complete`, for replies that are neither
@@ -331,7 +331,7 @@ impl RequestPath {
         for completion in self.arrived.drain(..) {
             self.in_flight -= 1;
             let entry = self.pending.get_mut(completion.seq).unwrap();
-            let _frame = entry.frame.take().unwrap();
+            assert!(entry.reply.is_none() && !completion.request.is_empty());
             let Reply::Frame(reply) = completion.reply else { panic!("a node failed") };
             let redirect = match reply.first() {
                 Some(b'-') => Redirect::parse(&reply, completion.from.as_ref()),

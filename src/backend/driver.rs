@@ -317,13 +317,13 @@ async fn fail_while_backing_off(
 /// (never sent, so safe to retry elsewhere).
 fn close_for_good(queue: &Mailbox<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
     for out in queue.close() {
-        fail(out.reply_to, addr, cause, Retry::Safe);
+        fail(out.reply_to, out.frame, addr, cause, Retry::Safe);
     }
 }
 
 fn fail_all(batch: &mut Vec<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
     for out in batch.drain(..) {
-        fail(out.reply_to, addr, cause, Retry::Safe);
+        fail(out.reply_to, out.frame, addr, cause, Retry::Safe);
     }
 }
 
@@ -339,8 +339,8 @@ fn backoff(failures: u32) -> Duration {
     base + base.mul_f64((random % 1000) as f64 / 5000.0)
 }
 
-fn fail(reply_to: ReplyTo, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
-    reply_to.send(Reply::Failed(NodeError { addr: addr.clone(), cause: cause.clone(), retry }));
+fn fail(reply_to: ReplyTo, request: Bytes, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
+    reply_to.send(Reply::Failed(NodeError { addr: addr.clone(), cause: cause.clone(), retry }), request);
 }
 
 /// Opens a connection and sets it up (AUTH when the nodes want a password);
@@ -416,6 +416,8 @@ enum Io {
 struct InFlight {
     /// `None` for an ASKING sent ahead of a request: its `+OK` is dropped.
     reply_to: Option<ReplyTo>,
+    /// The request, handed back with its reply (see `Completion::request`).
+    request: Bytes,
     /// Offset in the connection's output stream just past this request.
     end: u64,
     /// When it was queued here, for the request timeout.
@@ -503,25 +505,26 @@ impl Connection {
                 continue;
             }
             if out.asking {
-                self.append(&Bytes::from_static(ASKING), None, now);
+                self.append(Bytes::from_static(ASKING), None, now);
             }
             // A blocking command is overdue only once its own wait is over.
             let counted_from = match out.blocks_for {
                 None => now,
                 Some(wait) => now.checked_add(wait).unwrap_or_else(|| now + FOR_EVER),
             };
-            self.append(&out.frame, Some(out.reply_to), counted_from);
+            self.append(out.frame, Some(out.reply_to), counted_from);
         }
         self.batch = batch;
     }
 
-    fn append(&mut self, frame: &Bytes, reply_to: Option<ReplyTo>, queued_at: Instant) {
+    fn append(&mut self, frame: Bytes, reply_to: Option<ReplyTo>, queued_at: Instant) {
         // A request behind a blocking one cannot be answered before it: its
         // clock starts no earlier.
         let queued_at = self.in_flight.back().map_or(queued_at, |before| queued_at.max(before.queued_at));
-        self.unwritten.push(frame);
+        self.unwritten.push(&frame);
         self.queued += frame.len() as u64;
-        self.in_flight.push_back(InFlight { reply_to, end: self.queued, queued_at, probe: false });
+        let end = self.queued;
+        self.in_flight.push_back(InFlight { reply_to, request: frame, end, queued_at, probe: false });
     }
 
     /// The read buffer was grown well past its usual size (for a long reply).
@@ -612,7 +615,7 @@ impl Connection {
                                 self.queued += PING.len() as u64;
                             }
                         } else {
-                            self.append(&Bytes::from_static(PING), None, now);
+                            self.append(Bytes::from_static(PING), None, now);
                             if let Some(ping) = self.in_flight.back_mut() {
                                 ping.probe = true;
                             }
@@ -679,7 +682,7 @@ impl Connection {
                     self.ping_sent = None;
                     continue;
                 }
-                sink.clone().send(Reply::Frame(reply));
+                sink.clone().send(Reply::Frame(reply), Bytes::new());
                 continue;
             }
             if frame.push {
@@ -699,7 +702,7 @@ impl Connection {
                     metrics.queue.dec();
                     metrics.latency.observe((now.saturating_duration_since(entry.queued_at)).as_secs_f64());
                 }
-                self.handover.push(reply_to, reply, &self.addr);
+                self.handover.push(reply_to, reply, entry.request, &self.addr);
             }
         }
         Ok(())
@@ -708,7 +711,7 @@ impl Connection {
     /// Errors for everything still pending: written requests may have run.
     fn fail_in_flight(&mut self, addr: &NodeAddr, cause: &Arc<str>) {
         if let Some(sink) = self.sink.take() {
-            fail(sink, addr, cause, Retry::NotSafe);
+            fail(sink, Bytes::new(), addr, cause, Retry::NotSafe);
         }
         for entry in self.in_flight.drain(..) {
             let retry = match (entry.end <= self.written, self.hung) {
@@ -721,7 +724,7 @@ impl Connection {
                     metrics.queue.dec();
                     metrics.errors.inc();
                 }
-                fail(reply_to, addr, cause, retry);
+                fail(reply_to, entry.request, addr, cause, retry);
             }
         }
     }

@@ -80,10 +80,11 @@ pub struct ReplyTo {
 }
 
 impl ReplyTo {
-    /// Hands over the reply. A session that has gone away no longer wants it:
-    /// the reply is dropped, which keeps the connection's FIFO intact.
-    pub fn send(self, reply: Reply) {
-        let _ = self.session.deliver(Completion { seq: self.seq, reply, from: None });
+    /// Hands over the reply, with the `request` it answers. A session that
+    /// has gone away no longer wants it: the reply is dropped, which keeps
+    /// the connection's FIFO intact.
+    pub fn send(self, reply: Reply, request: Bytes) {
+        let _ = self.session.deliver(Completion { seq: self.seq, reply, from: None, request });
     }
 }
 
@@ -98,15 +99,15 @@ pub struct Handover {
 }
 
 impl Handover {
-    /// Adds `node`'s reply to the current run, first handing the run over
-    /// when the reply is for another session.
-    pub fn push(&mut self, reply_to: ReplyTo, reply: Bytes, node: &NodeAddr) {
+    /// Adds `node`'s reply to `request` to the current run, first handing
+    /// the run over when the reply is for another session.
+    pub fn push(&mut self, reply_to: ReplyTo, reply: Bytes, request: Bytes, node: &NodeAddr) {
         if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, &reply_to.session)) {
             self.flush();
             self.to = Some(reply_to.session);
         }
         let from = (reply.first() == Some(&b'-')).then(|| node.clone());
-        self.run.push(Completion { seq: reply_to.seq, reply: Reply::Frame(reply), from });
+        self.run.push(Completion { seq: reply_to.seq, reply: Reply::Frame(reply), from, request });
     }
 
     /// Hands the current run to its session.
@@ -126,12 +127,16 @@ pub struct Completion {
     /// then it means this node's). Only for error replies: the address is
     /// shared, and a copy per reply would be one more atomic count each.
     pub from: Option<NodeAddr>,
+    /// The request's frame, back with its answer (empty for signals and a
+    /// subscribed connection's messages): a redirect or a retry sends it
+    /// again, and the session keeps no copy while it is away.
+    pub request: Bytes,
 }
 
 impl Completion {
     /// A signal to a session, not a reply: `seq` says which (drain, reload, ...).
     pub fn signal(seq: u64) -> Completion {
-        Completion { seq, reply: Reply::Frame(Bytes::new()), from: None }
+        Completion { seq, reply: Reply::Frame(Bytes::new()), from: None, request: Bytes::new() }
     }
 }
 

@@ -45,7 +45,7 @@ impl Node {
             for out in queue.close() {
                 let cause = "the node left the cluster map".into();
                 let error = NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe };
-                out.reply_to.send(Reply::Failed(error));
+                out.reply_to.send(Reply::Failed(error), out.frame);
             }
         }
     }
@@ -127,7 +127,7 @@ impl Drop for Dedicated {
         for out in self.queue.close() {
             let cause = "the client's own node connection was closed".into();
             let error = NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe };
-            out.reply_to.send(Reply::Failed(error));
+            out.reply_to.send(Reply::Failed(error), out.frame);
         }
     }
 }

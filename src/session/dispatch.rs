@@ -15,7 +15,7 @@ use super::clients::{DRAIN, IDLE, KILLED, RELOADED};
 use super::pending::{Entry, Group, Target};
 use super::pubsub::{SUBSCRIBER_SEQ, SUBSCRIBER_SEQ_END};
 use super::transaction::{Conn, UNANSWERED};
-use super::{Session, retry_delay};
+use super::{Resend, Session, retry_delay};
 use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retry, Routes, Undelivered};
 use crate::cluster::{NodeAddr, Redirect, Slot, key_slot};
 use crate::command::{self, Combine, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
@@ -291,20 +291,16 @@ impl Session {
 
     fn send_to(&mut self, seq: u64, frame: Bytes, node: &Node, asking: bool) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: frame.clone(), asking, blocks_for: None, reply_to };
+        // The frame travels with the request and comes back with its reply.
+        let out = Outbound { frame, asking, blocks_for: None, reply_to };
         match node.send(self.client.protocol, self.client.id, out) {
-            Ok(()) => {
-                self.in_flight += 1;
-                if let Some(entry) = self.pending.get_mut(seq) {
-                    entry.frame = Some(frame);
-                }
-            }
+            Ok(()) => self.in_flight += 1,
             Err(Undelivered::Full(_)) => {
                 self.fail(seq, ClientError::NodeOverloaded(node.addr().clone(), node.queue_limit()))
             }
             // The connection has closed (its node left the map): never sent, so retry.
-            Err(Undelivered::Closed(_)) => {
-                if !self.retry_later(seq, &frame) {
+            Err(Undelivered::Closed(out)) => {
+                if !self.retry_later(seq, out.frame) {
                     let cause = "its connection is closed".into();
                     let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
                     self.fail(seq, ClientError::NodeUnreachable(error));
@@ -348,14 +344,14 @@ impl Session {
     /// A node answered (or failed to) the request numbered `completion.seq`.
     fn complete(&mut self, completion: Completion) {
         self.in_flight -= 1;
-        let seq = completion.seq;
+        let Completion { seq, reply, from, request: frame } = completion;
         let max_redirects = self.settings.max_redirects;
         let Some(entry) = self.pending.get_mut(seq) else { return };
         if entry.target == Target::Dedicated {
             // This client's own connection: passed on as it is, never retried,
             // except a blocking command outside a transaction that a node
             // redirected (it did not run): it follows the redirect.
-            match completion.reply {
+            match reply {
                 Reply::Frame(reply) => {
                     if reply.starts_with(b"-MOVED") || reply.starts_with(b"-ASK") {
                         // The next one goes where the slot is now.
@@ -364,7 +360,7 @@ impl Session {
                         let redirect = Redirect::parse(&reply, from.as_ref());
                         // Only with nothing else on that connection, which is replaced.
                         let alone = self.in_flight == 0;
-                        let request = (entry.frame.take())
+                        let request = Some(frame)
                             .filter(|_| alone && entry.redirects < max_redirects)
                             .and_then(Request::from_frame);
                         if let (Some(request), Some(Redirect::Moved { addr, .. } | Redirect::Ask { addr, .. })) =
@@ -388,14 +384,17 @@ impl Session {
             }
             return;
         }
-        let Some(frame) = entry.frame.take() else { return };
-        match completion.reply {
+        if entry.reply.is_some() {
+            // Answered already (failed while away): nothing more to do.
+            return;
+        }
+        match reply {
             Reply::Frame(reply) => {
                 if entry.wait.is_some() && !value::is_error(&reply) {
                     return self.wait_progress(seq, frame, reply);
                 }
                 if entry.runs_scripts && !entry.healed && reply.starts_with(b"-NOSCRIPT") {
-                    return self.heal_noscript(seq, frame, reply, completion.from);
+                    return self.heal_noscript(seq, frame, reply, from);
                 }
                 // A replica still loading or cut off from its master: the
                 // read goes to the master instead.
@@ -403,7 +402,7 @@ impl Session {
                     && (reply.starts_with(b"-LOADING") || reply.starts_with(b"-MASTERDOWN"))
                 {
                     entry.target = Target::Slot(slot);
-                    if !self.retry_later(seq, &frame)
+                    if !self.retry_later(seq, frame)
                         && let Some(entry) = self.pending.get_mut(seq)
                     {
                         entry.reply = Some(reply);
@@ -411,7 +410,7 @@ impl Session {
                     return;
                 }
                 let redirect = match reply.first() {
-                    Some(b'-') => Redirect::parse(&reply, completion.from.as_ref()),
+                    Some(b'-') => Redirect::parse(&reply, from.as_ref()),
                     _ => None,
                 };
                 let Some(redirect) = redirect else {
@@ -423,7 +422,7 @@ impl Session {
                 match redirect {
                     Redirect::Moved { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
-                        if let (Some(metrics), Some(node)) = (self.metrics, &completion.from) {
+                        if let (Some(metrics), Some(node)) = (self.metrics, &from) {
                             metrics.redirect(node.as_str(), "moved");
                         }
                         self.ctx.pool.topology().moved(slot, addr.clone());
@@ -432,13 +431,13 @@ impl Session {
                     }
                     Redirect::Ask { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
-                        if let (Some(metrics), Some(node)) = (self.metrics, &completion.from) {
+                        if let (Some(metrics), Some(node)) = (self.metrics, &from) {
                             metrics.redirect(node.as_str(), "ask");
                         }
                         let node = self.ctx.pool.node(&addr);
                         self.send_to(seq, frame, &node, true);
                     }
-                    Redirect::TryAgain | Redirect::ClusterDown if trusted && self.retry_later(seq, &frame) => {
+                    Redirect::TryAgain | Redirect::ClusterDown if trusted && self.retry_later(seq, frame.clone()) => {
                         if redirect == Redirect::ClusterDown {
                             self.ctx.pool.topology().refresh();
                         }
@@ -457,9 +456,9 @@ impl Session {
                 self.ctx.pool.topology().refresh();
                 let read_only = entry.read_only;
                 let error = match error.retry {
-                    Retry::Safe if self.retry_later(seq, &frame) => return,
+                    Retry::Safe if self.retry_later(seq, frame.clone()) => return,
                     // Run twice, a read changes nothing.
-                    Retry::NotSafe if read_only && self.retry_later(seq, &frame) => return,
+                    Retry::NotSafe if read_only && self.retry_later(seq, frame) => return,
                     Retry::Safe => ClientError::NodeUnreachable(error),
                     Retry::NotSafe | Retry::TimedOut => ClientError::NodeLost(error),
                 };
@@ -501,7 +500,7 @@ impl Session {
     /// retry window (opened at its first retry) is over, or a later request
     /// to the same target has already gone out (the retry would run after
     /// it: the client gets the cluster's error instead).
-    fn retry_later(&mut self, seq: u64, frame: &Bytes) -> bool {
+    fn retry_later(&mut self, seq: u64, frame: Bytes) -> bool {
         let now = Instant::now();
         let window = self.settings.retry_timeout;
         let Some(entry) = self.pending.get_mut(seq) else { return false };
@@ -512,11 +511,10 @@ impl Session {
         let Some(entry) = self.pending.get_mut(seq) else { return false };
         entry.retries = entry.retries.saturating_add(1);
         entry.retrying = true;
-        entry.frame = Some(frame.clone());
         let at = now + retry_delay(entry.retries);
         // Kept in request order: a retry never overtakes an earlier one.
-        let place = self.retries.partition_point(|&(_, waiting)| waiting < seq);
-        self.retries.insert(place, (at, seq));
+        let place = self.retries.partition_point(|resend| resend.seq < seq);
+        self.retries.insert(place, Resend { at, seq, frame });
         true
     }
 
@@ -525,24 +523,21 @@ impl Session {
     pub(super) fn retry_due(&mut self) {
         let now = Instant::now();
         let routes = self.ctx.pool.routes();
-        while let Some(&(at, seq)) = self.retries.front() {
-            if at > now {
+        while let Some(Resend { at, .. }) = self.retries.front() {
+            if *at > now {
                 break;
             }
-            self.retries.pop_front();
+            let Some(Resend { seq, frame, .. }) = self.retries.pop_front() else { break };
             let Some(entry) = self.pending.get_mut(seq) else { continue };
             entry.retrying = false;
             let target = entry.target;
-            if let Some(frame) = entry.frame.take() {
-                self.send(seq, frame, target, &routes);
-            }
+            self.send(seq, frame, target, &routes);
         }
     }
 
     /// Completes entry `seq` with a slotgate error.
     pub(super) fn fail(&mut self, seq: u64, error: ClientError) {
         if let Some(entry) = self.pending.get_mut(seq) {
-            entry.frame = None;
             entry.reply = Some(error_bytes(&error));
             entry.tally.by_proxy = true;
         }

@@ -140,8 +140,8 @@ struct Session {
     pending: Pending,
     /// Requests handed to node connections and not yet answered.
     in_flight: usize,
-    /// Requests waiting for a retry after a backoff: (when, sequence number).
-    retries: VecDeque<(Instant, u64)>,
+    /// Requests waiting for a retry after a backoff, in request order.
+    retries: VecDeque<Resend>,
     /// The protocol changed: new requests wait until those in flight are
     /// answered, since they travel on another node connection.
     protocol_switch: bool,
@@ -272,7 +272,7 @@ async fn serve<R: ClientRead, W: ClientWrite>(
         let reading = !more && !session.eof && (session.wants_input() || blocked) && output.len() < MAX_UNSENT;
         // Retries go in request order: the oldest waiting one sets the time;
         // lost subscribed connections are opened again too.
-        let retry_at = session.retries.front().map(|&(at, _)| at).into_iter().chain(session.subs.reopen_at).min();
+        let retry_at = session.retries.front().map(|resend| resend.at).into_iter().chain(session.subs.reopen_at).min();
         // A large argument is read in steps, so a length header alone
         // reserves at most MAX_RESERVE, whatever it announces.
         let wanted = session.parser.wanted().saturating_sub(input.len()).min(MAX_RESERVE);
@@ -608,6 +608,15 @@ fn tally_command(metrics: &crate::metrics::Metrics, tally: pending::Tally, is_er
 /// differences of two, far shorter).
 fn micros_since(began: Instant) -> u32 {
     began.elapsed().as_micros() as u32
+}
+
+/// A request to send again once its backoff has passed.
+#[derive(Debug)]
+struct Resend {
+    at: Instant,
+    seq: u64,
+    /// Its frame: a pending entry keeps none (see `Completion::request`).
+    frame: Bytes,
 }
 
 /// Backoff before retry number `retries` of a request the cluster could not

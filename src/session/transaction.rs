@@ -308,9 +308,8 @@ impl Session {
             self.parked = Some(request);
             return;
         }
-        // Kept: a MOVED or ASK is followed (see `redirect_blocking`).
-        let seq =
-            self.pending.push(Entry { frame: Some(request.frame().clone()), ..Entry::new(Target::Dedicated, false) });
+        // A MOVED or ASK is followed with the frame it comes back with (see `redirect_blocking`).
+        let seq = self.pending.push(Entry::new(Target::Dedicated, false));
         self.send_dedicated(seq, request, blocks_for);
     }
 
@@ -325,9 +324,6 @@ impl Session {
             Route::Keyed(keyed) => keyed.blocking.block_time(&request),
             _ => None,
         });
-        if let Some(entry) = self.pending.get_mut(seq) {
-            entry.frame = Some(request.frame().clone());
-        }
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
         let out = Outbound { frame: request.frame().clone(), asking, blocks_for, reply_to };
         match self.dedicated.as_ref().map(|(conn, _)| conn.send(out)) {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::Session;
 use super::pending::{Entry, Target, Wait};
+use super::{Resend, Session};
 use crate::error::ClientError;
 use crate::resp::{Request, parse_i64, value, write};
 
@@ -66,11 +66,10 @@ impl Session {
             return;
         }
         // Asked again shortly, in request order with any other retry.
-        entry.frame = Some(frame);
         entry.retrying = true;
         let at = wait.deadline.map_or(now + POLL, |deadline| deadline.min(now + POLL));
-        let place = self.retries.partition_point(|&(_, waiting)| waiting < seq);
-        self.retries.insert(place, (at, seq));
+        let place = self.retries.partition_point(|resend| resend.seq < seq);
+        self.retries.insert(place, Resend { at, seq, frame });
     }
 }
 
