@@ -29,21 +29,24 @@ pub fn node_timeout_ms() -> u64 {
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
+/// The ports tests take: below Linux's ephemeral range (32768 up), their
+/// cluster bus ports (+10000) included. A port in that range can be taken
+/// by any outgoing connection between the check below and the bind.
+const TEST_PORTS: std::ops::Range<u16> = 10_000..22_768;
+
 /// A loopback port that is free, and whose cluster bus port (+10000) is free too.
 pub fn free_port() -> u16 {
-    // Spread test binaries running at once over different ranges.
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    // Spread test binaries running at once over different ranges of 100.
     let _ = NEXT_PORT.compare_exchange(
         0,
-        20_000 + (std::process::id() % 300) as u16 * 100,
+        TEST_PORTS.start + (std::process::id() % u32::from(span / 100)) as u16 * 100,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
     loop {
-        let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-        let port = if port >= 55_000 { 20_000 + port % 35_000 } else { port };
-        if port == 6379 || port == 6380 {
-            continue;
-        }
+        let next = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let port = TEST_PORTS.start + next.wrapping_sub(TEST_PORTS.start) % span;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10_000) {
             return port;
@@ -624,7 +627,16 @@ impl Proxy {
             "slotgate",
         );
         let proxy = Proxy { port, process, log, _dir: dir };
-        wait_for("slotgate to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            // Say why: slotgate's log has it (a port taken, a bad flag).
+            let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "slotgate did not listen on {port} in 10 s; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         proxy
     }
 
