@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::inline;
-use super::{SHORT_LINE, parse_i64};
+use super::{SHORT_LINE, find_cr, parse_i64};
 
 /// Redis's largest multibulk count (`INT_MAX`).
 const MAX_MULTIBULK_COUNT: i64 = i32::MAX as i64;
@@ -136,7 +136,7 @@ impl Request {
         /// A `*<n>` or `$<len>` line at `at`: the number and where the line ends.
         fn line(frame: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
             let rest = frame.get(at..)?;
-            let cr = memchr::memchr(b'\r', rest)?;
+            let cr = find_cr(rest)?;
             if rest.first() != Some(&kind) {
                 return None;
             }
@@ -179,10 +179,11 @@ impl Request {
         self.args.iter().map(|span| &self.frame[span.start as usize..span.end as usize])
     }
 
-    /// The encoding of arguments `range` in the frame: each `$<len>\r\n<arg>\r\n` as the client sent it. The parser
-    /// takes a length only in Redis's one spelling (no sign, no leading
-    /// zero), so a header is as long as `$`, the length's digits and two
-    /// bytes; and the two bytes after an argument end it.
+    /// The encoding of arguments `range` in the frame: each
+    /// `$<len>\r\n<arg>\r\n` as the client sent it. The parser takes a
+    /// length only in Redis's one spelling (no sign, no leading zero), so a
+    /// header is as long as `$`, the length's digits and two bytes; and the
+    /// two bytes after an argument end it.
     ///
     /// # Panics
     /// If `range` is empty or past the last argument.
