@@ -97,6 +97,7 @@ fn answer(request: &Request, out: &mut BytesMut) {
 struct InFlight {
     reply_to: ReplyTo,
     request: Bytes,
+    parts: u32,
     end: u64,
     queued_at: Instant,
 }
@@ -146,7 +147,8 @@ impl Node {
                 self.unwritten.extend_from_slice(&out.frame);
                 self.queued += out.frame.len() as u64;
                 let end = self.queued;
-                self.in_flight.push_back(InFlight { reply_to: out.reply_to, request: out.frame, end, queued_at });
+                let (reply_to, request, parts) = (out.reply_to, out.frame, out.parts);
+                self.in_flight.push_back(InFlight { reply_to, request, parts, end, queued_at });
             }
         }
     }
@@ -158,21 +160,29 @@ impl Node {
     }
 
     /// A socket read of the node's replies (stands for `poll_read_buf`),
-    /// then `take_replies`: each complete frame goes to the oldest request.
+    /// then `take_replies`: complete frames go to the oldest request, a run
+    /// of parts' replies at once (here every run arrives whole).
     fn read_replies(&mut self) {
         if self.read.capacity() - self.read.len() < MIN_READ {
             self.read.reserve(READ_CHUNK);
         }
         self.read.extend_from_slice(&self.replies);
-        while let Some(frame) = self.scanner.scan(&self.read).unwrap() {
-            let reply = self.read.split_to(frame.len).freeze();
-            if frame.push {
+        let (mut got, mut len) = (0, 0);
+        while let Some(frame) = self.scanner.scan(&self.read[len..]).unwrap() {
+            assert!(!frame.push);
+            let parts = self.in_flight.front().expect("a reply without a request").parts;
+            (got, len) = (got + 1, len + frame.len);
+            if got < parts {
                 continue;
             }
-            let entry = self.in_flight.pop_front().expect("a reply without a request");
+            // `Connection::answer`.
+            let reply = self.read.split_to(len).freeze();
+            let entry = self.in_flight.pop_front().unwrap();
             debug_assert!(entry.end <= self.written, "an answer to a request never written");
-            self.handover.push(entry.reply_to, reply, entry.request, &self.addr);
+            self.handover.push(entry.reply_to, reply, entry.request, got, &self.addr);
+            (got, len) = (0, 0);
         }
+        assert_eq!(got, 0, "a run's replies arrive whole");
         self.handover.flush();
     }
 }
@@ -295,19 +305,26 @@ impl RequestPath {
             let routes = self.routes.clone();
             return self.send(seq, request.into_frame(), Target::Slot(slot), &routes);
         }
-        let split = split_by_slot(command, keyed.split.unwrap(), &request, &self.keys).unwrap();
-        assert!(split.parts.len() <= MAX_FANOUT);
-        let parts = split.parts.into_iter().map(|(slot, part)| (Target::Slot(slot), part));
-        // `Session::forward_parts_of`.
-        let count = parts.len();
+        // Parts ranked by master (`master_rank`: here the shard's index).
         let routes = self.routes.clone();
-        let mut first = None;
-        for (target, part) in parts {
-            let seq = self.pending.push(Entry { read_only, ..Entry::new(target, false) });
-            first.get_or_insert(seq);
-            self.send(seq, part, target, &routes);
+        let rank = |slot| routes.shard_index(slot).map_or(u16::MAX, |index| index as u16);
+        let split = split_by_slot(command, keyed.split.unwrap(), &request, &self.keys, rank).unwrap();
+        assert!(split.parts.len() <= MAX_FANOUT);
+        // `Session::forward_split`: an entry per part, a request per run.
+        let count = split.parts.len();
+        let first = self.pending.next_seq();
+        for &(slot, _) in &split.parts {
+            self.pending.push(Entry { read_only, ..Entry::new(Target::Slot(slot), false) });
         }
-        if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
+        let mut part = 0;
+        while part < count {
+            let index = routes.shard_index(split.parts[part].0);
+            let run = split.parts[part..].iter().take_while(|&&(slot, _)| routes.shard_index(slot) == index).count();
+            let frames = split.frames.slice(split.span(part..part + run));
+            self.send_run(first + part as u64, frames, index.unwrap(), run as u32);
+            part += run;
+        }
+        if let Some(entry) = self.pending.get_mut(first) {
             let group = Group { parts: count, merge: split.merge, protocol: Protocol::Resp2, silent: false };
             entry.group = Some(Box::new(group));
         }
@@ -318,28 +335,50 @@ impl RequestPath {
     /// its reply, for redirects).
     fn send(&mut self, seq: u64, frame: Bytes, target: Target, routes: &SlotMap) {
         let index = routes.shard_index(target.slot().unwrap()).unwrap();
-        let node = &self.nodes[index];
+        self.send_run(seq, frame, index, 1);
+    }
+
+    /// `Session::send_to`: `parts` requests from `seq` on, as one.
+    fn send_run(&mut self, seq: u64, frame: Bytes, node: usize, parts: u32) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame, asking: false, blocks_for: None, reply_to };
-        node.queue.deliver_at_most(out, QUEUE_LIMIT).unwrap();
-        self.in_flight += 1;
+        let out = Outbound { frame, parts, asking: false, blocks_for: None, reply_to };
+        self.nodes[node].queue.deliver_at_most(out, QUEUE_LIMIT).unwrap();
+        self.in_flight += parts as usize;
     }
 
     /// `Session::complete_all` and `complete`, for replies that are neither
     /// redirects nor retries.
     fn complete_all(&mut self) {
-        for completion in self.arrived.drain(..) {
-            self.in_flight -= 1;
-            let entry = self.pending.get_mut(completion.seq).unwrap();
-            assert!(entry.reply.is_none() && !completion.request.is_empty());
-            let Reply::Frame(reply) = completion.reply else { panic!("a node failed") };
-            let redirect = match reply.first() {
-                Some(b'-') => Redirect::parse(&reply, completion.from.as_ref()),
-                _ => None,
-            };
-            assert!(redirect.is_none());
-            entry.reply = Some(reply);
+        let mut arrived = std::mem::take(&mut self.arrived);
+        for completion in arrived.drain(..) {
+            assert!(!completion.request.is_empty());
+            let Reply::Frame(mut replies) = completion.reply else { panic!("a node failed") };
+            if completion.parts == 1 {
+                self.complete(completion.seq, replies, completion.from.as_ref());
+                continue;
+            }
+            // `Session::complete_run`: each part's reply by itself.
+            let mut scanner = ReplyScanner::default();
+            for seq in completion.seq..completion.seq + u64::from(completion.parts) {
+                let len = scanner.scan(&replies).unwrap().unwrap().len;
+                let reply = replies.split_to(len);
+                self.complete(seq, reply, completion.from.as_ref());
+            }
         }
+        self.arrived = arrived;
+    }
+
+    /// `Session::complete`, for a reply that is neither a redirect nor a retry.
+    fn complete(&mut self, seq: u64, reply: Bytes, from: Option<&NodeAddr>) {
+        self.in_flight -= 1;
+        let entry = self.pending.get_mut(seq).unwrap();
+        assert!(entry.reply.is_none());
+        let redirect = match reply.first() {
+            Some(b'-') => Redirect::parse(&reply, from),
+            _ => None,
+        };
+        assert!(redirect.is_none());
+        entry.reply = Some(reply);
     }
 
     /// `Session::take_ready`: replies in request order, parts merged.

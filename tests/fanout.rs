@@ -48,6 +48,30 @@ fn mget_of_1000_keys_across_every_master_keeps_request_order() {
 }
 
 #[test]
+fn a_masters_parts_answered_across_many_reads_arrive_whole_and_in_order() {
+    // 240 keys of 8 KB: each master's parts go to it as one run, and its
+    // ~640 KB of replies come back over many reads, a run cut anywhere.
+    let mut con = client("resp3");
+    let keys: Vec<String> = (0..240).map(|i| format!("fanout:long:{i}")).collect();
+    let value = |i: usize| format!("{i}:{}", "v".repeat(8 * 1024));
+    let pairs: Vec<(String, String)> = keys.iter().enumerate().map(|(i, k)| (k.clone(), value(i))).collect();
+    let _: () = redis::cmd("MSET").arg(&pairs).query(&mut con).unwrap();
+    let mut pipe = redis::pipe();
+    for round in 0..5 {
+        pipe.cmd("MGET").arg(&keys);
+        pipe.cmd("GET").arg(&keys[round]);
+    }
+    let replies: Vec<Value> = pipe.query(&mut con).unwrap();
+    let expected: Vec<String> = (0..keys.len()).map(value).collect();
+    for (round, chunk) in replies.chunks(2).enumerate() {
+        let values: Vec<String> = redis::from_redis_value(chunk[0].clone()).unwrap();
+        assert!(values == expected, "round {round}: the values come back in key order");
+        let one: String = redis::from_redis_value(chunk[1].clone()).unwrap();
+        assert_eq!(one, value(round));
+    }
+}
+
+#[test]
 fn counting_commands_sum_over_slots() {
     let mut con = client("resp2");
     let keys: Vec<String> = (0..50).map(|i| format!("fanout:count:{i}")).collect();

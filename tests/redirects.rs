@@ -30,6 +30,15 @@ fn keys_in_one_slot(tag: &str, count: usize) -> (u16, Vec<String>) {
 fn a_slot_migrated_key_by_key_under_traffic_causes_no_client_error() {
     let (cluster, proxy) = cluster_behind_slotgate(Cluster::start(3, 1));
     let (slot, keys) = keys_in_one_slot("mig", 300);
+    // A key per worker in another slot of the migrating slot's master: an
+    // MSET or MGET of it and a key of the migrating slot goes to that
+    // master as one run of two parts, each following its own redirect.
+    let source = cluster.owner(slot);
+    let neighbours: Vec<String> = (0..)
+        .map(|n| format!("neighbour:{n}"))
+        .filter(|key| support::slot_of(key) != slot && cluster.owner(support::slot_of(key)) == source)
+        .take(4)
+        .collect();
     let mut c = proxy.connection();
     for (i, key) in keys.iter().enumerate() {
         let _: () = redis::cmd("SET").arg(key).arg(i).query(&mut c).unwrap();
@@ -43,6 +52,7 @@ fn a_slot_migrated_key_by_key_under_traffic_causes_no_client_error() {
     for worker in 0..4u64 {
         let (stop, increments, errors, ops, keys, url) =
             (stop.clone(), increments.clone(), errors.clone(), ops.clone(), keys.clone(), proxy.url());
+        let neighbour = neighbours[worker as usize].clone();
         workers.push(rt.spawn(async move {
             let mut c = support::async_connection(&url).await;
             let mut i = worker as usize;
@@ -77,7 +87,17 @@ fn a_slot_migrated_key_by_key_under_traffic_causes_no_client_error() {
                     Ok(v) if v == vec![Some(i % keys.len()), Some((i + 1) % keys.len())] => {}
                     other => fail(format!("MGET: {other:?}")),
                 }
-                ops.fetch_add(4, Ordering::Relaxed);
+                let paired = format!("{{mig}}:paired:{worker}:{i}");
+                let pair = [(paired.as_str(), i), (neighbour.as_str(), i)];
+                match redis::cmd("MSET").arg(&pair).query_async::<()>(&mut c).await {
+                    Ok(()) => {}
+                    Err(e) => fail(format!("MSET {paired} {neighbour}: {e}")),
+                }
+                match redis::cmd("MGET").arg(&paired).arg(&neighbour).query_async::<Vec<Option<usize>>>(&mut c).await {
+                    Ok(v) if v == vec![Some(i), Some(i)] => {}
+                    other => fail(format!("MGET {paired} {neighbour}: {other:?}")),
+                }
+                ops.fetch_add(6, Ordering::Relaxed);
                 i += 4;
             }
         }));

@@ -230,7 +230,7 @@ async fn run(
                 }
                 let cause: Arc<str> = cause.into();
                 if let Some(metrics) = &metrics {
-                    metrics.errors.inc_by(batch.len() as u64);
+                    metrics.errors.inc_by(requests(&batch));
                 }
                 fail_all(&mut batch, &addr, &cause);
                 if mode.one_shot() {
@@ -305,7 +305,7 @@ async fn fail_while_backing_off(
                     return false;
                 }
                 if let Some(metrics) = metrics {
-                    metrics.errors.inc_by(batch.len() as u64);
+                    metrics.errors.inc_by(requests(batch));
                 }
                 fail_all(batch, addr, cause);
             }
@@ -317,14 +317,19 @@ async fn fail_while_backing_off(
 /// (never sent, so safe to retry elsewhere).
 fn close_for_good(queue: &Mailbox<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
     for out in queue.close() {
-        fail(out.reply_to, out.frame, addr, cause, Retry::Safe);
+        fail(out.reply_to, out.frame, out.parts, addr, cause, Retry::Safe);
     }
 }
 
 fn fail_all(batch: &mut Vec<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
     for out in batch.drain(..) {
-        fail(out.reply_to, out.frame, addr, cause, Retry::Safe);
+        fail(out.reply_to, out.frame, out.parts, addr, cause, Retry::Safe);
     }
+}
+
+/// The requests in `batch`, each part of a run counted.
+fn requests(batch: &[Outbound]) -> u64 {
+    batch.iter().map(|out| u64::from(out.parts)).sum()
 }
 
 /// 100 ms after the first failure, doubling up to 1 s, plus up to a fifth
@@ -339,8 +344,10 @@ fn backoff(failures: u32) -> Duration {
     base + base.mul_f64((random % 1000) as f64 / 5000.0)
 }
 
-fn fail(reply_to: ReplyTo, request: Bytes, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
-    reply_to.send(Reply::Failed(NodeError { addr: addr.clone(), cause: cause.clone(), retry }), request);
+/// Fails `parts` requests (their frames in `request`), numbered from `reply_to.seq` on.
+fn fail(reply_to: ReplyTo, request: Bytes, parts: u32, addr: &NodeAddr, cause: &Arc<str>, retry: Retry) {
+    let error = NodeError { addr: addr.clone(), cause: cause.clone(), retry };
+    reply_to.send_run(Reply::Failed(error), request, parts);
 }
 
 /// Opens a connection and sets it up (AUTH when the nodes want a password);
@@ -416,8 +423,10 @@ enum Io {
 struct InFlight {
     /// `None` for an ASKING sent ahead of a request: its `+OK` is dropped.
     reply_to: Option<ReplyTo>,
-    /// The request, handed back with its reply (see `Completion::request`).
+    /// The request, handed back with its reply (see `Completion::request`);
+    /// or a run of `parts` requests, answered by as many replies.
     request: Bytes,
+    parts: u32,
     /// Offset in the connection's output stream just past this request.
     end: u64,
     /// When it was queued here, for the request timeout.
@@ -494,8 +503,9 @@ impl Connection {
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
         if let Some(metrics) = &self.metrics {
-            metrics.requests.inc_by(batch.len() as u64);
-            metrics.queue.add(batch.len() as i64);
+            let requests = requests(&batch);
+            metrics.requests.inc_by(requests);
+            metrics.queue.add(requests as i64);
         }
         for out in batch.drain(..) {
             if self.mode == Mode::Subscriber {
@@ -505,26 +515,26 @@ impl Connection {
                 continue;
             }
             if out.asking {
-                self.append(Bytes::from_static(ASKING), None, now);
+                self.append(Bytes::from_static(ASKING), None, now, 1);
             }
             // A blocking command is overdue only once its own wait is over.
             let counted_from = match out.blocks_for {
                 None => now,
                 Some(wait) => now.checked_add(wait).unwrap_or_else(|| now + FOR_EVER),
             };
-            self.append(out.frame, Some(out.reply_to), counted_from);
+            self.append(out.frame, Some(out.reply_to), counted_from, out.parts);
         }
         self.batch = batch;
     }
 
-    fn append(&mut self, frame: Bytes, reply_to: Option<ReplyTo>, queued_at: Instant) {
+    fn append(&mut self, frame: Bytes, reply_to: Option<ReplyTo>, queued_at: Instant, parts: u32) {
         // A request behind a blocking one cannot be answered before it: its
         // clock starts no earlier.
         let queued_at = self.in_flight.back().map_or(queued_at, |before| queued_at.max(before.queued_at));
         self.unwritten.push(&frame);
         self.queued += frame.len() as u64;
         let end = self.queued;
-        self.in_flight.push_back(InFlight { reply_to, request: frame, end, queued_at, probe: false });
+        self.in_flight.push_back(InFlight { reply_to, request: frame, parts, end, queued_at, probe: false });
     }
 
     /// The read buffer was grown well past its usual size (for a long reply).
@@ -615,7 +625,7 @@ impl Connection {
                                 self.queued += PING.len() as u64;
                             }
                         } else {
-                            self.append(Bytes::from_static(PING), None, now);
+                            self.append(Bytes::from_static(PING), None, now, 1);
                             if let Some(ping) = self.in_flight.back_mut() {
                                 ping.probe = true;
                             }
@@ -662,17 +672,22 @@ impl Connection {
     fn take_replies(&mut self) -> Result<(), String> {
         // One clock read for every reply of this read.
         let mut now = None;
-        while let Some(frame) = self.scanner.scan(&self.read).map_err(|e| format!("unreadable reply: {e}"))? {
-            // A reply much smaller than the buffer it sits in gets its own
-            // bytes: queued for a slow client, it would keep all of it alive.
-            let reply = if self.read_oversized() && frame.len < self.read_alloc / 4 {
-                let copy = Bytes::copy_from_slice(&self.read[..frame.len]);
-                bytes::Buf::advance(&mut self.read, frame.len);
-                copy
-            } else {
-                self.read.split_to(frame.len).freeze()
+        // Replies to the oldest request (a run of parts) scanned and not yet
+        // taken off the buffer: how many, and their length. A run is handed
+        // over whole when it can be, and what has come of it at the end of a
+        // read (or before a push message) otherwise.
+        let (mut got, mut len) = (0, 0);
+        loop {
+            let frame = match self.scanner.scan(&self.read[len..]) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.answer(got, len, &mut now);
+                    return Err(format!("unreadable reply: {e}"));
+                }
             };
-            if let Some(sink) = &self.sink {
+            if self.sink.is_some() {
+                let reply = self.take_reply(frame.len);
                 self.answered = true;
                 // Our PING's answer, subscribed (RESP2) or not: nobody else
                 // sends PING on this connection (slotgate answers the client's).
@@ -682,49 +697,121 @@ impl Connection {
                     self.ping_sent = None;
                     continue;
                 }
-                sink.clone().send(Reply::Frame(reply), Bytes::new());
+                if let Some(sink) = &self.sink {
+                    sink.clone().send(Reply::Frame(reply), Bytes::new());
+                }
                 continue;
             }
             if frame.push {
+                self.answer(got, len, &mut now);
+                (got, len) = (0, 0);
+                bytes::Buf::advance(&mut self.read, frame.len);
                 continue;
             }
-            let Some(entry) = self.in_flight.pop_front() else {
+            let Some(parts) = self.in_flight.front().map(|oldest| oldest.parts) else {
                 return Err("reply without a request".into());
             };
-            self.answered = true;
-            if entry.probe {
-                let micros = entry.queued_at.elapsed().as_micros().clamp(1, u128::from(u64::MAX)) as u64;
-                self.health.latency_us.store(micros, Ordering::Relaxed);
-            }
-            if let Some(reply_to) = entry.reply_to {
-                if let Some(metrics) = &self.metrics {
-                    let now = *now.get_or_insert_with(Instant::now);
-                    metrics.queue.dec();
-                    metrics.latency.observe((now.saturating_duration_since(entry.queued_at)).as_secs_f64());
-                }
-                self.handover.push(reply_to, reply, entry.request, &self.addr);
+            (got, len) = (got + 1, len + frame.len);
+            if got == parts {
+                self.answer(got, len, &mut now);
+                (got, len) = (0, 0);
             }
         }
+        self.answer(got, len, &mut now);
         Ok(())
+    }
+
+    /// The reply of `len` bytes at the front of the read buffer, taken off it.
+    fn take_reply(&mut self, len: usize) -> Bytes {
+        // A reply much smaller than the buffer it sits in gets its own
+        // bytes: queued for a slow client, it would keep all of it alive.
+        if self.read_oversized() && len < self.read_alloc / 4 {
+            let copy = Bytes::copy_from_slice(&self.read[..len]);
+            bytes::Buf::advance(&mut self.read, len);
+            copy
+        } else {
+            self.read.split_to(len).freeze()
+        }
+    }
+
+    /// Hands the `got` replies (`len` bytes) at the front of the read buffer
+    /// to the oldest request: all its replies, or the first of a run's.
+    fn answer(&mut self, got: u32, len: usize, now: &mut Option<Instant>) {
+        if got == 0 {
+            return;
+        }
+        let reply = self.take_reply(len);
+        self.answered = true;
+        let Some(oldest) = self.in_flight.front_mut() else { return };
+        let answered = if got < oldest.parts {
+            // The rest of the run comes in a later read: it stays, shorter.
+            let Some(frames) = Request::frames_len(&oldest.request, got as usize) else {
+                // slotgate wrote these frames: they always read back.
+                return;
+            };
+            let request = oldest.request.split_to(frames);
+            let reply_to = oldest.reply_to.clone();
+            if let Some(rest) = &mut oldest.reply_to {
+                rest.seq += u64::from(got);
+            }
+            oldest.parts -= got;
+            InFlight { reply_to, request, parts: got, ..*oldest }
+        } else {
+            match self.in_flight.pop_front() {
+                Some(oldest) => oldest,
+                None => return,
+            }
+        };
+        if answered.probe {
+            let micros = answered.queued_at.elapsed().as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+            self.health.latency_us.store(micros, Ordering::Relaxed);
+        }
+        if let Some(reply_to) = answered.reply_to {
+            if let Some(metrics) = &self.metrics {
+                let now = *now.get_or_insert_with(Instant::now);
+                metrics.queue.sub(i64::from(got));
+                metrics.latency.observe((now.saturating_duration_since(answered.queued_at)).as_secs_f64());
+            }
+            self.handover.push(reply_to, reply, answered.request, got, &self.addr);
+        }
     }
 
     /// Errors for everything still pending: written requests may have run.
     fn fail_in_flight(&mut self, addr: &NodeAddr, cause: &Arc<str>) {
         if let Some(sink) = self.sink.take() {
-            fail(sink, Bytes::new(), addr, cause, Retry::NotSafe);
+            fail(sink, Bytes::new(), 1, addr, cause, Retry::NotSafe);
         }
+        let (written, hung) = (self.written, self.hung);
+        // Written whole, a request may have run; written in part or not at
+        // all, it has not (a node runs only whole requests).
+        let retry = |end: u64| match (end <= written, hung) {
+            (false, _) => Retry::Safe,
+            (true, false) => Retry::NotSafe,
+            (true, true) => Retry::TimedOut,
+        };
         for entry in self.in_flight.drain(..) {
-            let retry = match (entry.end <= self.written, self.hung) {
-                (false, _) => Retry::Safe,
-                (true, false) => Retry::NotSafe,
-                (true, true) => Retry::TimedOut,
-            };
-            if let Some(reply_to) = entry.reply_to {
-                if let Some(metrics) = &self.metrics {
-                    metrics.queue.dec();
-                    metrics.errors.inc();
-                }
-                fail(reply_to, entry.request, addr, cause, retry);
+            let Some(reply_to) = entry.reply_to else { continue };
+            if let Some(metrics) = &self.metrics {
+                metrics.queue.sub(i64::from(entry.parts));
+                metrics.errors.inc_by(u64::from(entry.parts));
+            }
+            let start = entry.end - entry.request.len() as u64;
+            if entry.parts == 1 || entry.end <= written || start >= written {
+                fail(reply_to, entry.request, entry.parts, addr, cause, retry(entry.end));
+                continue;
+            }
+            // A run written in part: each of its requests by itself.
+            let frames = Request::split_frames(entry.request.clone());
+            if frames.len() != entry.parts as usize {
+                fail(reply_to, entry.request, entry.parts, addr, cause, retry(entry.end));
+                continue;
+            }
+            let (mut seq, mut end) = (reply_to.seq, start);
+            for frame in frames {
+                end += frame.len() as u64;
+                let one = ReplyTo { session: reply_to.session.clone(), seq };
+                fail(one, frame, 1, addr, cause, retry(end));
+                seq += 1;
             }
         }
     }

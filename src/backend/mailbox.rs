@@ -158,7 +158,13 @@ mod tests {
     }
 
     fn reply(seq: u64) -> Completion {
-        Completion { seq, reply: Reply::Frame(Bytes::from_static(b"+OK\r\n")), from: None, request: Bytes::new() }
+        Completion {
+            seq,
+            reply: Reply::Frame(Bytes::from_static(b"+OK\r\n")),
+            from: None,
+            request: Bytes::new(),
+            parts: 1,
+        }
     }
 
     #[test]

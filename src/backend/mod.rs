@@ -61,8 +61,11 @@ pub enum ReadFrom {
 /// One request on its way to a node.
 #[derive(Debug)]
 pub struct Outbound {
-    /// The request exactly as the client sent it.
+    /// The request exactly as the client sent it; or `parts` requests one
+    /// after another (a split request's parts for one node), answered by
+    /// as many replies, one completion for them all.
     pub frame: Bytes,
+    pub parts: u32,
     /// Send `ASKING` first, on the same connection (after an `-ASK`).
     pub asking: bool,
     /// A blocking command may wait this long for its answer before the
@@ -84,7 +87,12 @@ impl ReplyTo {
     /// has gone away no longer wants it: the reply is dropped, which keeps
     /// the connection's FIFO intact.
     pub fn send(self, reply: Reply, request: Bytes) {
-        let _ = self.session.deliver(Completion { seq: self.seq, reply, from: None, request });
+        self.send_run(reply, request, 1);
+    }
+
+    /// [`ReplyTo::send`] for `parts` requests, numbered from `seq` on.
+    pub fn send_run(self, reply: Reply, request: Bytes, parts: u32) {
+        let _ = self.session.deliver(Completion { seq: self.seq, reply, from: None, request, parts });
     }
 }
 
@@ -99,15 +107,17 @@ pub struct Handover {
 }
 
 impl Handover {
-    /// Adds `node`'s reply to `request` to the current run, first handing
-    /// the run over when the reply is for another session.
-    pub fn push(&mut self, reply_to: ReplyTo, reply: Bytes, request: Bytes, node: &NodeAddr) {
+    /// Adds `node`'s reply to `request` (its replies to `parts` requests)
+    /// to the current run, first handing the run over when the reply is for
+    /// another session.
+    pub fn push(&mut self, reply_to: ReplyTo, reply: Bytes, request: Bytes, parts: u32, node: &NodeAddr) {
         if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, &reply_to.session)) {
             self.flush();
             self.to = Some(reply_to.session);
         }
-        let from = (reply.first() == Some(&b'-')).then(|| node.clone());
-        self.run.push(Completion { seq: reply_to.seq, reply: Reply::Frame(reply), from, request });
+        // Any of several replies may be an error: they name the node once.
+        let from = (parts > 1 || reply.first() == Some(&b'-')).then(|| node.clone());
+        self.run.push(Completion { seq: reply_to.seq, reply: Reply::Frame(reply), from, request, parts });
     }
 
     /// Hands the current run to its session.
@@ -131,12 +141,16 @@ pub struct Completion {
     /// subscribed connection's messages): a redirect or a retry sends it
     /// again, and the session keeps no copy while it is away.
     pub request: Bytes,
+    /// How many requests it answers, numbered from `seq` on: `request`
+    /// holds their frames and `reply` their replies, one after another
+    /// (one for a failure).
+    pub parts: u32,
 }
 
 impl Completion {
     /// A signal to a session, not a reply: `seq` says which (drain, reload, ...).
     pub fn signal(seq: u64) -> Completion {
-        Completion { seq, reply: Reply::Frame(Bytes::new()), from: None, request: Bytes::new() }
+        Completion { seq, reply: Reply::Frame(Bytes::new()), from: None, request: Bytes::new(), parts: 1 }
     }
 }
 

@@ -155,6 +155,20 @@ impl Routes {
         self.map.shard_index(slot).map(|index| &self.masters[index])
     }
 
+    /// The shard serving `slot`, by its index in the map: slots with the
+    /// same index have the same master.
+    pub fn shard(&self, slot: Slot) -> Option<usize> {
+        self.map.shard_index(slot)
+    }
+
+    /// The master of the shard at `index` (see [`Routes::shard`]).
+    ///
+    /// # Panics
+    /// If there is no shard at `index`.
+    pub fn shard_master(&self, index: usize) -> &Arc<Node> {
+        &self.masters[index]
+    }
+
     /// Do read-only commands go anywhere but the master?
     pub fn reads_from_replicas(&self) -> bool {
         self.read_from != ReadFrom::Master

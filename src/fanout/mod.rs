@@ -66,19 +66,43 @@ impl Merge {
     }
 }
 
-/// One request per slot, in the order the slots first appear among the keys:
-/// each part's frame, as a node gets it.
+/// One request per slot: their frames one after another, in part order.
 #[derive(Debug)]
 pub struct Split {
-    pub parts: Vec<(Slot, Bytes)>,
+    pub frames: Bytes,
+    /// Each part's slot, and where its frame ends in `frames`.
+    pub parts: Vec<(Slot, usize)>,
     pub merge: Merge,
+}
+
+impl Split {
+    /// Where the frames of parts `range` are in `frames`.
+    pub fn span(&self, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let start = range.start.checked_sub(1).map_or(0, |before| self.parts[before].1);
+        start..self.parts[range.end - 1].1
+    }
+
+    /// The frame of part `index`.
+    pub fn part(&self, index: usize) -> Bytes {
+        self.frames.slice(self.span(index..index + 1))
+    }
 }
 
 /// Splits `request`, whose keys are at argument positions `keys` (in order),
 /// into one request per slot. Each key carries the arguments up to the next
 /// key (MSET's value). `None` when the arguments are not a plain list of keys
 /// (with their values) after the command name: then it is not split.
-pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, keys: &[usize]) -> Option<Split> {
+///
+/// Parts are ordered by `rank` of their slot, and in the order their slots
+/// first appear among the keys within a rank: the caller ranks slots by
+/// node, and the parts for one node are one run of frames, sent as one.
+pub fn split_by_slot(
+    command: &Command,
+    combine: Combine,
+    request: &Request,
+    keys: &[usize],
+    mut rank: impl FnMut(Slot) -> u16,
+) -> Option<Split> {
     let step = match command.key_specs.first()?.find {
         FindKeys::Range { key_step, .. } => usize::try_from(key_step).ok().filter(|&s| s > 0)?,
         _ => return None,
@@ -115,17 +139,30 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
         };
         owner.push(part);
     }
+    // The order of the parts (`order[new] = old`, a stable sort by rank),
+    // and each key's part by it.
+    let ranks: SmallVec<[u16; 16]> = slots.iter().map(|&slot| rank(slot)).collect();
+    let mut order: SmallVec<[u16; 16]> = (0..slots.len() as u16).collect();
+    if !ranks.is_sorted() {
+        order_by_rank(&ranks, &mut order);
+        let mut place: SmallVec<[u16; 16]> = SmallVec::from_elem(0, slots.len());
+        for (new, &old) in order.iter().enumerate() {
+            place[usize::from(old)] = new as u16;
+        }
+        owner.iter_mut().for_each(|part| *part = place[usize::from(*part)]);
+    }
     // Every part in one buffer (one allocation however many slots), its
     // arguments copied as the client encoded them.
     let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 16 * slots.len());
     let mut parts = Vec::with_capacity(slots.len());
     if slots.len() == keys.len() {
-        // A slot per key (random keys): the parts are the keys in order.
-        for (&at, &slot) in keys.iter().zip(&slots) {
+        // A slot per key (random keys): each part is its key.
+        for &old in &order {
+            let at = keys[usize::from(old)];
             builder.begin(1 + step);
             builder.args_of(request, 0..1);
             builder.args_of(request, at..at + step);
-            parts.push((slot, builder.finish()));
+            parts.push((slots[usize::from(old)], builder.len()));
         }
     } else {
         // Keys grouped by part in one pass (a counting sort), keeping their order.
@@ -142,14 +179,14 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
             grouped[fill[usize::from(part)]] = at;
             fill[usize::from(part)] += 1;
         }
-        for (part, &slot) in slots.iter().enumerate() {
+        for (part, &old) in order.iter().enumerate() {
             let mine = &grouped[starts[part]..starts[part + 1]];
             builder.begin(1 + mine.len() * step);
             builder.args_of(request, 0..1);
             for &at in mine {
                 builder.args_of(request, at..at + step);
             }
-            parts.push((slot, builder.finish()));
+            parts.push((slots[usize::from(old)], builder.len()));
         }
     }
     let merge = match combine {
@@ -157,7 +194,27 @@ pub fn split_by_slot(command: &Command, combine: Combine, request: &Request, key
         Combine::Sum => Merge::Sum,
         _ => Merge::AllSucceeded,
     };
-    Some(Split { parts, merge })
+    Some(Split { frames: builder.finish(), parts, merge })
+}
+
+/// Sorts `order`, the part numbers in order, by their `ranks`, stably: by
+/// counting when the ranks are small (masters' shards), as they usually are.
+fn order_by_rank(ranks: &[u16], order: &mut [u16]) {
+    const FEW: usize = 16;
+    if ranks.iter().any(|&rank| usize::from(rank) >= FEW) {
+        return order.sort_by_key(|&part| ranks[usize::from(part)]);
+    }
+    let mut starts = [0u16; FEW + 1];
+    for &rank in ranks {
+        starts[usize::from(rank) + 1] += 1;
+    }
+    for rank in 0..FEW {
+        starts[rank + 1] += starts[rank];
+    }
+    for (part, &rank) in ranks.iter().enumerate() {
+        order[usize::from(starts[usize::from(rank)])] = part as u16;
+        starts[usize::from(rank)] += 1;
+    }
 }
 
 /// Writes the reply made of the parts' `replies` (in part order).
@@ -315,12 +372,16 @@ mod tests {
     use crate::command::{Route, lookup};
 
     fn split_args(args: &[&str]) -> Option<Split> {
+        split_ranked(args, |_| 0)
+    }
+
+    fn split_ranked(args: &[&str], rank: impl FnMut(Slot) -> u16) -> Option<Split> {
         let request = Request::from_args(args);
         let entry = lookup(&request).ok()?;
         let Route::Keyed(keyed) = entry.route else { return None };
         let mut keys = crate::command::KeyPositions::new();
         crate::command::key_positions(entry.command, keyed.finder, &request, &mut keys).ok()?;
-        split_by_slot(entry.command, keyed.split?, &request, &keys)
+        split_by_slot(entry.command, keyed.split?, &request, &keys, rank)
     }
 
     fn merged(merge: &Merge, replies: &[&str]) -> String {
@@ -334,7 +395,7 @@ mod tests {
     fn keys_are_grouped_by_slot_in_first_seen_order() {
         // a and {a}x share a slot; b does not.
         let split = split_args(&["MGET", "a", "b", "{a}x", "b"]).unwrap();
-        let parts: Vec<Vec<u8>> = split.parts.iter().map(|(_, frame)| frame.to_vec()).collect();
+        let parts: Vec<Vec<u8>> = (0..split.parts.len()).map(|part| split.part(part).to_vec()).collect();
         assert_eq!(parts[0], Request::from_args(&["MGET", "a", "{a}x"]).frame().to_vec());
         assert_eq!(parts[1], Request::from_args(&["MGET", "b", "b"]).frame().to_vec());
         assert_eq!(split.parts[0].0, key_slot(b"a"));
@@ -342,10 +403,27 @@ mod tests {
     }
 
     #[test]
+    fn parts_ranked_alike_are_one_run_and_keys_keep_their_order() {
+        // b's slot ranks first (its node, say): its part moves to the front.
+        let b = key_slot(b"b");
+        let split = split_ranked(&["MGET", "a", "b", "{a}x", "c"], |slot| u16::from(slot != b)).unwrap();
+        let slots: Vec<Slot> = split.parts.iter().map(|&(slot, _)| slot).collect();
+        assert_eq!(slots, [b, key_slot(b"a"), key_slot(b"c")]);
+        assert_eq!(&split.frames[split.span(1..3)], &[split.part(1), split.part(2)].concat()[..]);
+        assert_eq!(split.part(1).to_vec(), Request::from_args(&["MGET", "a", "{a}x"]).frame().to_vec());
+        let replies = ["*1\r\n$1\r\nB\r\n", "*2\r\n$1\r\nA\r\n$1\r\nX\r\n", "*1\r\n$1\r\nC\r\n"];
+        assert_eq!(merged(&split.merge, &replies), "*4\r\n$1\r\nA\r\n$1\r\nB\r\n$1\r\nX\r\n$1\r\nC\r\n");
+        // One slot per key, reordered the same way.
+        let split = split_ranked(&["MGET", "a", "b", "c"], |slot| u16::from(slot != b)).unwrap();
+        assert_eq!(split.part(0).to_vec(), Request::from_args(&["MGET", "b"]).frame().to_vec());
+        assert_eq!(split.merge, Merge::InKeyOrder([1, 0, 2].into_iter().collect()));
+    }
+
+    #[test]
     fn values_travel_with_their_keys() {
         let split = split_args(&["mset", "a", "1", "b", "2", "{a}c", "3"]).unwrap();
-        assert_eq!(split.parts[0].1.to_vec(), Request::from_args(&["mset", "a", "1", "{a}c", "3"]).frame().to_vec());
-        assert_eq!(split.parts[1].1.to_vec(), Request::from_args(&["mset", "b", "2"]).frame().to_vec());
+        assert_eq!(split.part(0).to_vec(), Request::from_args(&["mset", "a", "1", "{a}c", "3"]).frame().to_vec());
+        assert_eq!(split.part(1).to_vec(), Request::from_args(&["mset", "b", "2"]).frame().to_vec());
         assert_eq!(split.merge, Merge::AllSucceeded);
         assert_eq!(split_args(&["del", "a", "b"]).unwrap().merge, Merge::Sum);
     }

@@ -133,25 +133,34 @@ impl Request {
     /// unchecked (they are the client's). `None` if `frame` is not one
     /// whole multibulk request.
     pub fn from_frame(frame: Bytes) -> Option<Request> {
-        /// A `*<n>` or `$<len>` line at `at`: the number and where the line ends.
-        fn line(frame: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
-            let rest = frame.get(at..)?;
-            let cr = find_cr(rest)?;
-            if rest.first() != Some(&kind) {
-                return None;
-            }
-            let n = usize::try_from(parse_i64(&rest[1..cr])?).ok()?;
-            Some((n, at + cr + 2))
-        }
-        let (count, mut at) = line(&frame, 0, b'*')?;
+        let (count, mut at) = number_line(&frame, 0, b'*')?;
         let mut args = SmallVec::with_capacity(count.min(MAX_RESERVED_ARGS));
         for _ in 0..count {
-            let (len, start) = line(&frame, at, b'$')?;
+            let (len, start) = number_line(&frame, at, b'$')?;
             let end = start.checked_add(len)?;
             args.push(Span { start: u32::try_from(start).ok()?, end: u32::try_from(end).ok()? });
             at = end + 2;
         }
         (count > 0 && at == frame.len()).then_some(Request { frame, args })
+    }
+
+    /// The length of the first `count` requests written one after another
+    /// into `frames`, if they are whole multibulk requests.
+    pub fn frames_len(frames: &[u8], count: usize) -> Option<usize> {
+        (0..count).try_fold(0, |at, _| Some(at + frame_len(frames.get(at..)?)?))
+    }
+
+    /// The frames of requests written one after another into `frames` (a
+    /// run of a split request's parts sent to one node as one), each on
+    /// its own: for the rare paths that send one of them again. Stops at
+    /// the first that is not a whole multibulk request.
+    pub fn split_frames(mut frames: Bytes) -> Vec<Bytes> {
+        let mut each = Vec::new();
+        while !frames.is_empty() {
+            let Some(len) = frame_len(&frames) else { break };
+            each.push(frames.split_to(len));
+        }
+        each
     }
 
     /// Number of arguments, the command name included.
@@ -196,11 +205,32 @@ impl Request {
     }
 }
 
+/// A `*<n>` or `$<len>` line at `at` of `frame`: the number and where the
+/// line ends. As the parser, the two bytes after the `\r` are not checked.
+fn number_line(frame: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
+    let rest = frame.get(at..)?;
+    let cr = find_cr(rest)?;
+    if rest.first() != Some(&kind) {
+        return None;
+    }
+    let n = usize::try_from(parse_i64(&rest[1..cr])?).ok()?;
+    Some((n, at + cr + 2))
+}
+
+/// The length of the multibulk request at the front of `frames`.
+fn frame_len(frames: &[u8]) -> Option<usize> {
+    let (count, mut at) = number_line(frames, 0, b'*')?;
+    for _ in 0..count {
+        let (len, start) = number_line(frames, at, b'$')?;
+        at = start.checked_add(len)?.checked_add(2)?;
+    }
+    (count > 0 && at <= frames.len()).then_some(at)
+}
+
 /// Encodes several requests into one shared buffer (the parts of a split
-/// request): one allocation for all of them, however many there are. Each
-/// is taken off the buffer as soon as it is complete, as the frame a node
-/// gets (where its arguments are is not needed again: see
-/// [`Request::from_frame`]).
+/// request): one allocation for all of them, however many there are, taken
+/// off the buffer together as the frames nodes get (where their arguments
+/// are is not needed again: see [`Request::from_frame`]).
 #[derive(Debug, Default)]
 pub struct RequestsBuilder {
     buf: BytesMut,
@@ -227,7 +257,17 @@ impl RequestsBuilder {
         self.buf.extend_from_slice(request.encoded(range));
     }
 
-    /// The frame of the request begun last, taken off the buffer (which
+    /// Bytes written since the last [`RequestsBuilder::finish`]: where the
+    /// request begun last ends, once its arguments are in.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The requests begun since the last call, taken off the buffer (which
     /// keeps the room left for the next ones).
     pub fn finish(&mut self) -> Bytes {
         self.buf.split().freeze()

@@ -20,8 +20,8 @@ use crate::backend::{Completion, Node, NodeError, Outbound, Reply, ReplyTo, Retr
 use crate::cluster::{NodeAddr, Redirect, Slot, key_slot};
 use crate::command::{self, Combine, InvalidKeys, Keyed, Local, LookupError, Route, key_positions};
 use crate::error::ClientError;
-use crate::fanout::{self, Merge, ProxyInfo, ScanCursor};
-use crate::resp::{Protocol, Request, parse_i64, value};
+use crate::fanout::{self, Merge, ProxyInfo, ScanCursor, Split};
+use crate::resp::{Protocol, ReplyScanner, Request, parse_i64, value};
 
 impl Session {
     /// Decides what to do with one request, in the order it arrived.
@@ -175,16 +175,6 @@ impl Session {
     /// Sends each part as a request of its own (with its own redirects and
     /// retries); the client gets one reply, merged once all are answered.
     fn forward_parts(&mut self, parts: Vec<(Target, Bytes)>, merge: Merge) {
-        self.forward_parts_of(parts.into_iter(), merge, false);
-    }
-
-    /// [`Session::forward_parts`], for parts that only read when `read_only`.
-    fn forward_parts_of(
-        &mut self,
-        parts: impl ExactSizeIterator<Item = (Target, Bytes)>,
-        merge: Merge,
-        read_only: bool,
-    ) {
         let count = parts.len();
         if let Some(metrics) = self.metrics {
             metrics.fanout_parts.inc_by(count as u64);
@@ -192,12 +182,49 @@ impl Session {
         let routes = self.routes.clone();
         let mut first = None;
         for (target, frame) in parts {
-            let seq = self.pending.push(Entry { read_only, ..Entry::new(target, false) });
+            let seq = self.pending.push(Entry::new(target, false));
             first.get_or_insert(seq);
             self.send(seq, frame, target, &routes);
         }
         if let Some(entry) = first.and_then(|seq| self.pending.get_mut(seq)) {
             entry.group = Some(Box::new(Group { parts: count, merge, protocol: self.client.protocol, silent: false }));
+        }
+    }
+
+    /// A split request: an entry per part, and one request per run of parts
+    /// whose slots one master serves (one frame, one reply each from the
+    /// node's connection, one completion back). Reads from replicas go
+    /// part by part, each to its replica.
+    fn forward_split(&mut self, split: Split, read_only: bool) {
+        let count = split.parts.len();
+        if let Some(metrics) = self.metrics {
+            metrics.fanout_parts.inc_by(count as u64);
+        }
+        let reader = read_only && self.routes.reads_from_replicas();
+        let routes = self.routes.clone();
+        let first = self.pending.next_seq();
+        for &(slot, _) in &split.parts {
+            let target = if reader { Target::Reader(slot) } else { Target::Slot(slot) };
+            self.pending.push(Entry { read_only, ..Entry::new(target, false) });
+        }
+        let mut part = 0;
+        while part < count {
+            let seq = first + part as u64;
+            let slot = split.parts[part].0;
+            let Some(shard) = routes.shard(slot).filter(|_| !reader) else {
+                let target = if reader { Target::Reader(slot) } else { Target::Slot(slot) };
+                self.send(seq, split.part(part), target, &routes);
+                part += 1;
+                continue;
+            };
+            let run = split.parts[part..].iter().take_while(|&&(slot, _)| routes.shard(slot) == Some(shard)).count();
+            let frames = split.frames.slice(split.span(part..part + run));
+            self.send_to(seq, frames, routes.shard_master(shard), false, run as u32);
+            part += run;
+        }
+        if let Some(entry) = self.pending.get_mut(first) {
+            let group = Group { parts: count, merge: split.merge, protocol: self.client.protocol, silent: false };
+            entry.group = Some(Box::new(group));
         }
     }
 
@@ -213,7 +240,12 @@ impl Session {
                     if rest.iter().all(|&at| key_slot(request.arg(at).unwrap_or_default()) == slot) {
                         Ok(Target::Slot(slot))
                     } else {
-                        Err(keyed.split.and_then(|combine| fanout::split_by_slot(command, combine, &request, &keys)))
+                        // The parts for one master in a row: one run each.
+                        let routes = &self.routes;
+                        let rank = |slot| routes.shard(slot).map_or(u16::MAX, |shard| shard as u16);
+                        Err(keyed
+                            .split
+                            .and_then(|combine| fanout::split_by_slot(command, combine, &request, &keys, rank)))
                     }
                 }
             },
@@ -247,12 +279,7 @@ impl Session {
                 crate::metrics::get().fanout_refused.inc();
                 self.reply_error(ClientError::FanoutTooLarge(split.parts.len(), self.settings.max_fanout));
             }
-            Err(Some(split)) => {
-                let reader = read_only && self.routes.reads_from_replicas();
-                let target = |slot| if reader { Target::Reader(slot) } else { Target::Slot(slot) };
-                let parts = split.parts.into_iter().map(|(slot, part)| (target(slot), part));
-                self.forward_parts_of(parts, split.merge, read_only);
-            }
+            Err(Some(split)) => self.forward_split(split, read_only),
             Err(None) => self.reply_error(ClientError::CrossSlot),
         }
     }
@@ -277,7 +304,7 @@ impl Session {
             Target::Local | Target::Dedicated => None,
         };
         match node {
-            Some(node) => self.send_to(seq, frame, node, false),
+            Some(node) => self.send_to(seq, frame, node, false, 1),
             None if routes.version() == 0 => {
                 let why = self.ctx.pool.topology().last_error();
                 self.fail(seq, ClientError::NoTopology(why));
@@ -289,21 +316,30 @@ impl Session {
         }
     }
 
-    fn send_to(&mut self, seq: u64, frame: Bytes, node: &Node, asking: bool) {
+    /// Sends `parts` requests, numbered from `seq` on, their frames one
+    /// after another in `frame`, to `node` as one.
+    fn send_to(&mut self, seq: u64, frame: Bytes, node: &Node, asking: bool, parts: u32) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
         // The frame travels with the request and comes back with its reply.
-        let out = Outbound { frame, asking, blocks_for: None, reply_to };
+        let out = Outbound { frame, parts, asking, blocks_for: None, reply_to };
+        let seqs = seq..seq + u64::from(parts);
         match node.send(self.client.protocol, self.client.id, out) {
-            Ok(()) => self.in_flight += 1,
+            Ok(()) => self.in_flight += parts as usize,
             Err(Undelivered::Full(_)) => {
-                self.fail(seq, ClientError::NodeOverloaded(node.addr().clone(), node.queue_limit()))
+                for seq in seqs {
+                    self.fail(seq, ClientError::NodeOverloaded(node.addr().clone(), node.queue_limit()));
+                }
             }
             // The connection has closed (its node left the map): never sent, so retry.
             Err(Undelivered::Closed(out)) => {
-                if !self.retry_later(seq, out.frame) {
-                    let cause = "its connection is closed".into();
-                    let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
-                    self.fail(seq, ClientError::NodeUnreachable(error));
+                let mut frames =
+                    if parts == 1 { vec![out.frame] } else { Request::split_frames(out.frame) }.into_iter();
+                for seq in seqs {
+                    if !frames.next().is_some_and(|frame| self.retry_later(seq, frame)) {
+                        let cause = "its connection is closed".into();
+                        let error = NodeError { addr: node.addr().clone(), cause, retry: Retry::Safe };
+                        self.fail(seq, ClientError::NodeUnreachable(error));
+                    }
                 }
             }
         }
@@ -335,8 +371,45 @@ impl Session {
             }
             if (SUBSCRIBER_SEQ..SUBSCRIBER_SEQ_END).contains(&completion.seq) {
                 self.subscriber_event(completion.seq - SUBSCRIBER_SEQ, completion.reply);
+            } else if completion.parts > 1 {
+                self.complete_run(completion);
             } else {
                 self.complete(completion);
+            }
+        }
+    }
+
+    /// A node answered (or failed to) a run of parts sent as one: each is
+    /// completed by itself, with its own redirects and retries. A part's
+    /// frame is found only for an error reply (what may send it again).
+    fn complete_run(&mut self, completion: Completion) {
+        let Completion { seq, reply, from, request, parts } = completion;
+        let seqs = seq..seq + u64::from(parts);
+        let mut frames = None;
+        let mut frame = |index: usize| {
+            let frames = frames.get_or_insert_with(|| Request::split_frames(request.clone()));
+            frames.get_mut(index).map(std::mem::take).unwrap_or_default()
+        };
+        match reply {
+            Reply::Failed(error) => {
+                for (index, seq) in seqs.enumerate() {
+                    let (reply, request) = (Reply::Failed(error.clone()), frame(index));
+                    self.complete(Completion { seq, reply, from: None, request, parts: 1 });
+                }
+            }
+            Reply::Frame(mut replies) => {
+                let mut scanner = ReplyScanner::default();
+                for (index, seq) in seqs.enumerate() {
+                    // The connection scanned these replies whole: each is there.
+                    let len = match scanner.scan(&replies) {
+                        Ok(Some(one)) => one.len,
+                        _ => replies.len(),
+                    };
+                    let reply = replies.split_to(len);
+                    let error = reply.first() == Some(&b'-');
+                    let (request, from) = if error { (frame(index), from.clone()) } else { (Bytes::new(), None) };
+                    self.complete(Completion { seq, reply: Reply::Frame(reply), from, request, parts: 1 });
+                }
             }
         }
     }
@@ -344,7 +417,7 @@ impl Session {
     /// A node answered (or failed to) the request numbered `completion.seq`.
     fn complete(&mut self, completion: Completion) {
         self.in_flight -= 1;
-        let Completion { seq, reply, from, request: frame } = completion;
+        let Completion { seq, reply, from, request: frame, .. } = completion;
         let max_redirects = self.settings.max_redirects;
         let Some(entry) = self.pending.get_mut(seq) else { return };
         if entry.target == Target::Dedicated {
@@ -427,7 +500,7 @@ impl Session {
                         }
                         self.ctx.pool.topology().moved(slot, addr.clone());
                         let node = self.ctx.pool.node(&addr);
-                        self.send_to(seq, frame, &node, false);
+                        self.send_to(seq, frame, &node, false, 1);
                     }
                     Redirect::Ask { slot, addr } if trusted && hops_left && target.slot() == Some(slot) => {
                         entry.redirects += 1;
@@ -435,7 +508,7 @@ impl Session {
                             metrics.redirect(node.as_str(), "ask");
                         }
                         let node = self.ctx.pool.node(&addr);
-                        self.send_to(seq, frame, &node, true);
+                        self.send_to(seq, frame, &node, true, 1);
                     }
                     Redirect::TryAgain | Redirect::ClusterDown if trusted && self.retry_later(seq, frame.clone()) => {
                         if redirect == Redirect::ClusterDown {
@@ -489,11 +562,11 @@ impl Session {
         let node = self.ctx.pool.node(&addr);
         let load = Request::from_args(&[&b"SCRIPT"[..], b"LOAD", &body]);
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq: UNANSWERED };
-        let out = Outbound { frame: load.frame().clone(), asking: false, blocks_for: None, reply_to };
+        let out = Outbound { frame: load.frame().clone(), parts: 1, asking: false, blocks_for: None, reply_to };
         if node.send(self.client.protocol, self.client.id, out).is_ok() {
             self.in_flight += 1;
         }
-        self.send_to(seq, frame, &node, false);
+        self.send_to(seq, frame, &node, false, 1);
     }
 
     /// Schedules entry `seq` to be sent again after a backoff, unless its

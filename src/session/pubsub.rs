@@ -199,7 +199,7 @@ impl Session {
             let Some(Some(sub)) = self.subs.conns.get_mut(index) else { continue };
             sub.awaiting.push_back((seq, expected));
             let reply_to = ReplyTo { session: self.mailbox.clone(), seq: sub.seq(index) };
-            let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
+            let out = Outbound { frame: request.frame().clone(), parts: 1, asking: false, blocks_for: None, reply_to };
             if sub.conn.send(out).is_err() {
                 self.subscriber_lost(index);
             }
@@ -403,7 +403,8 @@ impl Session {
             for (request, count) in sends {
                 sub.awaiting.push_back((RESUBSCRIBED, count));
                 let reply_to = ReplyTo { session: self.mailbox.clone(), seq: sub.seq(index) };
-                let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for: None, reply_to };
+                let out =
+                    Outbound { frame: request.frame().clone(), parts: 1, asking: false, blocks_for: None, reply_to };
                 // A connection closed at once fails what it was given: lost again.
                 let _ = sub.conn.send(out);
             }

@@ -325,7 +325,7 @@ impl Session {
             _ => None,
         });
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: request.frame().clone(), asking, blocks_for, reply_to };
+        let out = Outbound { frame: request.frame().clone(), parts: 1, asking, blocks_for, reply_to };
         match self.dedicated.as_ref().map(|(conn, _)| conn.send(out)) {
             Some(Ok(())) => self.in_flight += 1,
             _ => {
@@ -358,7 +358,7 @@ impl Session {
     /// there is ever retried: a transaction's commands belong to it.
     fn send_dedicated(&mut self, seq: u64, request: Request, blocks_for: Option<Duration>) {
         let reply_to = ReplyTo { session: self.mailbox.clone(), seq };
-        let out = Outbound { frame: request.frame().clone(), asking: false, blocks_for, reply_to };
+        let out = Outbound { frame: request.frame().clone(), parts: 1, asking: false, blocks_for, reply_to };
         let Some((dedicated, _)) = &self.dedicated else {
             return self.fail(seq, ClientError::ConnectionClosed);
         };

@@ -318,3 +318,15 @@ fn a_kept_frame_gives_its_request_back() {
         assert!(Request::from_frame(Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
     }
 }
+
+#[test]
+fn requests_written_one_after_another_come_apart() {
+    let requests = [Request::from_args(&["MGET", "a"]), Request::from_args(&["MSET", "b", "x\r\ny"])];
+    let mut frames = BytesMut::new();
+    requests.iter().for_each(|request| frames.extend_from_slice(request.frame()));
+    let each = Request::split_frames(frames.freeze());
+    assert_eq!(each, requests.iter().map(|request| request.frame().clone()).collect::<Vec<_>>());
+    // A cut-off request is not one: what comes before it is.
+    let cut = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPI");
+    assert_eq!(Request::split_frames(cut), [Bytes::from_static(b"*1\r\n$4\r\nPING\r\n")]);
+}
