@@ -682,7 +682,8 @@ impl Connection {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    self.answer(got, len, &mut now);
+                    // Those before it are answers all the same.
+                    let _ = self.answer(got, len, &mut now);
                     return Err(format!("unreadable reply: {e}"));
                 }
             };
@@ -703,7 +704,7 @@ impl Connection {
                 continue;
             }
             if frame.push {
-                self.answer(got, len, &mut now);
+                self.answer(got, len, &mut now)?;
                 (got, len) = (0, 0);
                 bytes::Buf::advance(&mut self.read, frame.len);
                 continue;
@@ -713,12 +714,11 @@ impl Connection {
             };
             (got, len) = (got + 1, len + frame.len);
             if got == parts {
-                self.answer(got, len, &mut now);
+                self.answer(got, len, &mut now)?;
                 (got, len) = (0, 0);
             }
         }
-        self.answer(got, len, &mut now);
-        Ok(())
+        self.answer(got, len, &mut now)
     }
 
     /// The reply of `len` bytes at the front of the read buffer, taken off it.
@@ -736,18 +736,18 @@ impl Connection {
 
     /// Hands the `got` replies (`len` bytes) at the front of the read buffer
     /// to the oldest request: all its replies, or the first of a run's.
-    fn answer(&mut self, got: u32, len: usize, now: &mut Option<Instant>) {
+    fn answer(&mut self, got: u32, len: usize, now: &mut Option<Instant>) -> Result<(), String> {
         if got == 0 {
-            return;
+            return Ok(());
         }
-        let reply = self.take_reply(len);
-        self.answered = true;
-        let Some(oldest) = self.in_flight.front_mut() else { return };
+        let Some(oldest) = self.in_flight.front_mut() else {
+            return Err("reply without a request".into());
+        };
         let answered = if got < oldest.parts {
             // The rest of the run comes in a later read: it stays, shorter.
+            // (slotgate wrote its frames, as the parser reads requests.)
             let Some(frames) = Request::frames_len(&oldest.request, got as usize) else {
-                // slotgate wrote these frames: they always read back.
-                return;
+                return Err("a run of requests does not read back".into());
             };
             let request = oldest.request.split_to(frames);
             let reply_to = oldest.reply_to.clone();
@@ -759,9 +759,11 @@ impl Connection {
         } else {
             match self.in_flight.pop_front() {
                 Some(oldest) => oldest,
-                None => return,
+                None => return Err("reply without a request".into()),
             }
         };
+        let reply = self.take_reply(len);
+        self.answered = true;
         if answered.probe {
             let micros = answered.queued_at.elapsed().as_micros().clamp(1, u128::from(u64::MAX)) as u64;
             self.health.latency_us.store(micros, Ordering::Relaxed);
@@ -774,6 +776,7 @@ impl Connection {
             }
             self.handover.push(reply_to, reply, answered.request, got, &self.addr);
         }
+        Ok(())
     }
 
     /// Errors for everything still pending: written requests may have run.
