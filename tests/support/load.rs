@@ -1,7 +1,8 @@
 //! Background traffic through slotgate for the fault tests, and what it saw.
 //!
 //! Writers INCR counters spread over every slot range; readers GET values
-//! that never change. Every request's outcome is logged with when it was
+//! that never change, and MGET them across slots (split by slotgate, each
+//! master's parts sent to it as one run). Every request's outcome is logged with when it was
 //! sent and when it was answered, and each writer counts the INCRs it sent
 //! per counter, so a test can tell which requests failed and when, whether
 //! the answers were right, and whether any write ran twice (a counter above
@@ -25,13 +26,22 @@ const FIXED: usize = 32;
 pub enum Op {
     Incr,
     Get,
+    /// An MGET of the fixed keys of one [`mget_group`].
+    Mget,
+}
+
+/// Fixed keys an MGET reads together: `group`, `group + 8`, ... (spread
+/// over the masters: 4 slots, on every master of a 3-master cluster most
+/// of the time).
+pub fn mget_group(group: usize) -> impl Iterator<Item = usize> {
+    (group % 8..FIXED).step_by(8)
 }
 
 /// What one request got.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub op: Op,
-    /// The counter or fixed key's index.
+    /// The counter or fixed key's index, or the MGET's group.
     pub key: usize,
     pub sent: Instant,
     pub done: Instant,
@@ -157,7 +167,7 @@ fn open(url: &str) -> Connection {
 /// sent per counter (sent means written to the socket, answered or not).
 fn run(
     worker: usize,
-    op: Op,
+    role: Op,
     url: &str,
     counters: &[String],
     fixed: &[String],
@@ -167,12 +177,14 @@ fn run(
     let mut sent = vec![0u64; counters.len()];
     let mut c = open(url);
     let mut i = worker * 7;
-    let mut fixed_set = op == Op::Incr;
+    let mut fixed_set = role == Op::Incr;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let started = Instant::now();
+        // A reader's every other request is an MGET.
+        let op = if role == Op::Get && i % 2 == 0 { Op::Mget } else { role };
         let (key, error, broken) = match op {
-            Op::Get if !fixed_set => {
+            Op::Get | Op::Mget if !fixed_set => {
                 let mut set = redis::pipe();
                 for (n, key) in fixed.iter().enumerate() {
                     set.cmd("SET").arg(key).arg(value(n)).ignore();
@@ -193,8 +205,24 @@ fn run(
                     Err(e) => (key, Some(e.to_string()), e.is_io_error() || e.is_timeout()),
                 }
             }
+            Op::Mget => {
+                let group = i / 2 % 8;
+                let keys: Vec<&String> = mget_group(group).map(|key| &fixed[key]).collect();
+                let expected: Vec<Option<String>> = mget_group(group).map(|key| Some(value(key))).collect();
+                match redis::cmd("MGET").arg(&keys).query::<Vec<Option<String>>>(&mut c) {
+                    Ok(values) if values == expected => (group, None, false),
+                    // Keys gone (a cluster replaced by an empty one), each
+                    // part answered by whichever was up: told apart from a
+                    // wrong or misplaced value.
+                    Ok(values) if values.iter().zip(&expected).all(|(v, e)| v.is_none() || v == e) => {
+                        (group, Some(format!("missing values {values:?}")), false)
+                    }
+                    Ok(other) => (group, Some(format!("wrong values {other:?}")), false),
+                    Err(e) => (group, Some(e.to_string()), e.is_io_error() || e.is_timeout()),
+                }
+            }
             Op::Get => {
-                let key = i % fixed.len();
+                let key = i / 2 % fixed.len();
                 match redis::cmd("GET").arg(&fixed[key]).query::<Option<String>>(&mut c) {
                     Ok(Some(v)) if v == value(key) => (key, None, false),
                     Ok(other) => (key, Some(format!("wrong value {other:?}")), false),
