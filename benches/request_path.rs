@@ -196,6 +196,8 @@ struct RequestPath {
     routes: Arc<SlotMap>,
     nodes: Vec<Node>,
     pending: Pending,
+    /// The session's buffer for split requests' parts.
+    parts_buf: BytesMut,
     in_flight: usize,
     mailbox: Arc<Mailbox<Completion>>,
     arrived: Vec<Completion>,
@@ -221,6 +223,7 @@ impl RequestPath {
             routes: Arc::new(map),
             nodes: addrs.iter().map(|addr| Node::new(addr)).collect(),
             pending: Pending::default(),
+            parts_buf: BytesMut::new(),
             in_flight: 0,
             mailbox: Arc::new(Mailbox::default()),
             arrived: Vec::new(),
@@ -308,7 +311,8 @@ impl RequestPath {
         // Parts ranked by master (`master_rank`: here the shard's index).
         let routes = self.routes.clone();
         let rank = |slot| routes.shard_index(slot).map_or(u16::MAX, |index| index as u16);
-        let split = split_by_slot(command, keyed.split.unwrap(), &request, &self.keys, rank).unwrap();
+        let split =
+            split_by_slot(command, keyed.split.unwrap(), &request, &self.keys, rank, &mut self.parts_buf).unwrap();
         assert!(split.parts.len() <= MAX_FANOUT);
         // `Session::forward_split`: an entry per part, a request per run.
         let count = split.parts.len();

@@ -96,12 +96,14 @@ impl Split {
 /// Parts are ordered by `rank` of their slot, and in the order their slots
 /// first appear among the keys within a rank: the caller ranks slots by
 /// node, and the parts for one node are one run of frames, sent as one.
+/// The frames are written into `buf` (see [`RequestsBuilder::on`]).
 pub fn split_by_slot(
     command: &Command,
     combine: Combine,
     request: &Request,
     keys: &[usize],
     mut rank: impl FnMut(Slot) -> u16,
+    buf: &mut BytesMut,
 ) -> Option<Split> {
     let step = match command.key_specs.first()?.find {
         FindKeys::Range { key_step, .. } => usize::try_from(key_step).ok().filter(|&s| s > 0)?,
@@ -153,7 +155,7 @@ pub fn split_by_slot(
     }
     // Every part in one buffer (one allocation however many slots), its
     // arguments copied as the client encoded them.
-    let mut builder = RequestsBuilder::with_capacity(request.frame().len() + 16 * slots.len());
+    let mut builder = RequestsBuilder::on(buf, request.frame().len() + 16 * slots.len());
     let mut parts = Vec::with_capacity(slots.len());
     if slots.len() == keys.len() {
         // A slot per key (random keys): each part is its key.
@@ -381,7 +383,7 @@ mod tests {
         let Route::Keyed(keyed) = entry.route else { return None };
         let mut keys = crate::command::KeyPositions::new();
         crate::command::key_positions(entry.command, keyed.finder, &request, &mut keys).ok()?;
-        split_by_slot(entry.command, keyed.split?, &request, &keys, rank)
+        split_by_slot(entry.command, keyed.split?, &request, &keys, rank, &mut BytesMut::new())
     }
 
     fn merged(merge: &Merge, replies: &[&str]) -> String {

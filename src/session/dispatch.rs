@@ -241,11 +241,10 @@ impl Session {
                         Ok(Target::Slot(slot))
                     } else {
                         // The parts for one master in a row: one run each.
-                        let routes = &self.routes;
+                        let (routes, buf) = (&self.routes, &mut self.parts_buf);
                         let rank = |slot| routes.shard(slot).map_or(u16::MAX, |shard| shard as u16);
-                        Err(keyed
-                            .split
-                            .and_then(|combine| fanout::split_by_slot(command, combine, &request, &keys, rank)))
+                        let split = |combine| fanout::split_by_slot(command, combine, &request, &keys, rank, buf);
+                        Err(keyed.split.and_then(split))
                     }
                 }
             },

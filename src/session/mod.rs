@@ -165,6 +165,8 @@ struct Session {
     commands: LookupCache,
     keys: KeyPositions,
     local: BytesMut,
+    /// Where split requests' parts are written (empty until the first).
+    parts_buf: BytesMut,
     /// This client's entry in the registry (CLIENT LIST).
     registered: clients::Registered,
     /// CLIENT REPLY OFF or SKIP.
@@ -260,6 +262,10 @@ async fn serve<R: ClientRead, W: ClientWrite>(
             turn = TURN;
         }
         session.take_ready(&mut output);
+        if session.in_flight == 0 && session.parts_buf.capacity() > 0 {
+            // Kept for the split requests of a pipeline, not for an idle client.
+            session.parts_buf = BytesMut::new();
+        }
         if session.finished() && output.is_empty() {
             break;
         }
@@ -378,6 +384,7 @@ impl Session {
             eof: false,
             commands: LookupCache::default(),
             keys: KeyPositions::new(),
+            parts_buf: BytesMut::new(),
             local: BytesMut::new(),
             registered,
             silence: Silence::None,

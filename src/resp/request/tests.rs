@@ -268,7 +268,8 @@ fn parts_copy_the_arguments_as_the_client_sent_them() {
     // skipped unchecked (as by Redis): the parts carry them along.
     let mset = parse_one(b"*5\rx$4\r\nMSET\r\n$1\r\na\r\n$2\r\nAAyz$1\r\nb\r\n$0\r\n\r\n");
     let inline = parse_one(b"mget a b\r\n");
-    let mut builder = RequestsBuilder::with_capacity(64);
+    let mut buf = BytesMut::new();
+    let mut builder = RequestsBuilder::on(&mut buf, 64);
     let mut parts = Vec::new();
     builder.begin(3);
     builder.args_of(&mset, 0..1);
