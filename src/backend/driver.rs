@@ -317,13 +317,13 @@ async fn fail_while_backing_off(
 /// (never sent, so safe to retry elsewhere).
 fn close_for_good(queue: &Mailbox<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
     for out in queue.close() {
-        fail(out.reply_to, out.frame, out.parts, addr, cause, Retry::Safe);
+        out.fail(NodeError { addr: addr.clone(), cause: cause.clone(), retry: Retry::Safe });
     }
 }
 
 fn fail_all(batch: &mut Vec<Outbound>, addr: &NodeAddr, cause: &Arc<str>) {
     for out in batch.drain(..) {
-        fail(out.reply_to, out.frame, out.parts, addr, cause, Retry::Safe);
+        out.fail(NodeError { addr: addr.clone(), cause: cause.clone(), retry: Retry::Safe });
     }
 }
 

@@ -74,6 +74,15 @@ pub struct Outbound {
     pub reply_to: ReplyTo,
 }
 
+impl Outbound {
+    /// Fails it unanswered, every part of a run (each failure of a queued
+    /// request goes through here, so that none forgets the parts after the
+    /// first).
+    pub fn fail(self, error: NodeError) {
+        self.reply_to.send_run(Reply::Failed(error), self.frame, self.parts);
+    }
+}
+
 /// Where the reply to one request goes: the client's session, and the
 /// request's sequence number there.
 #[derive(Debug, Clone)]
@@ -181,4 +190,23 @@ pub enum Retry {
     /// It was written and the node did not answer in time: it may have run,
     /// and sent again it would most likely wait as long.
     TimedOut,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_run_answers_every_part() {
+        let session = Arc::new(Mailbox::default());
+        let frame = Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n");
+        let reply_to = ReplyTo { session: session.clone(), seq: 7 };
+        let out = Outbound { frame: frame.clone(), parts: 2, asking: false, blocks_for: None, reply_to };
+        out.fail(NodeError { addr: NodeAddr::new("127.0.0.1:7000"), cause: "gone".into(), retry: Retry::Safe });
+        let mut arrived = Vec::new();
+        assert!(session.try_take(&mut arrived));
+        let [failed] = &arrived[..] else { panic!("one completion for the run, got {arrived:?}") };
+        assert_eq!((failed.seq, failed.parts, &failed.request), (7, 2, &frame));
+        assert!(matches!(&failed.reply, Reply::Failed(error) if error.retry == Retry::Safe));
+    }
 }

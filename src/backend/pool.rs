@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use super::{BackendSettings, Health, Mailbox, NodeError, Outbound, ReadFrom, Reply, Retry, Undelivered, driver};
+use super::{BackendSettings, Health, Mailbox, NodeError, Outbound, ReadFrom, Retry, Undelivered, driver};
 use crate::cluster::{NodeAddr, Slot, SlotMap, Topology};
 use crate::metrics::NodeMetrics;
 use crate::resp::Protocol;
@@ -44,8 +44,7 @@ impl Node {
         for queue in self.resp2.iter().chain(&self.resp3) {
             for out in queue.close() {
                 let cause = "the node left the cluster map".into();
-                let error = NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe };
-                out.reply_to.send(Reply::Failed(error), out.frame);
+                out.fail(NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe });
             }
         }
     }
@@ -126,8 +125,7 @@ impl Drop for Dedicated {
     fn drop(&mut self) {
         for out in self.queue.close() {
             let cause = "the client's own node connection was closed".into();
-            let error = NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe };
-            out.reply_to.send(Reply::Failed(error), out.frame);
+            out.fail(NodeError { addr: self.addr.clone(), cause, retry: Retry::Safe });
         }
     }
 }
