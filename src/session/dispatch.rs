@@ -201,19 +201,18 @@ impl Session {
             metrics.fanout_parts.inc_by(count as u64);
         }
         let reader = read_only && self.routes.reads_from_replicas();
+        let target = |slot| if reader { Target::Reader(slot) } else { Target::Slot(slot) };
         let routes = self.routes.clone();
         let first = self.pending.next_seq();
         for &(slot, _) in &split.parts {
-            let target = if reader { Target::Reader(slot) } else { Target::Slot(slot) };
-            self.pending.push(Entry { read_only, ..Entry::new(target, false) });
+            self.pending.push(Entry { read_only, ..Entry::new(target(slot), false) });
         }
         let mut part = 0;
         while part < count {
             let seq = first + part as u64;
             let slot = split.parts[part].0;
             let Some(shard) = routes.shard(slot).filter(|_| !reader) else {
-                let target = if reader { Target::Reader(slot) } else { Target::Slot(slot) };
-                self.send(seq, split.part(part), target, &routes);
+                self.send(seq, split.part(part), target(slot), &routes);
                 part += 1;
                 continue;
             };
