@@ -365,6 +365,7 @@ def table_lines(settings, table, capacity):
                 f"| {fmt(value, '.2f')} | {target or '- (for information)'} |"
             )
 
+    lines += kernel_share_lines(scenarios, results, errors)
     lines += ["", "Latencies p50/p99 in ms (redis-benchmark --csv). CPU: slotgate utime+stime from /proc/PID/stat "
               "per completed request. \"-\": not measured."]
     if multi:
@@ -387,6 +388,26 @@ def table_lines(settings, table, capacity):
     lines += ["", "Tracked targets (issue 8; GOALS in scripts/bench.py):", ""]
     lines += targets_table(values)
     return lines
+
+
+def kernel_share_lines(scenarios, results, errors):
+    """How slotgate's CPU per request divides between its own code and the kernel (stime: the
+    system calls and the loopback TCP work done in them, wake-ups of the processes it writes
+    to included). What slotgate's code can save is the user part; the kernel part is the floor
+    that the host's sockets set for any proxy making the same system calls."""
+    rows = []
+    for scenario in scenarios:
+        samples = [] if errors.get(scenario.name, {}).get("slotgate") else results.get(scenario.name, {}).get(
+            "slotgate", [])
+        total, kernel = median(samples, "cpu_us"), median(samples, "cpu_kernel_us")
+        if total and kernel is not None:
+            rows.append(f"| {scenario.name} | {total:.2f} | {total - kernel:.2f} | {kernel:.2f} "
+                        f"| {kernel / total:.0%} |")
+    if not rows:
+        return []
+    return ["", "Where slotgate's CPU went: its own code (utime) and the kernel on its behalf (stime: system "
+            "calls, loopback TCP, waking the processes it writes to), µs per request, medians:", "",
+            "| test | CPU µs/req | user | kernel | kernel share |", "|---|---:|---:|---:|---:|", *rows]
 
 
 def table_details(settings, table):

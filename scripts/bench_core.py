@@ -59,7 +59,8 @@ def env_number(name, default, kind=float):
 
 
 def cpu_ticks(pid):
-    """utime + stime of `pid` in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    """(utime, stime) of `pid` in clock ticks (fields 14 and 15 of /proc/PID/stat): its CPU time
+    in its own code and in the kernel on its behalf (system calls, the TCP work they do)."""
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError as error:
@@ -68,7 +69,7 @@ def cpu_ticks(pid):
     rest = stat[stat.rindex(")") + 2 :].split()
     if rest[0] == "Z":
         raise BenchError(f"slotgate (pid {pid}) has exited")
-    return int(rest[11]) + int(rest[12])  # fields 14, 15; rest[0] is field 3
+    return int(rest[11]), int(rest[12])  # fields 14, 15; rest[0] is field 3
 
 
 def rss_mb(pid):
@@ -149,8 +150,11 @@ def run_benchmark(target, args, requests, *, clients, keyspace, timeout, factor=
     if factor != 1:
         sample["benchmark_rps"] = float(row["rps"])  # of the direct stand-in's single-key commands
     if before is not None:
-        sample["cpu_ticks"] = after - before
-        sample["cpu_us"] = (after - before) / os.sysconf("SC_CLK_TCK") * 1e6 / requests
+        user, kernel = (a - b for a, b in zip(after, before))
+        us_per_request = 1e6 / os.sysconf("SC_CLK_TCK") / requests
+        sample["cpu_ticks"] = user + kernel
+        sample["cpu_us"] = (user + kernel) * us_per_request
+        sample["cpu_kernel_us"] = kernel * us_per_request
     return sample
 
 
