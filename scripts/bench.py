@@ -44,6 +44,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -184,6 +185,18 @@ GOALS = [
     Goal((bench_capacity.BUSY_ROW,), "vs_50_clients", ">=", 0.9),
 ]
 ROWS = (*(s.name for s in SCENARIOS), *bench_capacity.ROWS)
+
+# predixy on the issue's machine (1 worker, redis-benchmark -c 50): the figures GOALS were set
+# from, {row: {metric: value}}. With predixy in the run (BENCH_PREDIXY), each cpu and ratio goal
+# keeps its margin over these but is applied to predixy's figure in the same run, so a slower or
+# faster host moves both proxies alike. (The x10 rows' ratio goal was set from MSET x10 -P 1.)
+PREDIXY_ON_ISSUE_MACHINE = {
+    "GET -P 1": {"cpu": 13.5, "ratio": 0.77},
+    "SET -P 1": {"cpu": 13.5, "ratio": 0.69},
+    "GET -P 16": {"cpu": 1.72, "ratio": 0.62},
+    "SET -P 16": {"cpu": 1.85, "ratio": 0.62},
+    **{row: {"ratio": 0.59} for row in MULTI_ROWS},
+}
 assert all(row in ROWS for goal in GOALS for row in goal.rows), "a Goal names a row that does not exist"
 
 
@@ -261,6 +274,8 @@ def build_report(env, settings, table=None, capacity=None, sweep=None, failure=N
         f"- redis-server: {env['redis_server']}",
         "- cluster: 3 masters + 3 replicas on 127.0.0.1; slotgate with default settings (1 worker thread)",
     ]
+    if env.get("predixy"):
+        lines.append(f"- predixy: {env['predixy']} (1 worker thread), in the main table's rounds")
     if settings["quick"]:
         lines.append("- QUICK MODE: a smoke test, the numbers mean nothing")
     if failure:
@@ -366,6 +381,8 @@ def table_lines(settings, table, capacity):
             )
 
     lines += kernel_share_lines(scenarios, results, errors)
+    if any(per_target.get("predixy") for per_target in results.values()):
+        lines += predixy_lines(scenarios, results, errors, values)
     lines += ["", "Latencies p50/p99 in ms (redis-benchmark --csv). CPU: slotgate utime+stime from /proc/PID/stat "
               "per completed request. \"-\": not measured."]
     if multi:
@@ -387,6 +404,46 @@ def table_lines(settings, table, capacity):
         lines += bench_capacity.report(capacity)
     lines += ["", "Tracked targets (issue 8; GOALS in scripts/bench.py):", ""]
     lines += targets_table(values)
+    return lines
+
+
+def predixy_lines(scenarios, results, errors, values):
+    """predixy in the same rounds: its figures beside slotgate's, and the issue's cpu and ratio
+    targets scaled to it (PREDIXY_ON_ISSUE_MACHINE)."""
+    lines = ["", "predixy in front of the same cluster, in the same rounds (BENCH_PREDIXY; medians):", "",
+             "| test | predixy req/s | predixy p99 | predixy CPU µs/req (kernel) | predixy/direct | slotgate/direct "
+             "| slotgate CPU over predixy's |", "|---|---:|---:|---:|---:|---:|---:|"]
+    predixy = {}
+    for scenario in scenarios:
+        per_target = results.get(scenario.name, {})
+        samples = [] if errors.get(scenario.name, {}).get("predixy") else per_target.get("predixy", [])
+        direct = [] if errors.get(scenario.name, {}).get("direct") else per_target.get("direct", [])
+        rps, d_rps, cpu = median(samples, "rps"), median(direct, "rps"), median(samples, "cpu_us")
+        mine = values.get(scenario.name, {})
+        predixy[scenario.name] = {"cpu": cpu, "ratio": rps / d_rps if rps and d_rps else None}
+        relative = mine["cpu"] / cpu if cpu and mine.get("cpu") else None
+        shown_rps = fmt(rps, ",.0f") if samples else (
+            f"n/a (error: {errors[scenario.name]['predixy']['error'][:40]})"
+            if errors.get(scenario.name, {}).get("predixy") else "-")
+        kernel = median(samples, "cpu_kernel_us")
+        cpu_cell = fmt(cpu, ".2f") + (f" ({kernel:.2f})" if kernel is not None else "")
+        lines.append(f"| {scenario.name} | {shown_rps} | {fmt(median(samples, 'p99'), '.3f')} | {cpu_cell} "
+                     f"| {fmt(predixy[scenario.name]['ratio'], '.2f')} | {fmt(mine.get('ratio'), '.2f')} "
+                     f"| {fmt(relative, '.2f')} |")
+    lines += ["", "The issue's CPU and throughput targets with their margin over predixy kept, applied to "
+              "predixy in this run (limit = target / predixy's figure on the issue's machine x predixy's "
+              "figure here):", "",
+              "| row | target | issue's predixy | predixy here | limit here | slotgate | verdict |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for goal in (g for g in GOALS if g.metric in ("cpu", "ratio")):
+        for row in goal.rows:
+            then, now = PREDIXY_ON_ISSUE_MACHINE[row][goal.metric], predixy[row][goal.metric]
+            if now is None:
+                continue
+            scaled = dataclasses.replace(goal, limit=goal.limit / then * now)
+            value, verdict_ = verdict(scaled, values.get(row, {}))
+            lines.append(f"| {row} | {goal.label()} | {then:g} | {now:.2f} | {scaled.limit:.2f} | {value} "
+                         f"| {verdict_} |")
     return lines
 
 
@@ -539,7 +596,7 @@ def measure_table(targets, settings, table):
             except BenchError as error:
                 raise BenchError(f"during round {round_no}, {scenario.name} against {target.name}: {error}") from None
             results[scenario.name][target.name].append(sample)
-            cpu = f", slotgate CPU {sample['cpu_us']:.2f} µs/req" if sample["cpu_us"] is not None else ""
+            cpu = f", {target.name} CPU {sample['cpu_us']:.2f} µs/req" if sample["cpu_us"] is not None else ""
             print(
                 f"  [{done}/{total}] round {round_no} {scenario.name:<14} {target.name:<8} "
                 f"{sample['rps']:>12,.0f} req/s  p50 {sample['p50']:.3f}  p99 {sample['p99']:.3f} ms"
@@ -569,7 +626,12 @@ def cmd_run(args):
         Target("direct", args.cluster_port, cluster_mode=True),
         Target("slotgate", args.slotgate_port, pid=args.slotgate_pid),
     ]
+    # predixy, when given, runs the main table only: it names its keys as slotgate does (filled
+    # through slotgate), and the capacity checks and the sweep measure slotgate's own growth.
+    reference = [Target("predixy", args.predixy_port, pid=args.predixy_pid)] if args.predixy_port else []
     env = environment(args.slotgate_bin)
+    if reference:
+        env["predixy"] = os.environ.get("BENCH_PREDIXY", "predixy")
     print(f"{env['slotgate']} ({env['commit']}), {env['redis_server']}, nproc {env['nproc']}")
     if "sweep" in settings["parts"]:
         bench_sweep.check_matplotlib()
@@ -581,12 +643,13 @@ def cmd_run(args):
                  master_count(args.cluster_port))
         if "table" in settings["parts"]:
             step = "the main table"
-            print(f"Main table: {len(SCENARIOS)} scenarios x {len(targets)} targets x {settings['rounds']} "
+            compared = targets + reference
+            print(f"Main table: {len(SCENARIOS)} scenarios x {len(compared)} targets x {settings['rounds']} "
                   f"round(s); scale {scale:g}", flush=True)
-            table = {"results": {s.name: {t.name: [] for t in targets if not t.cluster_mode or s.direct}
+            table = {"results": {s.name: {t.name: [] for t in compared if not t.cluster_mode or s.direct}
                                  for s in SCENARIOS},
                      "errors": {}, "probes": {}}
-            measure_table(targets, settings, table)
+            measure_table(compared, settings, table)
             step = "the capacity checks"
             print(f"Capacity: {bench_capacity.IDLE_CLIENTS:,} idle clients, then GET -P 1 at "
                   f"{bench_capacity.BASE_CLIENTS} and {bench_capacity.BUSY_CLIENTS:,} clients ...", flush=True)
@@ -670,6 +733,8 @@ def main():
     p.add_argument("--slotgate-port", type=int, required=True)
     p.add_argument("--slotgate-pid", type=int, required=True)
     p.add_argument("--slotgate-bin", required=True)
+    p.add_argument("--predixy-port", type=int, help="predixy in front of the same cluster: a third target")
+    p.add_argument("--predixy-pid", type=int)
     p.add_argument("--results-dir", default=str(ROOT / "bench-results"))
     p.add_argument("--quick", action="store_true", help="few requests, one round: a smoke test")
     parts = p.add_mutually_exclusive_group()

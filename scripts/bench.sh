@@ -43,8 +43,12 @@
 # Environment: BENCH_ROUNDS (3), BENCH_REQUESTS_SCALE (1.0; the sweep's request counts too),
 # BENCH_CLIENTS (50), BENCH_KEYSPACE (100000), BENCH_RUN_TIMEOUT (300 s per redis-benchmark
 # run), BENCH_PORT_BASE (30001), CARGO_TARGET_DIR, BENCH_SLOTGATE_ARGS (extra slotgate flags,
-# e.g. "--metrics 127.0.0.1:0" to measure with per-command metrics on). It raises the soft
-# open-files limit to the hard one, which must allow 12,000. Scenarios and targets: bench.py.
+# e.g. "--metrics 127.0.0.1:0" to measure with per-command metrics on), BENCH_PREDIXY (the
+# path of a predixy binary: it then runs in front of the same cluster with 1 worker thread,
+# as slotgate does by default, and the main table measures it in the same rounds, with the
+# issue's targets applied to it as well; predixy is not installed by this script). It raises
+# the soft open-files limit to the hard one, which must allow 12,000. Scenarios and targets:
+# bench.py.
 set -euo pipefail
 
 CALLER_DIR=$PWD # --png PATH is relative to where the script was started
@@ -72,6 +76,8 @@ NODE_PORTS=()
 NODE_PIDS=()
 PROXY_PORT=""
 PROXY_PID=""
+PREDIXY_PORT=""
+PREDIXY_PID=""
 BENCH_PID=""
 
 # SIGTERM the PIDs, SIGKILL what is left after ~5 s, and reap them (they are our children).
@@ -102,6 +108,7 @@ cleanup() {
         fi
         stop_pids "$PROXY_PID"
     fi
+    [[ -n "$PREDIXY_PID" ]] && stop_pids "$PREDIXY_PID"
     ((${#NODE_PIDS[@]})) && stop_pids "${NODE_PIDS[@]}"
     if [[ -n "$TMP" && -f "$TMP/slotgate.log" ]]; then
         # Keep slotgate's log when the run failed (not when it was interrupted).
@@ -191,6 +198,27 @@ start_slotgate() {
         die "slotgate (pid $PROXY_PID) does not answer 'set bench:probe 1' with OK after 15 s"
 }
 
+predixy_ready() {
+    pid_alive "$PREDIXY_PID" || return 1
+    [[ "$(rcli "$PREDIXY_PORT" set bench:probe 1)" == OK ]]
+}
+
+# predixy (BENCH_PREDIXY) in front of the same cluster, 1 worker thread like slotgate's default.
+start_predixy() {
+    local port
+    {
+        printf 'Name bench\nBind 127.0.0.1:%s\nWorkerThreads 1\nClientTimeout 0\n' "$PREDIXY_PORT"
+        printf 'ClusterServerPool {\n    Servers {\n'
+        for port in "$@"; do printf '        + 127.0.0.1:%s\n' "$port"; done
+        printf '    }\n}\n'
+    } >"$TMP/predixy.conf"
+    say "Starting predixy ($BENCH_PREDIXY) on 127.0.0.1:$PREDIXY_PORT"
+    setsid "$BENCH_PREDIXY" "$TMP/predixy.conf" </dev/null >"$TMP/predixy.log" 2>&1 &
+    PREDIXY_PID=$!
+    wait_for 15 predixy_ready ||
+        die "predixy (pid $PREDIXY_PID) does not answer 'set bench:probe 1' with OK after 15 s: $(tail -n 5 "$TMP/predixy.log")"
+}
+
 # The capacity check holds 10,000 idle clients open (a file each in bench.py and in slotgate),
 # and the sweep runs redis-benchmark with 5,000 clients: raise the soft open-files limit to
 # the hard one, for this script and everything it starts.
@@ -235,8 +263,8 @@ build_slotgate
 raise_open_files
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-slotgate.XXXXXX")"
-mapfile -t ports < <(python3 "$BENCH_PY" free-ports 7 --from "$PORT_BASE")
-((${#ports[@]} == 7)) || die "could not find 7 free ports from $PORT_BASE"
+mapfile -t ports < <(python3 "$BENCH_PY" free-ports 8 --from "$PORT_BASE")
+((${#ports[@]} == 8)) || die "could not find 8 free ports from $PORT_BASE"
 NODE_PORTS=("${ports[@]:0:6}")
 PROXY_PORT="${ports[6]}"
 
@@ -245,17 +273,25 @@ mapfile -t MASTERS < <(masters)
 ((${#MASTERS[@]} == 3)) || die "expected 3 masters, found ${#MASTERS[@]}: ${MASTERS[*]}"
 seeds="$(printf '127.0.0.1:%s,' "${MASTERS[@]}")"
 start_slotgate "${seeds%,}"
+PREDIXY_FLAGS=()
+if [[ -n "${BENCH_PREDIXY:-}" ]]; then
+    [[ -x "$BENCH_PREDIXY" ]] || die "BENCH_PREDIXY=$BENCH_PREDIXY is not an executable file"
+    PREDIXY_PORT="${ports[7]}"
+    start_predixy "${MASTERS[@]}"
+    PREDIXY_FLAGS=(--predixy-port "$PREDIXY_PORT" --predixy-pid "$PREDIXY_PID")
+fi
 say "Cluster up (masters ${MASTERS[*]}), slotgate pid $PROXY_PID on $PROXY_PORT; benchmarking ..."
 
 # In the background and waited for, so INT/TERM traps run at once rather than after the run.
 python3 "$BENCH_PY" run "${RUN_FLAGS[@]}" --cluster-port "${MASTERS[0]}" --slotgate-port "$PROXY_PORT" \
-    --slotgate-pid "$PROXY_PID" --slotgate-bin "$PROXY_BIN" --results-dir "$RESULTS" &
+    --slotgate-pid "$PROXY_PID" --slotgate-bin "$PROXY_BIN" --results-dir "$RESULTS" "${PREDIXY_FLAGS[@]}" &
 BENCH_PID=$!
 status=0
 wait "$BENCH_PID" || status=$?
 BENCH_PID=""
 
 pid_alive "$PROXY_PID" || die "slotgate exited during the benchmark"
+[[ -z "$PREDIXY_PID" ]] || pid_alive "$PREDIXY_PID" || die "predixy exited during the benchmark"
 problems=$(grep -cE ' (WARN|ERROR) ' "$TMP/slotgate.log" || true)
 if ((problems > 0)); then
     say "bench: slotgate logged $problems warning/error line(s); the last ones:"

@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """Where redis-benchmark connects. `pid`: a slotgate process whose CPU time is measured."""
+    """Where redis-benchmark connects. `pid`: a proxy (slotgate, predixy) whose CPU time is measured."""
 
     name: str
     port: int
