@@ -45,6 +45,28 @@ fn find_cr(bytes: &[u8]) -> Option<usize> {
     memchr::memchr(b'\r', tail).map(|at| at + SHORT_LINE)
 }
 
+/// The usual header line after its kind byte: a non-negative integer of at
+/// most 18 digits and no leading zero, then `\r`. Its value and where the
+/// `\r` is, found in the one pass that reads the digits. `None` for anything
+/// else (a sign, a leading zero, more digits, another byte, the end of the
+/// buffer): the general rules ([`find_cr`], [`parse_i64`]) judge those, and
+/// agree with this on every line it reads.
+fn plain_length(line: &[u8]) -> Option<(i64, usize)> {
+    let mut value: i64 = 0;
+    for (at, &byte) in line.iter().take(19).enumerate() {
+        if byte == b'\r' {
+            let leading_zero = at > 1 && line[0] == b'0';
+            return (at > 0 && !leading_zero).then_some((value, at));
+        }
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        // At most 18 digits: no overflow.
+        value = value * 10 + i64::from(byte - b'0');
+    }
+    None
+}
+
 /// Parses a RESP length or integer the way Redis's `string2ll` does: an
 /// optional `-`, then decimal digits with no leading `+`, no spaces and no
 /// leading zeros (except "0" itself); overflow is an error.
@@ -73,7 +95,31 @@ pub fn parse_i64(digits: &[u8]) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_i64;
+    use proptest::prelude::*;
+
+    use super::{find_cr, parse_i64, plain_length};
+
+    #[test]
+    fn plain_lengths_are_read_in_one_pass() {
+        assert_eq!(plain_length(b"0\r\n"), Some((0, 1)));
+        assert_eq!(plain_length(b"32\r\nvalue"), Some((32, 2)));
+        assert_eq!(plain_length(b"999999999999999999\r"), Some((999_999_999_999_999_999, 18)));
+        // For the general rules: signs, leading zeros, long or unfinished lines.
+        for other in [&b"-1\r"[..], b"01\r", b"\r", b"1234567890123456789\r", b"12", b"1 \r", b""] {
+            assert_eq!(plain_length(other), None, "{:?}", String::from_utf8_lossy(other));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_plain_length_is_what_the_general_rules_read(line in proptest::collection::vec(
+            prop_oneof![8 => b'0'..=b'9', 1 => Just(b'\r'), 1 => Just(b'-'), 1 => any::<u8>()], 0..24)) {
+            if let Some((value, cr)) = plain_length(&line) {
+                prop_assert_eq!(find_cr(&line), Some(cr));
+                prop_assert_eq!(parse_i64(&line[..cr]), Some(value));
+            }
+        }
+    }
 
     #[test]
     fn integers_parse_like_redis_string2ll() {

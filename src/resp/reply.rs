@@ -8,7 +8,7 @@
 //! is part of the frame of the value it describes; RESP3's streamed strings
 //! and aggregates (`$?`), which Redis never sends, are invalid lengths here.
 
-use super::{find_cr, parse_i64};
+use super::{find_cr, parse_i64, plain_length};
 
 /// The deepest nesting accepted from a node; Redis's own replies stay under 10.
 const MAX_DEPTH: usize = 128;
@@ -208,6 +208,10 @@ fn flat_element(buf: &[u8], at: usize) -> Option<usize> {
 /// The valid length (-1 or more) on the header line at `at`, and where the
 /// line ends, once the line has arrived.
 fn length_line(buf: &[u8], at: usize) -> Option<(i64, usize)> {
+    if let Some((len, cr)) = buf.get(at + 1..).and_then(plain_length) {
+        let line_end = at + 1 + cr + 2;
+        return (line_end <= buf.len()).then_some((len, line_end));
+    }
     let cr = at + find_cr(&buf[at..])?;
     if cr + 2 > buf.len() {
         return None;

@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::inline;
-use super::{SHORT_LINE, find_cr, parse_i64};
+use super::{SHORT_LINE, find_cr, parse_i64, plain_length};
 
 /// Redis's largest multibulk count (`INT_MAX`).
 const MAX_MULTIBULK_COUNT: i64 = i32::MAX as i64;
@@ -342,11 +342,16 @@ impl RequestParser {
                 State::Idle => match buf.first() {
                     None => return Ok(None),
                     Some(b'*') => {
-                        let too_big = ProtocolError::TooBigMultibulkCount;
-                        let Some((digits, header_len)) = length_line(&self.limits, buf, 0, too_big)? else {
-                            return Ok(None);
+                        let (count, header_len) = match plain_header(&self.limits, buf, 0) {
+                            Some(plain) => plain,
+                            None => {
+                                let too_big = ProtocolError::TooBigMultibulkCount;
+                                let Some((digits, header_len)) = length_line(&self.limits, buf, 0, too_big)? else {
+                                    return Ok(None);
+                                };
+                                (parse_i64(digits).ok_or(ProtocolError::InvalidMultibulkLength)?, header_len)
+                            }
                         };
-                        let count = parse_i64(digits).ok_or(ProtocolError::InvalidMultibulkLength)?;
                         if count > MAX_MULTIBULK_COUNT {
                             return Err(ProtocolError::InvalidMultibulkLength);
                         }
@@ -404,16 +409,21 @@ impl RequestParser {
             return Ok(None);
         };
         while *remaining > 0 {
-            // Like Redis, the kind is looked at once its whole line is here:
-            // until then an over-long line is "too big", not "expected '$'".
-            let Some((digits, header_len)) = length_line(&self.limits, buf, *pos, ProtocolError::TooBigBulkCount)?
-            else {
-                return Ok(None);
+            let (len, header_len) = match plain_header(&self.limits, buf, *pos).filter(|_| buf[*pos] == b'$') {
+                Some(plain) => plain,
+                None => {
+                    // Like Redis, the kind is looked at once its whole line is here:
+                    // until then an over-long line is "too big", not "expected '$'".
+                    let too_big = ProtocolError::TooBigBulkCount;
+                    let Some((digits, header_len)) = length_line(&self.limits, buf, *pos, too_big)? else {
+                        return Ok(None);
+                    };
+                    if buf[*pos] != b'$' {
+                        return Err(ProtocolError::ExpectedBulk(buf[*pos]));
+                    }
+                    (parse_i64(digits).ok_or(ProtocolError::InvalidBulkLength)?, header_len)
+                }
             };
-            if buf[*pos] != b'$' {
-                return Err(ProtocolError::ExpectedBulk(buf[*pos]));
-            }
-            let len = parse_i64(digits).ok_or(ProtocolError::InvalidBulkLength)?;
             if len < 0 || len as u64 > self.limits.max_bulk_len as u64 {
                 return Err(ProtocolError::InvalidBulkLength);
             }
@@ -468,6 +478,16 @@ fn length_line<'b>(
     }
     // The kind byte may be the `\r` itself: then there are no digits.
     Ok(Some((rest.get(1..cr).unwrap_or_default(), cr + 2)))
+}
+
+/// The usual header line at `at`, its kind byte then a plain length
+/// ([`plain_length`]), complete and within the line limit: its value and
+/// length, read in one pass. `None` sends anything else to [`length_line`]
+/// and [`parse_i64`], which read these lines alike and judge the rest.
+fn plain_header(limits: &Limits, buf: &[u8], at: usize) -> Option<(i64, usize)> {
+    let (value, digits) = plain_length(buf.get(at + 1..)?)?;
+    let header_len = digits + 3;
+    (at + header_len <= buf.len() && digits < limits.max_inline_len).then_some((value, header_len))
 }
 
 /// The first `\r` or NUL of `rest` (a NUL ends a line for Redis's strchr,

@@ -98,6 +98,11 @@ fn malformed_input_gets_redis_errors() {
         (b"*1\r\n$-1\r\n", ProtocolError::InvalidBulkLength),
         (b"*1\r\n$536870913\r\n", ProtocolError::InvalidBulkLength),
         (b"*1\r\n$x\r\n", ProtocolError::InvalidBulkLength),
+        // Leading zeros and signs: what the one-pass reading of plain lengths leaves to string2ll's rules.
+        (b"*01\r\n", ProtocolError::InvalidMultibulkLength),
+        (b"*1\r\n$01\r\n", ProtocolError::InvalidBulkLength),
+        (b"*1\r\n$-0\r\n", ProtocolError::InvalidBulkLength),
+        (b"*1\r\n$+1\r\n", ProtocolError::InvalidBulkLength),
         (b"*1\r\n:1\r\n", ProtocolError::ExpectedBulk(b':')),
         (b"set \"a\r\n", ProtocolError::UnbalancedQuotes),
     ];
