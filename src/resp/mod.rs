@@ -51,18 +51,17 @@ fn find_cr(bytes: &[u8]) -> Option<usize> {
 /// else (a sign, a leading zero, more digits, another byte, the end of the
 /// buffer): the general rules ([`find_cr`], [`parse_i64`]) judge those, and
 /// agree with this on every line it reads.
+#[inline]
 fn plain_length(line: &[u8]) -> Option<(i64, usize)> {
     let mut value: i64 = 0;
-    for (at, &byte) in line.iter().take(19).enumerate() {
-        if byte == b'\r' {
+    for (at, &byte) in line[..line.len().min(19)].iter().enumerate() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
             let leading_zero = at > 1 && line[0] == b'0';
-            return (at > 0 && !leading_zero).then_some((value, at));
-        }
-        if !byte.is_ascii_digit() {
-            return None;
+            return (byte == b'\r' && at > 0 && !leading_zero).then_some((value, at));
         }
         // At most 18 digits: no overflow.
-        value = value * 10 + i64::from(byte - b'0');
+        value = value * 10 + i64::from(digit);
     }
     None
 }

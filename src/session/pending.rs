@@ -242,11 +242,11 @@ impl Pending {
         let front = self.entries.front_mut()?;
         let group = front.group.take()?;
         let mut tally = front.tally;
-        tally.by_proxy = self.entries.iter().take(parts).any(|entry| entry.tally.by_proxy);
         self.base += parts as u64;
         let mut replies = std::mem::take(&mut self.spare);
         replies.reserve(parts);
         for entry in self.entries.drain(..parts) {
+            tally.by_proxy |= entry.tally.by_proxy;
             replies.extend(entry.reply);
         }
         Some(Ready::Parts(group, replies, tally))
