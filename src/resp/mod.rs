@@ -60,7 +60,10 @@ fn plain_length(line: &[u8]) -> Option<(i64, usize)> {
             let leading_zero = at > 1 && line[0] == b'0';
             return (byte == b'\r' && at > 0 && !leading_zero).then_some((value, at));
         }
-        // At most 18 digits: no overflow.
+        if at == 18 {
+            // A 19th digit: past what is read here without overflow.
+            return None;
+        }
         value = value * 10 + i64::from(digit);
     }
     None
@@ -104,7 +107,8 @@ mod tests {
         assert_eq!(plain_length(b"32\r\nvalue"), Some((32, 2)));
         assert_eq!(plain_length(b"999999999999999999\r"), Some((999_999_999_999_999_999, 18)));
         // For the general rules: signs, leading zeros, long or unfinished lines.
-        for other in [&b"-1\r"[..], b"01\r", b"\r", b"1234567890123456789\r", b"12", b"1 \r", b""] {
+        let longer = [&b"99999999999999999999999\r"[..], b"9999999999999999999\r", b"1234567890123456789\r"];
+        for other in [&b"-1\r"[..], b"01\r", b"\r", b"12", b"1 \r", b""].into_iter().chain(longer) {
             assert_eq!(plain_length(other), None, "{:?}", String::from_utf8_lossy(other));
         }
     }
@@ -112,7 +116,7 @@ mod tests {
     proptest! {
         #[test]
         fn a_plain_length_is_what_the_general_rules_read(line in proptest::collection::vec(
-            prop_oneof![8 => b'0'..=b'9', 1 => Just(b'\r'), 1 => Just(b'-'), 1 => any::<u8>()], 0..24)) {
+            prop_oneof![30 => b'9'..=b'9', 30 => b'0'..=b'9', 1 => Just(b'\r'), 1 => Just(b'-'), 1 => any::<u8>()], 0..26)) {
             if let Some((value, cr)) = plain_length(&line) {
                 prop_assert_eq!(find_cr(&line), Some(cr));
                 prop_assert_eq!(parse_i64(&line[..cr]), Some(value));
