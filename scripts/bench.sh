@@ -219,6 +219,17 @@ start_predixy() {
         die "predixy (pid $PREDIXY_PID) does not answer 'set bench:probe 1' with OK after 15 s: $(tail -n 5 "$TMP/predixy.log")"
 }
 
+# BENCH_PREDIXY as an executable's absolute path: a path is taken from where the script was
+# started, a bare name from PATH.
+resolve_predixy() {
+    local found
+    found=$(cd "$CALLER_DIR" && command -v -- "$BENCH_PREDIXY") ||
+        die "BENCH_PREDIXY=$BENCH_PREDIXY: no such executable (from $CALLER_DIR or PATH)"
+    [[ "$found" == /* ]] || found="$CALLER_DIR/$found"
+    [[ -x "$found" && ! -d "$found" ]] || die "BENCH_PREDIXY=$BENCH_PREDIXY is not an executable file"
+    BENCH_PREDIXY=$found
+}
+
 # The capacity check holds 10,000 idle clients open (a file each in bench.py and in slotgate),
 # and the sweep runs redis-benchmark with 5,000 clients: raise the soft open-files limit to
 # the hard one, for this script and everything it starts.
@@ -274,8 +285,9 @@ mapfile -t MASTERS < <(masters)
 seeds="$(printf '127.0.0.1:%s,' "${MASTERS[@]}")"
 start_slotgate "${seeds%,}"
 PREDIXY_FLAGS=()
-if [[ -n "${BENCH_PREDIXY:-}" ]]; then
-    [[ -x "$BENCH_PREDIXY" ]] || die "BENCH_PREDIXY=$BENCH_PREDIXY is not an executable file"
+# predixy runs in the main table only: not started for --sweep-only.
+if [[ -n "${BENCH_PREDIXY:-}" ]] && ((!SWEEP_ONLY)); then
+    resolve_predixy
     PREDIXY_PORT="${ports[7]}"
     start_predixy "${MASTERS[@]}"
     PREDIXY_FLAGS=(--predixy-port "$PREDIXY_PORT" --predixy-pid "$PREDIXY_PID")
@@ -291,7 +303,8 @@ wait "$BENCH_PID" || status=$?
 BENCH_PID=""
 
 pid_alive "$PROXY_PID" || die "slotgate exited during the benchmark"
-[[ -z "$PREDIXY_PID" ]] || pid_alive "$PREDIXY_PID" || die "predixy exited during the benchmark"
+[[ -z "$PREDIXY_PID" ]] || pid_alive "$PREDIXY_PID" ||
+    die "predixy exited during the benchmark; the end of its log: $(tail -n 10 "$TMP/predixy.log")"
 problems=$(grep -cE ' (WARN|ERROR) ' "$TMP/slotgate.log" || true)
 if ((problems > 0)); then
     say "bench: slotgate logged $problems warning/error line(s); the last ones:"

@@ -64,11 +64,11 @@ def cpu_ticks(pid):
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError as error:
-        raise BenchError(f"cannot read /proc/{pid}/stat (has slotgate exited?): {error}") from None
+        raise BenchError(f"cannot read /proc/{pid}/stat (has the proxy exited?): {error}") from None
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
     rest = stat[stat.rindex(")") + 2 :].split()
     if rest[0] == "Z":
-        raise BenchError(f"slotgate (pid {pid}) has exited")
+        raise BenchError(f"the proxy (pid {pid}) has exited")
     return int(rest[11]), int(rest[12])  # fields 14, 15; rest[0] is field 3
 
 
@@ -77,11 +77,11 @@ def rss_mb(pid):
     try:
         status = pathlib.Path(f"/proc/{pid}/status").read_text()
     except OSError as error:
-        raise BenchError(f"cannot read /proc/{pid}/status (has slotgate exited?): {error}") from None
+        raise BenchError(f"cannot read /proc/{pid}/status (has the proxy exited?): {error}") from None
     for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024  # in kB
-    raise BenchError(f"no VmRSS in /proc/{pid}/status (has slotgate exited?)")
+    raise BenchError(f"no VmRSS in /proc/{pid}/status (has the proxy exited?)")
 
 
 def parse_csv(stdout):
