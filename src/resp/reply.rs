@@ -190,6 +190,7 @@ fn flat_frame(buf: &[u8]) -> Option<usize> {
 }
 
 /// Where the line or string element at `at` ends, if it has arrived.
+#[inline]
 fn flat_element(buf: &[u8], at: usize) -> Option<usize> {
     match Shape::of(*buf.get(at)?)? {
         Shape::Line => {
@@ -207,11 +208,19 @@ fn flat_element(buf: &[u8], at: usize) -> Option<usize> {
 
 /// The valid length (-1 or more) on the header line at `at`, and where the
 /// line ends, once the line has arrived.
+#[inline]
 fn length_line(buf: &[u8], at: usize) -> Option<(i64, usize)> {
     if let Some((len, cr)) = buf.get(at + 1..).and_then(plain_length) {
         let line_end = at + 1 + cr + 2;
         return (line_end <= buf.len()).then_some((len, line_end));
     }
+    any_length_line(buf, at)
+}
+
+/// [`length_line`] for the lines a plain length is not: kept out of line so
+/// that the usual case stays small enough to inline where replies are measured.
+#[inline(never)]
+fn any_length_line(buf: &[u8], at: usize) -> Option<(i64, usize)> {
     let cr = at + find_cr(&buf[at..])?;
     if cr + 2 > buf.len() {
         return None;
